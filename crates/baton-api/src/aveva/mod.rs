@@ -1,0 +1,157 @@
+//! The AVEVA CONNECT client-failover dialect, both `v1-preview` (the seed document) and `v1`
+//! (GA status codes). Translates the wire format to core commands and queries; decides nothing
+//! about failover itself.
+
+pub mod error;
+pub mod timespan;
+pub mod wire;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use baton_core::{Change, Command, Query, QueryResult, Rejection, Response as CoreResponse};
+
+use self::error::AvevaError;
+use self::wire::{
+    AvevaJson, AvevaPath, GroupConfigurationIn, GroupConfigurationOut, Paging, Version,
+};
+use crate::AppState;
+use crate::coordinator::{Consistency, Coordinator, Served};
+use crate::served_by::ServedBy;
+
+/// Header carrying the total number of items of a v1 list.
+const TOTAL_COUNT: HeaderName = HeaderName::from_static("total-count");
+
+/// The AVEVA routes, to be nested under `/api`.
+pub fn routes<C: Coordinator>() -> Router<AppState<C>> {
+    let base = "/{version}/tenants/{tenant}/namespaces/{namespace}/clientfailover";
+    Router::new()
+        .route(base, get(endpoint_info))
+        .route(&format!("{base}/groups"), get(list_groups::<C>).post(post_group::<C>))
+        .route(
+            &format!("{base}/groups/{{group}}"),
+            get(get_group::<C>).put(put_group::<C>).delete(delete_group::<C>),
+        )
+        .fallback(|| async {
+            AvevaError::not_found("No AVEVA client-failover resource exists at this path.")
+        })
+        .method_not_allowed_fallback(|| async { AvevaError::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(wire::MAX_BODY))
+}
+
+type Result<T> = std::result::Result<T, AvevaError>;
+
+async fn endpoint_info(path: AvevaPath) -> Response {
+    let version = match path.version {
+        Version::V1Preview => "v1-preview",
+        Version::V1 => "v1",
+    };
+    axum::Json(serde_json::json!({ "Version": version })).into_response()
+}
+
+async fn list_groups<C: Coordinator>(
+    State(c): State<Arc<C>>,
+    path: AvevaPath,
+    paging: Paging,
+) -> Result<Response> {
+    let Served { value, by } = c.read(Query::Groups(path.scope), Consistency::Linearizable).await?;
+    let QueryResult::Groups(groups) = value else {
+        return Err(AvevaError::internal("a groups query answered with one group"));
+    };
+    let all: Vec<GroupConfigurationOut> = groups.iter().map(GroupConfigurationOut::from).collect();
+    Ok(match path.version {
+        Version::V1Preview => (ServedBy(by), axum::Json(all)).into_response(),
+        Version::V1 => {
+            let total = all.len();
+            let page: Vec<_> = all.into_iter().skip(paging.skip).take(paging.count).collect();
+            (ServedBy(by), [(TOTAL_COUNT, total.to_string())], axum::Json(page)).into_response()
+        }
+    })
+}
+
+async fn get_group<C: Coordinator>(State(c): State<Arc<C>>, path: AvevaPath) -> Result<Response> {
+    let key = path.group_key();
+    let Served { value, by } = c.read(Query::Group(key.clone()), Consistency::Linearizable).await?;
+    match value {
+        QueryResult::Group(Some(group)) => {
+            Ok((ServedBy(by), axum::Json(GroupConfigurationOut::from(&group))).into_response())
+        }
+        QueryResult::Group(None) => Err(group_not_found(&key.group)),
+        QueryResult::Groups(_) => Err(AvevaError::internal("a group query answered with a list")),
+    }
+}
+
+async fn post_group<C: Coordinator>(
+    State(c): State<Arc<C>>,
+    path: AvevaPath,
+    AvevaJson(body): AvevaJson<GroupConfigurationIn>,
+) -> Result<Response> {
+    let (id, config) = body.into_config(None)?;
+    let key = baton_core::GroupKey { scope: path.scope, group: id };
+    let Served { value, by } = c.write(Command::CreateGroup { key, config }).await?;
+    match value {
+        CoreResponse::Group { group, change } => {
+            let status = match (path.version, change) {
+                (Version::V1, Change::Created) => StatusCode::CREATED,
+                _ => StatusCode::OK,
+            };
+            Ok((status, ServedBy(by), axum::Json(GroupConfigurationOut::from(&group)))
+                .into_response())
+        }
+        other => Err(rejected(other)),
+    }
+}
+
+async fn put_group<C: Coordinator>(
+    State(c): State<Arc<C>>,
+    path: AvevaPath,
+    AvevaJson(body): AvevaJson<GroupConfigurationIn>,
+) -> Result<Response> {
+    if path.version == Version::V1 {
+        // PUT on a group existed only in the preview; v1 dropped it.
+        return Err(AvevaError::method_not_allowed());
+    }
+    let key = path.group_key();
+    let (_, config) = body.into_config(Some(&key.group))?;
+    let Served { value, by } = c.write(Command::PutGroup { key, config }).await?;
+    match value {
+        CoreResponse::Group { group, .. } => {
+            Ok((ServedBy(by), axum::Json(GroupConfigurationOut::from(&group))).into_response())
+        }
+        other => Err(rejected(other)),
+    }
+}
+
+async fn delete_group<C: Coordinator>(
+    State(c): State<Arc<C>>,
+    path: AvevaPath,
+) -> Result<Response> {
+    let key = path.group_key();
+    let Served { value, by } = c.write(Command::DeleteGroup { key }).await?;
+    match value {
+        CoreResponse::Deleted => Ok(match path.version {
+            Version::V1Preview => (StatusCode::OK, ServedBy(by), ()).into_response(),
+            Version::V1 => (StatusCode::NO_CONTENT, ServedBy(by), ()).into_response(),
+        }),
+        other => Err(rejected(other)),
+    }
+}
+
+fn group_not_found(group: &baton_core::GroupId) -> AvevaError {
+    AvevaError::not_found(format!("Failover group {:?} does not exist.", group.as_str()))
+}
+
+/// Maps a core refusal (or an answer of the wrong kind, which is a bug) to AVEVA's error.
+fn rejected(response: CoreResponse) -> AvevaError {
+    match response {
+        CoreResponse::Rejected(Rejection::GroupNotFound(key)) => group_not_found(&key.group),
+        CoreResponse::Rejected(Rejection::GroupExists { key, .. }) => AvevaError::conflict(
+            format!("Group {:?} already exists with different configuration.", key.group.as_str()),
+        ),
+        other => AvevaError::internal(format!("unexpected answer {other:?}")),
+    }
+}

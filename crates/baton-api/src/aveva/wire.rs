@@ -1,0 +1,256 @@
+//! AVEVA wire formats: the request extractors (case-insensitive JSON, validated path) and the
+//! response DTOs in AVEVA's casing.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use baton_core::{Group, GroupId, GroupKey, NamespaceId, Scope, TenantId};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::error::AvevaError;
+use super::timespan;
+
+/// Largest AVEVA request body.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The two AVEVA API versions Baton serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// `/api/v1-preview/...`: the seed document's status codes (200 on every success).
+    V1Preview,
+    /// `/api/v1/...`: the GA status codes (201, 204, 409, `Total-Count`, ...).
+    V1,
+}
+
+/// The validated path of a request: version, scope and, where the route has one, group id.
+pub struct AvevaPath {
+    /// Which API version the path named.
+    pub version: Version,
+    /// Tenant and namespace.
+    pub scope: Scope,
+    /// The group id, for routes under `groups/{groupId}`.
+    pub group: Option<GroupId>,
+}
+
+impl AvevaPath {
+    /// The group key; only call on routes that have a group id.
+    pub fn group_key(&self) -> GroupKey {
+        GroupKey {
+            scope: self.scope.clone(),
+            group: self.group.clone().expect("group routes always capture {group}"),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AvevaPath {
+    type Rejection = AvevaError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AvevaError> {
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| AvevaError::bad_request(format!("The request path is not valid: {e}")))?;
+        let param =
+            |name: &str| params.get(name).map(String::as_str).unwrap_or_default().to_string();
+        let version = match param("version").as_str() {
+            "v1-preview" => Version::V1Preview,
+            "v1" => Version::V1,
+            other => {
+                return Err(AvevaError::not_found(format!(
+                    "API version {other:?} does not exist; use v1 or v1-preview."
+                )));
+            }
+        };
+        let bad = |e: baton_core::Error| AvevaError::bad_request(e.to_string());
+        let scope = Scope {
+            tenant: TenantId::new(param("tenant")).map_err(bad)?,
+            namespace: NamespaceId::new(param("namespace")).map_err(bad)?,
+        };
+        let group = match params.get("group") {
+            Some(g) => Some(GroupId::new(g.clone()).map_err(bad)?),
+            None => None,
+        };
+        Ok(Self { version, scope, group })
+    }
+}
+
+/// A JSON body whose property names are matched case-insensitively (ASP.NET's behaviour), with
+/// every failure reported in AVEVA's error body. `T` names its fields in lowercase.
+pub struct AvevaJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AvevaJson<T> {
+    type Rejection = AvevaError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AvevaError> {
+        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or_default();
+            let mime = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+            if !(mime == "application/json" || mime.ends_with("+json") || mime == "text/json") {
+                return Err(AvevaError::unsupported_media_type(ct));
+            }
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
+            BytesRejection::FailedToBufferBody(_)
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                AvevaError::payload_too_large(MAX_BODY)
+            }
+            other => {
+                AvevaError::bad_request(format!("The request body could not be read: {other}"))
+            }
+        })?;
+        decode(&bytes).map(AvevaJson)
+    }
+}
+
+/// Parses `bytes` as JSON, folds property names to lowercase, and decodes `T`.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AvevaError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(AvevaError::bad_request(
+            "The request body is empty; a JSON object is required.",
+        ));
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        AvevaError::bad_request(format!("The request body is not valid JSON: {e}."))
+    })?;
+    if !value.is_object() {
+        return Err(AvevaError::bad_request("The request body must be a JSON object."));
+    }
+    let value = fold_keys(value)?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        AvevaError::bad_request(format!("Property {path} is not valid: {}.", e.into_inner()))
+    })
+}
+
+/// Lowercases every object key, refusing two keys that differ only in case.
+fn fold_keys(value: Value) -> Result<Value, AvevaError> {
+    Ok(match value {
+        Value::Object(map) => {
+            let mut folded = Map::with_capacity(map.len());
+            for (key, v) in map {
+                let lower = key.to_lowercase();
+                if folded.contains_key(&lower) {
+                    return Err(AvevaError::bad_request(format!(
+                        "Property {key} appears more than once."
+                    )));
+                }
+                folded.insert(lower, fold_keys(v)?);
+            }
+            Value::Object(folded)
+        }
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(fold_keys).collect::<Result<_, _>>()?)
+        }
+        other => other,
+    })
+}
+
+/// `GroupConfiguration` as clients send it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct GroupConfigurationIn {
+    /// `Id`.
+    pub id: Option<String>,
+    /// `Name`.
+    pub name: Option<String>,
+    /// `Description`.
+    pub description: Option<String>,
+    /// `FailoverTimeout`, parsed by [`timespan::parse`].
+    pub failovertimeout: Option<Value>,
+}
+
+impl GroupConfigurationIn {
+    /// The configuration, validated. `path_id` is the id in the path for PUT; a body id that
+    /// disagrees with it is refused.
+    pub fn into_config(
+        self,
+        path_id: Option<&GroupId>,
+    ) -> Result<(GroupId, baton_core::GroupConfig), AvevaError> {
+        let id = match (self.id, path_id) {
+            (Some(body), Some(path)) if body != path.as_str() => {
+                return Err(AvevaError::bad_request(format!(
+                    "The Id in the body ({body:?}) differs from the id in the path ({:?}).",
+                    path.as_str()
+                )));
+            }
+            (_, Some(path)) => path.clone(),
+            (Some(body), None) => {
+                GroupId::new(body).map_err(|e| AvevaError::bad_request(e.to_string()))?
+            }
+            (None, None) => return Err(AvevaError::bad_request("Property Id is required.")),
+        };
+        let timeout = self
+            .failovertimeout
+            .filter(|v| !v.is_null())
+            .ok_or_else(|| AvevaError::bad_request("Property FailoverTimeout is required."))?;
+        let ms = timespan::parse(&timeout).map_err(AvevaError::bad_request)?;
+        let config = baton_core::GroupConfig::new(self.name, self.description, ms)
+            .map_err(|e| AvevaError::bad_request(e.to_string()))?;
+        Ok((id, config))
+    }
+}
+
+/// `GroupConfiguration` as Baton answers it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GroupConfigurationOut {
+    /// `Id`.
+    pub id: String,
+    /// `Name`.
+    pub name: Option<String>,
+    /// `Description`.
+    pub description: Option<String>,
+    /// `FailoverTimeout` as a .NET time-span.
+    pub failover_timeout: String,
+}
+
+impl From<&Group> for GroupConfigurationOut {
+    fn from(g: &Group) -> Self {
+        Self {
+            id: g.key.group.to_string(),
+            name: g.config.name.clone(),
+            description: g.config.description.clone(),
+            failover_timeout: timespan::format(g.config.failover_timeout_ms()),
+        }
+    }
+}
+
+/// `skip` and `count` of the v1 list endpoints.
+#[derive(Debug)]
+pub struct Paging {
+    /// Items to skip.
+    pub skip: usize,
+    /// Most items to return.
+    pub count: usize,
+}
+
+/// Default page size of v1 lists.
+pub const DEFAULT_COUNT: usize = 100;
+
+impl<S: Send + Sync> FromRequestParts<S> for Paging {
+    type Rejection = AvevaError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AvevaError> {
+        let mut paging = Paging { skip: 0, count: DEFAULT_COUNT };
+        for pair in parts.uri.query().unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let target = match key.to_ascii_lowercase().as_str() {
+                "skip" => &mut paging.skip,
+                "count" => &mut paging.count,
+                _ => continue,
+            };
+            *target = value.parse().map_err(|_| {
+                AvevaError::bad_request(format!(
+                    "Query parameter {key} must be a non-negative integer, not {value:?}."
+                ))
+            })?;
+        }
+        Ok(paging)
+    }
+}

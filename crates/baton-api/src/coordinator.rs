@@ -1,0 +1,151 @@
+//! What the API needs from the node it runs on. `baton-server` implements this over openraft;
+//! tests implement it in memory.
+
+use std::future::Future;
+
+use baton_core::{Command, Query, QueryResult, Response};
+use serde::{Deserialize, Serialize};
+
+/// A node id (same as the Raft node id).
+pub type NodeId = u64;
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// Answered by a leader that has confirmed its leadership with a quorum after the request
+    /// arrived (the default for every dialect read).
+    Linearizable,
+    /// Answered from this node's applied state; may be stale.
+    Local,
+}
+
+/// A value and the node that produced it (the leader, for forwarded writes and reads).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Served<T> {
+    /// The value.
+    pub value: T,
+    /// The node that executed the request.
+    pub by: NodeId,
+}
+
+/// A node's addresses, as stored in the cluster membership.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddrs {
+    /// `host:port` of the internal Raft listener.
+    pub raft_addr: String,
+    /// `host:port` of the public API listener.
+    pub api_addr: String,
+}
+
+/// One member of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Its node id.
+    pub id: NodeId,
+    /// Its addresses.
+    #[serde(flatten)]
+    pub addrs: NodeAddrs,
+    /// `true` for a voter, `false` for a learner.
+    pub voter: bool,
+}
+
+/// A node's view of the cluster, as `/cluster/status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// This node's id.
+    pub id: NodeId,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub role: String,
+    /// The current Raft term.
+    pub term: u64,
+    /// The leader this node knows of.
+    pub leader: Option<NodeId>,
+    /// The index of the last entry in this node's log.
+    pub last_log_index: Option<u64>,
+    /// The highest index this node knows to be committed.
+    pub committed_index: Option<u64>,
+    /// The index of the last entry applied to the state machine.
+    pub applied_index: Option<u64>,
+    /// The last index covered by this node's snapshot.
+    pub snapshot_index: Option<u64>,
+    /// The last index purged from this node's log.
+    pub purged_index: Option<u64>,
+    /// Voters and learners.
+    pub members: Vec<Member>,
+}
+
+impl ClusterStatus {
+    /// The leader's member entry, if the leader is known and a member.
+    pub fn leader_member(&self) -> Option<&Member> {
+        let leader = self.leader?;
+        self.members.iter().find(|m| m.id == leader)
+    }
+
+    /// Entries committed but not yet applied here.
+    pub fn apply_lag(&self) -> u64 {
+        self.committed_index.unwrap_or(0).saturating_sub(self.applied_index.unwrap_or(0))
+    }
+}
+
+/// Why the coordinator could not serve a request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CoordinatorError {
+    /// No leader is known (election under way, or no quorum).
+    #[error("the cluster has no leader right now")]
+    NoLeader,
+    /// The request reached the leader but its outcome is unknown (leadership lost or timeout
+    /// after proposing). It may or may not have been applied.
+    #[error("the outcome of the request is unknown: {0}")]
+    OutcomeUnknown(String),
+    /// A membership change was refused (unknown node, would lose quorum, change in progress).
+    #[error("membership change refused: {0}")]
+    Membership(String),
+    /// Anything else; details are logged, not shown to clients.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The node behind the API.
+pub trait Coordinator: Send + Sync + 'static {
+    /// This node's id.
+    fn node_id(&self) -> NodeId;
+
+    /// Replicates a command and returns its committed response. Served by the leader;
+    /// a follower forwards it.
+    fn write(
+        &self,
+        command: Command,
+    ) -> impl Future<Output = Result<Served<Response>, CoordinatorError>> + Send;
+
+    /// Answers a query at the requested consistency.
+    fn read(
+        &self,
+        query: Query,
+        consistency: Consistency,
+    ) -> impl Future<Output = Result<Served<QueryResult>, CoordinatorError>> + Send;
+
+    /// This node's view of the cluster.
+    fn status(&self) -> ClusterStatus;
+
+    /// Adds a learner and waits until it has caught up with the log.
+    fn add_learner(
+        &self,
+        id: NodeId,
+        addrs: NodeAddrs,
+    ) -> impl Future<Output = Result<Served<ClusterStatus>, CoordinatorError>> + Send;
+
+    /// Makes a learner a voter.
+    fn promote(
+        &self,
+        id: NodeId,
+    ) -> impl Future<Output = Result<Served<ClusterStatus>, CoordinatorError>> + Send;
+
+    /// Removes a node (voter or learner) from the cluster.
+    fn remove(
+        &self,
+        id: NodeId,
+    ) -> impl Future<Output = Result<Served<ClusterStatus>, CoordinatorError>> + Send;
+
+    /// Builds a snapshot on this node now (the log may then be purged up to it).
+    fn snapshot(&self) -> impl Future<Output = Result<(), CoordinatorError>> + Send;
+}

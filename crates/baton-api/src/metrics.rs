@@ -1,0 +1,93 @@
+//! Prometheus metrics: requests by route and status, plus Raft gauges read from the node's
+//! status at scrape time.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::coordinator::ClusterStatus;
+
+/// Labels of the request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The matched route pattern (`/api/{version}/...`), or `unmatched`.
+    pub route: String,
+    /// The HTTP method.
+    pub method: String,
+    /// The response status code.
+    pub status: u16,
+}
+
+/// The node's metrics registry.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests answered, by route, method and status.
+    pub requests: Family<RequestLabels, Counter>,
+    term: Gauge,
+    leader: Gauge,
+    is_leader: Gauge,
+    last_log_index: Gauge,
+    committed_index: Gauge,
+    applied_index: Gauge,
+    apply_lag: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("baton");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests answered", requests.clone());
+        let mut gauge = |name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let term = gauge("raft_term", "Current Raft term");
+        let leader = gauge("raft_leader", "Node id of the known leader, or -1");
+        let is_leader = gauge("raft_is_leader", "1 when this node is the leader");
+        let last_log_index = gauge("raft_last_log_index", "Index of the last log entry");
+        let committed_index = gauge("raft_committed_index", "Highest index known committed");
+        let applied_index = gauge("raft_applied_index", "Index of the last applied entry");
+        let apply_lag = gauge("raft_apply_lag", "Committed entries not yet applied");
+        Self {
+            registry,
+            requests,
+            term,
+            leader,
+            is_leader,
+            last_log_index,
+            committed_index,
+            applied_index,
+            apply_lag,
+        }
+    }
+}
+
+fn as_gauge(v: Option<u64>) -> i64 {
+    v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+impl Metrics {
+    /// Renders every metric in Prometheus text format, after refreshing the Raft gauges from
+    /// `status`.
+    pub fn render(&self, status: &ClusterStatus) -> String {
+        self.term.set(as_gauge(Some(status.term)));
+        self.leader.set(as_gauge(status.leader));
+        self.is_leader.set(i64::from(status.leader == Some(status.id)));
+        self.last_log_index.set(as_gauge(status.last_log_index));
+        self.committed_index.set(as_gauge(status.committed_index));
+        self.applied_index.set(as_gauge(status.applied_index));
+        self.apply_lag.set(as_gauge(Some(status.apply_lag())));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Shared handle.
+pub type SharedMetrics = Arc<Metrics>;

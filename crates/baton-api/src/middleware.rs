@@ -1,0 +1,107 @@
+//! Cross-cutting request handling: path normalization, leader redirects, the served-by
+//! header and request metrics.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::AppState;
+use crate::coordinator::Coordinator;
+use crate::error::no_leader_response;
+use crate::metrics::RequestLabels;
+use crate::served_by::SERVED_BY;
+
+/// Positions of literal words in AVEVA paths (`/api/{v}/tenants/{t}/namespaces/{n}/
+/// clientfailover/groups/{g}/clientsessions/{s}/heartbeat`), counted from `api` = 0. Only these
+/// segments are lowercased; ids keep their case.
+const AVEVA_LITERALS: [usize; 7] = [0, 1, 2, 4, 6, 7, 9];
+/// The last literal (`heartbeat`, `roleoverride`) sits at position 11.
+const AVEVA_ACTION: usize = 11;
+
+/// Lowercases the literal words of AVEVA paths so that routing is case-insensitive for them.
+pub fn normalize_path(mut req: Request) -> Request {
+    let path = req.uri().path();
+    let is_aveva = path.len() > 4 && path[..5].eq_ignore_ascii_case("/api/");
+    if !is_aveva {
+        return req;
+    }
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    let normalized: Vec<String> = segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            if AVEVA_LITERALS.contains(&i) || i == AVEVA_ACTION {
+                s.to_ascii_lowercase()
+            } else {
+                (*s).to_string()
+            }
+        })
+        .collect();
+    let mut new_path = format!("/{}", normalized.join("/"));
+    if new_path == path {
+        return req;
+    }
+    if let Some(q) = req.uri().query() {
+        new_path = format!("{new_path}?{q}");
+    }
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = new_path.parse().ok();
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    req
+}
+
+/// With `?redirect` on a node that is not the leader: 307 to the same path and query on the
+/// leader's API address (503 when no leader is known). Without it, the request goes on and
+/// the coordinator forwards it.
+pub async fn redirect_to_leader<C: Coordinator>(
+    State(s): State<AppState<C>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let wants_redirect = req.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case("redirect")))
+    });
+    if !wants_redirect {
+        return next.run(req).await;
+    }
+    let status = s.coordinator.status();
+    if status.leader == Some(status.id) {
+        return next.run(req).await;
+    }
+    let Some(leader) = status.leader_member() else {
+        return no_leader_response();
+    };
+    let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = format!("http://{}{}", leader.addrs.api_addr, path_and_query);
+    match HeaderValue::from_str(&location) {
+        Ok(location) => {
+            (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response()
+        }
+        Err(_) => no_leader_response(),
+    }
+}
+
+/// Counts the request by route, method and status, and sets the served-by header when the
+/// handler did not.
+pub async fn record<C: Coordinator>(
+    State(s): State<AppState<C>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route =
+        req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_string();
+    let method = req.method().to_string();
+    let mut response = next.run(req).await;
+    if !response.headers().contains_key(SERVED_BY) {
+        response.headers_mut().insert(SERVED_BY, HeaderValue::from(s.coordinator.node_id()));
+    }
+    s.metrics
+        .requests
+        .get_or_create(&RequestLabels { route, method, status: response.status().as_u16() })
+        .inc();
+    response
+}

@@ -1,0 +1,67 @@
+//! Failover groups and their configuration.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::ids::{GroupKey, Timestamp};
+
+/// Shortest failover timeout a group may have.
+pub const MIN_FAILOVER_TIMEOUT_MS: u64 = 1_000;
+/// Longest failover timeout a group may have (one day).
+pub const MAX_FAILOVER_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1_000;
+/// Longest name or description, in characters.
+pub const MAX_TEXT_LEN: usize = 4_096;
+
+/// What a client configures on a group. Two configurations are "the same" exactly when they are
+/// equal; AVEVA's idempotent POST compares them this way.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupConfig {
+    /// Display name (nullable on the AVEVA wire).
+    pub name: Option<String>,
+    /// Free-text description (nullable on the AVEVA wire).
+    pub description: Option<String>,
+    /// How long a member may stay silent before it is stale, in milliseconds.
+    failover_timeout_ms: u64,
+}
+
+impl GroupConfig {
+    /// Builds a configuration, checking the timeout range and text lengths.
+    pub fn new(
+        name: Option<String>,
+        description: Option<String>,
+        failover_timeout_ms: u64,
+    ) -> Result<Self> {
+        if !(MIN_FAILOVER_TIMEOUT_MS..=MAX_FAILOVER_TIMEOUT_MS).contains(&failover_timeout_ms) {
+            return Err(Error::FailoverTimeoutOutOfRange { ms: failover_timeout_ms });
+        }
+        check_text("name", name.as_deref())?;
+        check_text("description", description.as_deref())?;
+        Ok(Self { name, description, failover_timeout_ms })
+    }
+
+    /// The group's failover timeout in milliseconds.
+    pub fn failover_timeout_ms(&self) -> u64 {
+        self.failover_timeout_ms
+    }
+}
+
+fn check_text(field: &'static str, text: Option<&str>) -> Result<()> {
+    let len = text.map_or(0, |t| t.chars().count());
+    if len > MAX_TEXT_LEN {
+        return Err(Error::TextTooLong { field, len, max: MAX_TEXT_LEN });
+    }
+    Ok(())
+}
+
+/// A failover group as replicated state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    /// Where the group lives and its id.
+    pub key: GroupKey,
+    /// The client-supplied configuration.
+    pub config: GroupConfig,
+    /// When the group was first created (leader time).
+    pub created_at: Timestamp,
+    /// When the configuration last changed (leader time).
+    pub updated_at: Timestamp,
+}

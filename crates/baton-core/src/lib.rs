@@ -1,0 +1,37 @@
+//! # baton-core: the pure failover core
+//!
+//! Baton's replicated state and the only code that changes it. This crate has no I/O, no
+//! clock, no async runtime and no knowledge of Raft or HTTP: the Raft state machine (in
+//! `baton-store`) feeds it committed [`Request`]s, and the HTTP dialects (in `baton-api`)
+//! translate their wire formats into [`Command`]s and [`Query`]s.
+//!
+//! ```text
+//!  dialect (HTTP) ──Command──▶ leader stamps time ──Request──▶ Raft log ──▶ State::apply ──▶ Response
+//!  dialect (HTTP) ──Query────▶ leader (linearizable) ─────────────────────▶ State::query ──▶ QueryResult
+//! ```
+//!
+//! ## Invariants
+//! - `State::apply` is deterministic: the same state and request give the same state and
+//!   response on every replica. Time comes only from `Request::at`, chosen by the leader.
+//! - A command changes at most the one record named by [`Command::record_key`], so a request
+//!   commits whole or not at all, and storage can persist exactly that record.
+//! - Domain refusals are [`Response::Rejected`] values, committed like any other outcome; they
+//!   never leave a partial change.
+//! - Every id is valid by construction (see [`ids`]), including ids decoded from the log.
+
+#![cfg_attr(not(test), deny(unused_crate_dependencies))]
+#![deny(missing_docs)]
+
+mod command;
+mod error;
+mod group;
+pub mod ids;
+mod state;
+
+pub use command::{Change, Command, Query, QueryResult, RecordKey, Rejection, Request, Response};
+pub use error::{Error, Result};
+pub use group::{
+    Group, GroupConfig, MAX_FAILOVER_TIMEOUT_MS, MAX_TEXT_LEN, MIN_FAILOVER_TIMEOUT_MS,
+};
+pub use ids::{GroupId, GroupKey, NamespaceId, Scope, TenantId, Timestamp};
+pub use state::{Record, State};

@@ -1,0 +1,362 @@
+//! The node's configuration: defaults, then the TOML file, then `BATON_*` environment
+//! variables, then command-line flags; then [`Config::validate`]. Unknown keys are refused at
+//! every layer with a message naming the key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment variables that override configuration keys (`BATON_API_ADDR` sets
+/// `api_addr`).
+pub const ENV_PREFIX: &str = "BATON_";
+/// Shortest accepted cluster secret.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// One member of the cluster the node forms on first start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitialMember {
+    /// The member's node id.
+    pub id: u64,
+    /// Its internal Raft address (`host:port`).
+    pub raft_addr: String,
+    /// Its public API address (`host:port`).
+    pub api_addr: String,
+}
+
+/// A node's configuration. Every key is documented, with its default and env override, in
+/// `config/node.example.toml`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This node's id; unique in the cluster, never reused. Required.
+    pub id: u64,
+    /// The cluster's name. A node refuses a data directory written by another cluster.
+    pub cluster_name: String,
+    /// Shared secret every internal (Raft) request must carry. Required, 16+ characters.
+    pub cluster_secret: String,
+    /// Address the public API listens on.
+    pub api_addr: String,
+    /// Address the internal Raft listener listens on.
+    pub raft_addr: String,
+    /// API address other nodes and redirected clients use; defaults to `api_addr`.
+    pub advertise_api_addr: Option<String>,
+    /// Raft address other nodes use; defaults to `raft_addr`.
+    pub advertise_raft_addr: Option<String>,
+    /// Where this node keeps its RocksDB database. Required.
+    pub data_dir: PathBuf,
+    /// Members of the cluster formed on first start. Empty: this node waits to be added (as a
+    /// learner) by an existing cluster.
+    pub initial_members: Vec<InitialMember>,
+    /// Leader heartbeat interval, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// Shortest election timeout, in milliseconds.
+    pub election_timeout_min_ms: u64,
+    /// Longest election timeout, in milliseconds.
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many new log entries.
+    pub snapshot_logs_since_last: u64,
+    /// Log entries kept behind the latest snapshot (for followers that lag a little).
+    pub max_in_snapshot_log_to_keep: u64,
+    /// How long a write may wait for its commit before its outcome is reported unknown.
+    pub request_timeout_ms: u64,
+    /// How long a graceful shutdown may take before the node stops anyway.
+    pub shutdown_timeout_ms: u64,
+    /// Log filter, e.g. `info` or `baton_server=debug,info`.
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            id: 0,
+            cluster_name: "baton".into(),
+            cluster_secret: String::new(),
+            api_addr: "127.0.0.1:7001".into(),
+            raft_addr: "127.0.0.1:7101".into(),
+            advertise_api_addr: None,
+            advertise_raft_addr: None,
+            data_dir: PathBuf::new(),
+            initial_members: Vec::new(),
+            heartbeat_interval_ms: 50,
+            election_timeout_min_ms: 200,
+            election_timeout_max_ms: 400,
+            snapshot_logs_since_last: 5_000,
+            max_in_snapshot_log_to_keep: 1_000,
+            request_timeout_ms: 5_000,
+            shutdown_timeout_ms: 5_000,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// Why the configuration was refused. Each message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A layer did not parse or named an unknown key or a wrong type.
+    #[error("invalid configuration from {layer}: {message}")]
+    Invalid {
+        /// `the config file <path>`, `environment variable BATON_X`, `flag --set x`.
+        layer: String,
+        /// The parser's message (it names the key).
+        message: String,
+    },
+    /// A key's value breaks a rule.
+    #[error("invalid configuration: `{key}` {problem}")]
+    Rule {
+        /// The key.
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// Parses `value` as a TOML value (number, boolean, array, inline table, quoted string); when
+/// that fails, takes it as a bare string. So `BATON_ID=3` is a number and
+/// `BATON_API_ADDR=0.0.0.0:7001` a string.
+fn parse_value(value: &str) -> toml::Value {
+    match format!("v = {value}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").expect("the wrapper key is present"),
+        Err(_) => toml::Value::String(value.to_string()),
+    }
+}
+
+fn known_keys() -> BTreeMap<String, ()> {
+    let table = toml::Table::try_from(Config::default()).expect("the default config serializes");
+    let mut keys: BTreeMap<String, ()> = table.keys().map(|k| (k.clone(), ())).collect();
+    for optional in ["advertise_api_addr", "advertise_raft_addr"] {
+        keys.insert(optional.into(), ());
+    }
+    keys
+}
+
+impl Config {
+    /// Loads the layers: defaults, `file` (if any), `env` (pairs like `BATON_ID=1`; other names
+    /// are ignored), then `overrides` (`key=value` from flags); then validates.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        let mut table = toml::Table::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+            let layer = format!("the config file {}", path.display());
+            table = text.parse::<toml::Table>().map_err(|e| ConfigError::Invalid { layer: layer.clone(), message: e.to_string() })?;
+            // Check the file alone first, so an error names the file rather than a later layer.
+            Self::from_table(table.clone(), &layer)?;
+        }
+        let known = known_keys();
+        let mut set = |key: String, value: &str, layer: String| -> Result<(), ConfigError> {
+            if !known.contains_key(&key) {
+                return Err(ConfigError::Invalid { layer, message: format!("unknown key `{key}`") });
+            }
+            table.insert(key, parse_value(value));
+            Ok(())
+        };
+        let mut env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        env.sort();
+        for (name, value) in env {
+            let key = name[ENV_PREFIX.len()..].to_ascii_lowercase();
+            set(key, &value, format!("environment variable {name}"))?;
+        }
+        for (key, value) in overrides {
+            set(key.clone(), value, format!("flag for `{key}`"))?;
+        }
+        let config = Self::from_table(table, "the combined configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_table(table: toml::Table, layer: &str) -> Result<Self, ConfigError> {
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid { layer: layer.into(), message: e.message().to_string() })
+    }
+
+    /// Checks each key and the rules between keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let rule = |key, problem: String| Err(ConfigError::Rule { key, problem });
+        if self.id == 0 {
+            return rule("id", "is required and must be a positive integer".into());
+        }
+        if self.cluster_secret.chars().count() < MIN_SECRET_LEN {
+            return rule("cluster_secret", format!("is required and must have at least {MIN_SECRET_LEN} characters"));
+        }
+        if self.cluster_name.is_empty() {
+            return rule("cluster_name", "must not be empty".into());
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return rule("data_dir", "is required".into());
+        }
+        for (key, addr) in [
+            ("api_addr", Some(&self.api_addr)),
+            ("raft_addr", Some(&self.raft_addr)),
+            ("advertise_api_addr", self.advertise_api_addr.as_ref()),
+            ("advertise_raft_addr", self.advertise_raft_addr.as_ref()),
+        ] {
+            if let Some(addr) = addr
+                && !is_host_port(addr)
+            {
+                return rule(key, format!("must be host:port, not {addr:?}"));
+            }
+        }
+        if self.heartbeat_interval_ms == 0 {
+            return rule("heartbeat_interval_ms", "must be positive".into());
+        }
+        if self.election_timeout_min_ms < 2 * self.heartbeat_interval_ms {
+            return rule(
+                "election_timeout_min_ms",
+                format!(
+                    "({}) must be at least twice heartbeat_interval_ms ({}), or followers start elections between heartbeats",
+                    self.election_timeout_min_ms, self.heartbeat_interval_ms
+                ),
+            );
+        }
+        if self.election_timeout_max_ms <= self.election_timeout_min_ms {
+            return rule(
+                "election_timeout_max_ms",
+                format!("({}) must be greater than election_timeout_min_ms ({})", self.election_timeout_max_ms, self.election_timeout_min_ms),
+            );
+        }
+        if self.election_timeout_max_ms >= baton_core::MIN_FAILOVER_TIMEOUT_MS {
+            return rule(
+                "election_timeout_max_ms",
+                format!(
+                    "({}) must be below the shortest client failover timeout ({} ms), or a Baton election could outlast a client's timeout",
+                    self.election_timeout_max_ms,
+                    baton_core::MIN_FAILOVER_TIMEOUT_MS
+                ),
+            );
+        }
+        if self.snapshot_logs_since_last == 0 {
+            return rule("snapshot_logs_since_last", "must be positive".into());
+        }
+        if self.request_timeout_ms == 0 {
+            return rule("request_timeout_ms", "must be positive".into());
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for m in &self.initial_members {
+            if !ids.insert(m.id) {
+                return rule("initial_members", format!("lists node {} twice", m.id));
+            }
+            if !is_host_port(&m.raft_addr) || !is_host_port(&m.api_addr) {
+                return rule("initial_members", format!("node {} needs host:port addresses", m.id));
+            }
+        }
+        Ok(())
+    }
+
+    /// The API address other nodes and redirected clients use.
+    pub fn public_api_addr(&self) -> &str {
+        self.advertise_api_addr.as_deref().unwrap_or(&self.api_addr)
+    }
+
+    /// The Raft address other nodes use.
+    pub fn public_raft_addr(&self) -> &str {
+        self.advertise_raft_addr.as_deref().unwrap_or(&self.raft_addr)
+    }
+}
+
+/// `host:port` with a non-empty host and a numeric port.
+fn is_host_port(addr: &str) -> bool {
+    addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base_env() -> Vec<(String, String)> {
+        vec![
+            ("BATON_ID".into(), "1".into()),
+            ("BATON_CLUSTER_SECRET".into(), "0123456789abcdef".into()),
+            ("BATON_DATA_DIR".into(), "/tmp/x".into()),
+        ]
+    }
+
+    #[test]
+    fn layers_apply_in_order_file_then_env_then_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("n.toml");
+        std::fs::write(&file, "api_addr = \"127.0.0.1:1\"\nraft_addr = \"127.0.0.1:2\"\nheartbeat_interval_ms = 40\n")
+            .expect("write");
+        let mut env = base_env();
+        env.push(("BATON_API_ADDR".into(), "127.0.0.1:3".into()));
+        env.push(("PATH".into(), "/bin".into()));
+        let c = Config::load(Some(&file), env, &[("raft_addr".into(), "127.0.0.1:4".into())]).expect("valid");
+        assert_eq!(c.api_addr, "127.0.0.1:3", "env beats file");
+        assert_eq!(c.raft_addr, "127.0.0.1:4", "flag beats file");
+        assert_eq!(c.heartbeat_interval_ms, 40, "file beats default");
+        assert_eq!(c.id, 1);
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("n.toml");
+        std::fs::write(&file, "id = 1\nheartbeat_intreval_ms = 5\n").expect("write");
+        let err = Config::load(Some(&file), base_env(), &[]).expect_err("refused").to_string();
+        assert!(err.contains("heartbeat_intreval_ms"), "{err}");
+    }
+
+    #[test]
+    fn unknown_env_key_is_named() {
+        let mut env = base_env();
+        env.push(("BATON_NOPE".into(), "1".into()));
+        let err = Config::load(None, env, &[]).expect_err("refused").to_string();
+        assert!(err.contains("BATON_NOPE") && err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let mut env = base_env();
+        env.push(("BATON_HEARTBEAT_INTERVAL_MS".into(), "\"fast\"".into()));
+        let err = Config::load(None, env, &[]).expect_err("refused").to_string();
+        assert!(err.contains("heartbeat_interval_ms") || err.contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn heartbeat_not_below_election_timeout_is_refused() {
+        let mut env = base_env();
+        env.push(("BATON_HEARTBEAT_INTERVAL_MS".into(), "150".into()));
+        let err = Config::load(None, env, &[]).expect_err("refused").to_string();
+        assert!(err.contains("election_timeout_min_ms") && err.contains("heartbeat_interval_ms"), "{err}");
+    }
+
+    #[test]
+    fn election_timeout_must_stay_below_client_failover_timeouts() {
+        let mut env = base_env();
+        env.push(("BATON_ELECTION_TIMEOUT_MAX_MS".into(), "1500".into()));
+        let err = Config::load(None, env, &[]).expect_err("refused").to_string();
+        assert!(err.contains("election_timeout_max_ms"), "{err}");
+    }
+
+    #[test]
+    fn missing_secret_is_refused() {
+        let env = vec![("BATON_ID".into(), "1".into()), ("BATON_DATA_DIR".into(), "/x".into())];
+        let err = Config::load(None, env, &[]).expect_err("refused").to_string();
+        assert!(err.contains("cluster_secret"), "{err}");
+    }
+
+    #[test]
+    fn initial_members_can_come_from_env_as_toml() {
+        let mut env = base_env();
+        env.push((
+            "BATON_INITIAL_MEMBERS".into(),
+            "[{id = 1, raft_addr = \"a:1\", api_addr = \"a:2\"}]".into(),
+        ));
+        let c = Config::load(None, env, &[]).expect("valid");
+        assert_eq!(c.initial_members.len(), 1);
+    }
+}

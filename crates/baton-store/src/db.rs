@@ -1,0 +1,48 @@
+//! Opening the RocksDB database and the column families Baton keeps in it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Options, WriteOptions};
+
+use crate::error::{Error, Result};
+
+/// Raft log entries, keyed by big-endian index.
+pub(crate) const CF_LOGS: &str = "logs";
+/// Raft metadata: vote, committed log id, last purged log id.
+pub(crate) const CF_META: &str = "meta";
+/// State-machine records, keyed by encoded `RecordKey`.
+pub(crate) const CF_SM: &str = "sm";
+/// State-machine metadata: applied log id, membership, current snapshot.
+pub(crate) const CF_SM_META: &str = "sm_meta";
+
+const ALL_CFS: [&str; 4] = [CF_LOGS, CF_META, CF_SM, CF_SM_META];
+
+/// Opens (or creates) the database at `dir`.
+pub(crate) fn open(dir: &Path) -> Result<Arc<DB>> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+    let db = DB::open_cf_descriptors(&opts, dir, cfs)
+        .map_err(|source| Error::Open { path: dir.to_path_buf(), source })?;
+    Ok(Arc::new(db))
+}
+
+/// The handle of a column family that `open` always creates.
+pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
+    db.cf_handle(name).unwrap_or_else(|| panic!("column family {name} is created by open()"))
+}
+
+/// Write options for a write that must be on disk before we acknowledge it.
+pub(crate) fn synced() -> WriteOptions {
+    let mut w = WriteOptions::default();
+    w.set_sync(true);
+    w
+}
+
+/// Write options for a write whose durability is provided by a later synced write (RocksDB has
+/// one write-ahead log for all column families, and syncing it syncs every earlier write).
+pub(crate) fn unsynced() -> WriteOptions {
+    WriteOptions::default()
+}
