@@ -20,7 +20,7 @@ pub enum Consistency {
 }
 
 /// A value and the node that produced it (the leader, for forwarded writes and reads).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Served<T> {
     /// The value.
     pub value: T,
@@ -42,9 +42,10 @@ pub struct NodeAddrs {
 pub struct Member {
     /// Its node id.
     pub id: NodeId,
-    /// Its addresses.
-    #[serde(flatten)]
-    pub addrs: NodeAddrs,
+    /// `host:port` of its internal Raft listener.
+    pub raft_addr: String,
+    /// `host:port` of its public API listener.
+    pub api_addr: String,
     /// `true` for a voter, `false` for a learner.
     pub voter: bool,
 }
@@ -87,8 +88,19 @@ impl ClusterStatus {
     }
 }
 
+/// A fingerprint of a node's applied state, to compare nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateDigest {
+    /// The applied index the digest was taken at.
+    pub applied_index: Option<u64>,
+    /// The digest (see `baton_core::State::digest`), in hex.
+    pub digest: String,
+    /// Number of groups.
+    pub groups: usize,
+}
+
 /// Why the coordinator could not serve a request.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum CoordinatorError {
     /// No leader is known (election under way, or no quorum).
     #[error("the cluster has no leader right now")]
@@ -126,6 +138,9 @@ pub trait Coordinator: Send + Sync + 'static {
 
     /// This node's view of the cluster.
     fn status(&self) -> ClusterStatus;
+
+    /// A fingerprint of this node's applied state.
+    fn digest(&self) -> StateDigest;
 
     /// Adds a learner and waits until it has caught up with the log.
     fn add_learner(

@@ -6,7 +6,7 @@
 //! in memory.
 //!
 //! ```text
-//!  request ─▶ normalize path words ─▶ router ─┬─ /healthz /readyz /cluster/status|nodes /metrics  (this node's view)
+//!  request ─▶ normalize path words ─▶ router ─┬─ /healthz /readyz /cluster/status|nodes|digest /metrics  (this node's view)
 //!                                             ├─ /cluster/learners|nodes/{id}|snapshot           (leader)
 //!                                             └─ /api/{v1-preview|v1}/.../clientfailover/...       (leader)
 //!            every response: x-baton-served-by; `?redirect` on a follower: 307 to the leader
@@ -40,6 +40,7 @@ use tower::util::MapRequest;
 
 pub use coordinator::{
     ClusterStatus, Consistency, Coordinator, CoordinatorError, Member, NodeAddrs, NodeId, Served,
+    StateDigest,
 };
 pub use error::ApiError;
 pub use metrics::Metrics;

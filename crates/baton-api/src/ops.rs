@@ -12,7 +12,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::coordinator::{ClusterStatus, Coordinator, Member, NodeAddrs, NodeId, Served};
+use crate::coordinator::{
+    ClusterStatus, Coordinator, Member, NodeAddrs, NodeId, Served, StateDigest,
+};
 use crate::error::ApiError;
 use crate::served_by::ServedBy;
 
@@ -23,6 +25,7 @@ pub fn local_routes<C: Coordinator>() -> Router<AppState<C>> {
         .route("/readyz", get(readyz::<C>))
         .route("/cluster/status", get(status::<C>))
         .route("/cluster/nodes", get(nodes::<C>))
+        .route("/cluster/digest", get(digest::<C>))
         .route("/metrics", get(metrics::<C>))
 }
 
@@ -95,19 +98,27 @@ async fn status<C: Coordinator>(State(s): State<AppState<C>>) -> Json<ClusterSta
 
 #[derive(Serialize)]
 struct NodeView {
-    #[serde(flatten)]
-    member: Member,
+    id: NodeId,
+    raft_addr: String,
+    api_addr: String,
+    voter: bool,
     leader: bool,
 }
 
 async fn nodes<C: Coordinator>(State(s): State<AppState<C>>) -> Json<Vec<NodeView>> {
     let st = s.coordinator.status();
-    Json(
-        st.members
-            .iter()
-            .map(|m| NodeView { member: m.clone(), leader: Some(m.id) == st.leader })
-            .collect(),
-    )
+    let view = |m: &Member| NodeView {
+        id: m.id,
+        raft_addr: m.raft_addr.clone(),
+        api_addr: m.api_addr.clone(),
+        voter: m.voter,
+        leader: Some(m.id) == st.leader,
+    };
+    Json(st.members.iter().map(view).collect())
+}
+
+async fn digest<C: Coordinator>(State(s): State<AppState<C>>) -> Json<StateDigest> {
+    Json(s.coordinator.digest())
 }
 
 async fn metrics<C: Coordinator>(State(s): State<AppState<C>>) -> Response {

@@ -14,7 +14,7 @@ pub const MAX_TEXT_LEN: usize = 4_096;
 
 /// What a client configures on a group. Two configurations are "the same" exactly when they are
 /// equal; AVEVA's idempotent POST compares them this way.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct GroupConfig {
     /// Display name (nullable on the AVEVA wire).
     pub name: Option<String>,
@@ -54,7 +54,7 @@ fn check_text(field: &'static str, text: Option<&str>) -> Result<()> {
 }
 
 /// A failover group as replicated state.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Group {
     /// Where the group lives and its id.
     pub key: GroupKey,

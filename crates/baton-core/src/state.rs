@@ -105,6 +105,18 @@ impl State {
         }
     }
 
+    /// A fingerprint of the whole state: equal states give equal digests. Nodes compare it to
+    /// show they converged. It uses std's `DefaultHasher`, whose algorithm is fixed for a given
+    /// build, so compare digests only between nodes running the same binary.
+    pub fn digest(&self) -> u64 {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut hasher = DefaultHasher::new();
+        for group in self.groups.values().flat_map(BTreeMap::values) {
+            group.hash(&mut hasher);
+        }
+        hasher.finish()
+    }
+
     /// Number of groups, across all scopes.
     pub fn group_count(&self) -> usize {
         self.groups.values().map(BTreeMap::len).sum()

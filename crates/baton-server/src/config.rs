@@ -2,7 +2,7 @@
 //! variables, then command-line flags; then [`Config::validate`]. Unknown keys are refused at
 //! every layer with a message naming the key.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -40,10 +40,6 @@ pub struct Config {
     pub api_addr: String,
     /// Address the internal Raft listener listens on.
     pub raft_addr: String,
-    /// API address other nodes and redirected clients use; defaults to `api_addr`.
-    pub advertise_api_addr: Option<String>,
-    /// Raft address other nodes use; defaults to `raft_addr`.
-    pub advertise_raft_addr: Option<String>,
     /// Where this node keeps its RocksDB database. Required.
     pub data_dir: PathBuf,
     /// Members of the cluster formed on first start. Empty: this node waits to be added (as a
@@ -75,8 +71,6 @@ impl Default for Config {
             cluster_secret: String::new(),
             api_addr: "127.0.0.1:7001".into(),
             raft_addr: "127.0.0.1:7101".into(),
-            advertise_api_addr: None,
-            advertise_raft_addr: None,
             data_dir: PathBuf::new(),
             initial_members: Vec::new(),
             heartbeat_interval_ms: 50,
@@ -86,7 +80,7 @@ impl Default for Config {
             max_in_snapshot_log_to_keep: 1_000,
             request_timeout_ms: 5_000,
             shutdown_timeout_ms: 5_000,
-            log_level: "info".into(),
+            log_level: "info,openraft=warn".into(),
         }
     }
 }
@@ -130,13 +124,9 @@ fn parse_value(value: &str) -> toml::Value {
     }
 }
 
-fn known_keys() -> BTreeMap<String, ()> {
+fn known_keys() -> BTreeSet<String> {
     let table = toml::Table::try_from(Config::default()).expect("the default config serializes");
-    let mut keys: BTreeMap<String, ()> = table.keys().map(|k| (k.clone(), ())).collect();
-    for optional in ["advertise_api_addr", "advertise_raft_addr"] {
-        keys.insert(optional.into(), ());
-    }
-    keys
+    table.keys().cloned().collect()
 }
 
 impl Config {
@@ -152,19 +142,26 @@ impl Config {
             let text = std::fs::read_to_string(path)
                 .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
             let layer = format!("the config file {}", path.display());
-            table = text.parse::<toml::Table>().map_err(|e| ConfigError::Invalid { layer: layer.clone(), message: e.to_string() })?;
+            table = text.parse::<toml::Table>().map_err(|e| ConfigError::Invalid {
+                layer: layer.clone(),
+                message: e.to_string(),
+            })?;
             // Check the file alone first, so an error names the file rather than a later layer.
             Self::from_table(table.clone(), &layer)?;
         }
         let known = known_keys();
         let mut set = |key: String, value: &str, layer: String| -> Result<(), ConfigError> {
-            if !known.contains_key(&key) {
-                return Err(ConfigError::Invalid { layer, message: format!("unknown key `{key}`") });
+            if !known.contains(&key) {
+                return Err(ConfigError::Invalid {
+                    layer,
+                    message: format!("unknown key `{key}`"),
+                });
             }
             table.insert(key, parse_value(value));
             Ok(())
         };
-        let mut env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        let mut env: Vec<(String, String)> =
+            env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
         env.sort();
         for (name, value) in env {
             let key = name[ENV_PREFIX.len()..].to_ascii_lowercase();
@@ -179,9 +176,10 @@ impl Config {
     }
 
     fn from_table(table: toml::Table, layer: &str) -> Result<Self, ConfigError> {
-        toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid { layer: layer.into(), message: e.message().to_string() })
+        toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| ConfigError::Invalid {
+            layer: layer.into(),
+            message: e.message().to_string(),
+        })
     }
 
     /// Checks each key and the rules between keys.
@@ -191,7 +189,10 @@ impl Config {
             return rule("id", "is required and must be a positive integer".into());
         }
         if self.cluster_secret.chars().count() < MIN_SECRET_LEN {
-            return rule("cluster_secret", format!("is required and must have at least {MIN_SECRET_LEN} characters"));
+            return rule(
+                "cluster_secret",
+                format!("is required and must have at least {MIN_SECRET_LEN} characters"),
+            );
         }
         if self.cluster_name.is_empty() {
             return rule("cluster_name", "must not be empty".into());
@@ -199,15 +200,8 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return rule("data_dir", "is required".into());
         }
-        for (key, addr) in [
-            ("api_addr", Some(&self.api_addr)),
-            ("raft_addr", Some(&self.raft_addr)),
-            ("advertise_api_addr", self.advertise_api_addr.as_ref()),
-            ("advertise_raft_addr", self.advertise_raft_addr.as_ref()),
-        ] {
-            if let Some(addr) = addr
-                && !is_host_port(addr)
-            {
+        for (key, addr) in [("api_addr", &self.api_addr), ("raft_addr", &self.raft_addr)] {
+            if !is_host_port(addr) {
                 return rule(key, format!("must be host:port, not {addr:?}"));
             }
         }
@@ -226,7 +220,10 @@ impl Config {
         if self.election_timeout_max_ms <= self.election_timeout_min_ms {
             return rule(
                 "election_timeout_max_ms",
-                format!("({}) must be greater than election_timeout_min_ms ({})", self.election_timeout_max_ms, self.election_timeout_min_ms),
+                format!(
+                    "({}) must be greater than election_timeout_min_ms ({})",
+                    self.election_timeout_max_ms, self.election_timeout_min_ms
+                ),
             );
         }
         if self.election_timeout_max_ms >= baton_core::MIN_FAILOVER_TIMEOUT_MS {
@@ -256,21 +253,11 @@ impl Config {
         }
         Ok(())
     }
-
-    /// The API address other nodes and redirected clients use.
-    pub fn public_api_addr(&self) -> &str {
-        self.advertise_api_addr.as_deref().unwrap_or(&self.api_addr)
-    }
-
-    /// The Raft address other nodes use.
-    pub fn public_raft_addr(&self) -> &str {
-        self.advertise_raft_addr.as_deref().unwrap_or(&self.raft_addr)
-    }
 }
-
 /// `host:port` with a non-empty host and a numeric port.
 fn is_host_port(addr: &str) -> bool {
-    addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    addr.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
 #[cfg(test)]
@@ -289,12 +276,16 @@ mod tests {
     fn layers_apply_in_order_file_then_env_then_flags() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("n.toml");
-        std::fs::write(&file, "api_addr = \"127.0.0.1:1\"\nraft_addr = \"127.0.0.1:2\"\nheartbeat_interval_ms = 40\n")
-            .expect("write");
+        std::fs::write(
+            &file,
+            "api_addr = \"127.0.0.1:1\"\nraft_addr = \"127.0.0.1:2\"\nheartbeat_interval_ms = 40\n",
+        )
+        .expect("write");
         let mut env = base_env();
         env.push(("BATON_API_ADDR".into(), "127.0.0.1:3".into()));
         env.push(("PATH".into(), "/bin".into()));
-        let c = Config::load(Some(&file), env, &[("raft_addr".into(), "127.0.0.1:4".into())]).expect("valid");
+        let c = Config::load(Some(&file), env, &[("raft_addr".into(), "127.0.0.1:4".into())])
+            .expect("valid");
         assert_eq!(c.api_addr, "127.0.0.1:3", "env beats file");
         assert_eq!(c.raft_addr, "127.0.0.1:4", "flag beats file");
         assert_eq!(c.heartbeat_interval_ms, 40, "file beats default");
@@ -331,7 +322,10 @@ mod tests {
         let mut env = base_env();
         env.push(("BATON_HEARTBEAT_INTERVAL_MS".into(), "150".into()));
         let err = Config::load(None, env, &[]).expect_err("refused").to_string();
-        assert!(err.contains("election_timeout_min_ms") && err.contains("heartbeat_interval_ms"), "{err}");
+        assert!(
+            err.contains("election_timeout_min_ms") && err.contains("heartbeat_interval_ms"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -39,7 +39,7 @@ use std::path::Path;
 use baton_raft::TypeConfig;
 
 pub use error::{Error, Result};
-pub use log_store::{LogReader, LogStore};
+pub use log_store::{CommittedIndex, LogReader, LogStore};
 pub use state_machine::{Applied, SnapshotBuilder, StateMachine, StateReader};
 
 /// Opens (or creates) the node's database in `dir` and returns its log store and state machine.

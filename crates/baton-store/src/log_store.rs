@@ -8,8 +8,8 @@
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -36,10 +36,27 @@ fn key_index(key: &[u8]) -> u64 {
     u64::from_be_bytes(bytes)
 }
 
+/// The highest log index this node knows committed, as last saved by openraft. Shared with
+/// the server for status and readiness (openraft 0.9's metrics do not carry it).
+#[derive(Clone, Debug, Default)]
+pub struct CommittedIndex(Arc<AtomicU64>);
+
+impl CommittedIndex {
+    /// The committed index, if any entry is known committed.
+    pub fn get(&self) -> Option<u64> {
+        self.0.load(Ordering::Acquire).checked_sub(1)
+    }
+
+    fn set(&self, index: Option<u64>) {
+        self.0.store(index.map_or(0, |i| i + 1), Ordering::Release);
+    }
+}
+
 /// Raft log storage, generic over the type configuration.
 pub struct LogStore<C: RaftTypeConfig> {
     db: Arc<DB>,
     syncer: mpsc::Sender<LogFlushed<C>>,
+    committed: CommittedIndex,
 }
 
 /// A read-only view of the log for replication tasks.
@@ -66,7 +83,16 @@ where
             .name("baton-log-sync".into())
             .spawn(move || sync_loop(sync_db, rx))
             .expect("spawning the log sync thread");
-        Self { db, syncer }
+        let store = Self { db, syncer, committed: CommittedIndex::default() };
+        if let Ok(Some(Some(id))) = store.get_meta::<Option<LogId<C::NodeId>>>(KEY_COMMITTED) {
+            store.committed.set(Some(id.index));
+        }
+        store
+    }
+
+    /// A handle that follows the committed index.
+    pub fn committed_index(&self) -> CommittedIndex {
+        self.committed.clone()
     }
 
     fn get_meta<T: DeserializeOwned>(
@@ -201,6 +227,7 @@ where
         self.db
             .put_cf_opt(cf(&self.db, CF_META), KEY_COMMITTED, bytes, &unsynced())
             .map_err(|e| StorageIOError::write(&e))?;
+        self.committed.set(committed.map(|id| id.index));
         Ok(())
     }
 

@@ -1,0 +1,378 @@
+//! [`RaftCoordinator`]: the API's `Coordinator` over openraft. Leader-only requests run here
+//! when this node leads and are forwarded to the leader's internal port otherwise; this is the
+//! one place where openraft's errors become API errors.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use baton_api::{
+    ClusterStatus, Consistency, Coordinator, CoordinatorError, Member, NodeAddrs, Served,
+    StateDigest,
+};
+use baton_core::{Command, Query, QueryResult, Request, Response, Timestamp};
+use baton_net::{CallError, RpcClient};
+use baton_raft::typ::{ClientWriteError, Raft, RaftError};
+use baton_raft::{NodeId, NodeInfo};
+use baton_store::{CommittedIndex, StateReader};
+use openraft::ServerState;
+use openraft::error::{CheckIsLeaderError, ClientWriteError as CWE};
+use serde::{Deserialize, Serialize};
+
+/// Internal path of the leader-forwarding RPC.
+pub const PATH_FORWARD: &str = "/forward";
+/// How often a request is re-routed after the node it reached turned out not to lead.
+const MAX_ROUTE_ATTEMPTS: usize = 5;
+/// Pause before re-routing, so a fresh election can settle.
+const REROUTE_PAUSE: Duration = Duration::from_millis(50);
+
+/// A request only the leader may serve.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum LeaderRequest {
+    /// Replicate a command.
+    Write(Command),
+    /// Answer a query linearizably.
+    Read(Query),
+    /// Add a learner.
+    AddLearner {
+        /// Its id.
+        id: NodeId,
+        /// Its addresses.
+        node: NodeInfo,
+    },
+    /// Make a learner a voter.
+    Promote(NodeId),
+    /// Remove a node.
+    Remove(NodeId),
+}
+
+/// What the leader answered.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum LeaderAnswer {
+    /// A committed command's response.
+    Written(Response),
+    /// A linearizable query's answer.
+    Read(QueryResult),
+    /// The cluster after a membership change.
+    Membership(ClusterStatus),
+}
+
+/// The outcome of running a [`LeaderRequest`] on one node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Served.
+    Done(LeaderAnswer),
+    /// This node does not lead; nothing was done, so the request may be re-routed.
+    NotLeader,
+    /// Failed for a reason re-routing would not fix.
+    Failed(CoordinatorError),
+}
+
+/// Options of the coordinator.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How long a write may wait for its commit.
+    pub request_timeout: Duration,
+    /// How long to wait for a leader to be known before answering "no leader".
+    pub leader_wait: Duration,
+}
+
+/// The node's coordinator.
+pub struct RaftCoordinator {
+    id: NodeId,
+    raft: Raft,
+    state: StateReader,
+    committed: CommittedIndex,
+    rpc: RpcClient,
+    options: Options,
+}
+
+fn now() -> Timestamp {
+    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    Timestamp(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
+impl RaftCoordinator {
+    /// A coordinator for the node `id`.
+    pub fn new(
+        id: NodeId,
+        raft: Raft,
+        state: StateReader,
+        committed: CommittedIndex,
+        rpc: RpcClient,
+        options: Options,
+    ) -> Self {
+        Self { id, raft, state, committed, rpc, options }
+    }
+
+    /// Waits (bounded) until a leader is known and returns it with its addresses.
+    async fn leader(&self) -> Result<(NodeId, NodeInfo), CoordinatorError> {
+        let metrics = self
+            .raft
+            .wait(Some(self.options.leader_wait))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await
+            .map_err(|_| CoordinatorError::NoLeader)?;
+        let leader = metrics.current_leader.ok_or(CoordinatorError::NoLeader)?;
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned()
+            .ok_or(CoordinatorError::NoLeader)?;
+        Ok((leader, node))
+    }
+
+    /// Runs `request` on the leader, wherever it is.
+    async fn route(
+        &self,
+        request: LeaderRequest,
+    ) -> Result<Served<LeaderAnswer>, CoordinatorError> {
+        for _ in 0..MAX_ROUTE_ATTEMPTS {
+            let (leader, node) = self.leader().await?;
+            let outcome = if leader == self.id {
+                self.execute(request.clone()).await
+            } else {
+                self.forward(&node, &request).await
+            };
+            match outcome {
+                Outcome::Done(value) => return Ok(Served { value, by: leader }),
+                Outcome::Failed(e) => return Err(e),
+                Outcome::NotLeader => tokio::time::sleep(REROUTE_PAUSE).await,
+            }
+        }
+        Err(CoordinatorError::NoLeader)
+    }
+
+    async fn forward(&self, leader: &NodeInfo, request: &LeaderRequest) -> Outcome {
+        let deadline = self.options.request_timeout + Duration::from_secs(1);
+        match self.rpc.call::<_, Outcome>(&leader.raft_addr, PATH_FORWARD, request, deadline).await
+        {
+            Ok(outcome) => outcome,
+            // Nothing reached the leader: safe to re-route.
+            Err(CallError::Unreachable { .. }) => Outcome::NotLeader,
+            // The request may have reached the leader: a write's outcome is unknown; a read or
+            // a membership change can be repeated.
+            Err(e) => match request {
+                LeaderRequest::Write(_) => {
+                    Outcome::Failed(CoordinatorError::OutcomeUnknown(e.to_string()))
+                }
+                _ => Outcome::NotLeader,
+            },
+        }
+    }
+
+    /// Serves a leader-only request on this node. Answers [`Outcome::NotLeader`] when this node
+    /// does not lead, without doing anything.
+    pub async fn execute(&self, request: LeaderRequest) -> Outcome {
+        if self.raft.metrics().borrow().state != ServerState::Leader {
+            return Outcome::NotLeader;
+        }
+        match request {
+            LeaderRequest::Write(command) => self.write_here(command).await,
+            LeaderRequest::Read(query) => self.read_here(query).await,
+            LeaderRequest::AddLearner { id, node } => {
+                self.membership_change(self.raft.add_learner(id, node, true)).await
+            }
+            LeaderRequest::Promote(id) => {
+                let status = self.status();
+                if !status.members.iter().any(|m| m.id == id && !m.voter) {
+                    return Outcome::Failed(CoordinatorError::Membership(format!(
+                        "node {id} is not a learner"
+                    )));
+                }
+                self.membership_change(self.raft.change_membership(
+                    openraft::ChangeMembers::AddVoterIds(BTreeSet::from([id])),
+                    false,
+                ))
+                .await
+            }
+            LeaderRequest::Remove(id) => {
+                let status = self.status();
+                let Some(member) = status.members.iter().find(|m| m.id == id) else {
+                    return Outcome::Failed(CoordinatorError::Membership(format!(
+                        "node {id} is not a member"
+                    )));
+                };
+                let change = if member.voter {
+                    openraft::ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+                } else {
+                    openraft::ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+                };
+                self.membership_change(self.raft.change_membership(change, false)).await
+            }
+        }
+    }
+
+    async fn write_here(&self, command: Command) -> Outcome {
+        let request = Request { at: now(), command };
+        let result =
+            tokio::time::timeout(self.options.request_timeout, self.raft.client_write(request))
+                .await;
+        match result {
+            Err(_) => Outcome::Failed(CoordinatorError::OutcomeUnknown(
+                "the write was not committed in time".into(),
+            )),
+            Ok(Ok(written)) => match written.data {
+                Some(response) => Outcome::Done(LeaderAnswer::Written(response)),
+                None => Outcome::Failed(CoordinatorError::Internal(
+                    "a command entry produced no response".into(),
+                )),
+            },
+            // The entry may already be in the log and be committed by the next leader.
+            Ok(Err(RaftError::APIError(CWE::ForwardToLeader(_)))) => {
+                Outcome::Failed(CoordinatorError::OutcomeUnknown(
+                    "leadership changed while the write was in flight".into(),
+                ))
+            }
+            Ok(Err(e)) => Outcome::Failed(CoordinatorError::Internal(e.to_string())),
+        }
+    }
+
+    async fn read_here(&self, query: Query) -> Outcome {
+        let confirmed =
+            tokio::time::timeout(self.options.request_timeout, self.raft.ensure_linearizable())
+                .await;
+        match confirmed {
+            Ok(Ok(_)) => Outcome::Done(LeaderAnswer::Read(self.state.query(&query))),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+                Outcome::NotLeader
+            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) | Err(_) => {
+                Outcome::Failed(CoordinatorError::NoLeader)
+            }
+            Ok(Err(e)) => Outcome::Failed(CoordinatorError::Internal(e.to_string())),
+        }
+    }
+
+    async fn membership_change(
+        &self,
+        change: impl Future<
+            Output = Result<
+                openraft::raft::ClientWriteResponse<baton_raft::TypeConfig>,
+                RaftError<ClientWriteError>,
+            >,
+        >,
+    ) -> Outcome {
+        match change.await {
+            Ok(_) => Outcome::Done(LeaderAnswer::Membership(self.status())),
+            Err(RaftError::APIError(CWE::ForwardToLeader(_))) => Outcome::NotLeader,
+            Err(RaftError::APIError(CWE::ChangeMembershipError(e))) => {
+                Outcome::Failed(CoordinatorError::Membership(e.to_string()))
+            }
+            Err(e) => Outcome::Failed(CoordinatorError::Internal(e.to_string())),
+        }
+    }
+
+    fn expect_answer<T>(
+        served: Served<LeaderAnswer>,
+        pick: impl FnOnce(LeaderAnswer) -> Option<T>,
+    ) -> Result<Served<T>, CoordinatorError> {
+        let by = served.by;
+        pick(served.value).map(|value| Served { value, by }).ok_or_else(|| {
+            CoordinatorError::Internal("the leader answered a different kind of request".into())
+        })
+    }
+
+    fn membership_answer(
+        served: Served<LeaderAnswer>,
+    ) -> Result<Served<ClusterStatus>, CoordinatorError> {
+        Self::expect_answer(served, |a| match a {
+            LeaderAnswer::Membership(s) => Some(s),
+            _ => None,
+        })
+    }
+}
+
+impl Coordinator for RaftCoordinator {
+    fn node_id(&self) -> NodeId {
+        self.id
+    }
+
+    async fn write(&self, command: Command) -> Result<Served<Response>, CoordinatorError> {
+        let served = self.route(LeaderRequest::Write(command)).await?;
+        Self::expect_answer(served, |a| match a {
+            LeaderAnswer::Written(r) => Some(r),
+            _ => None,
+        })
+    }
+
+    async fn read(
+        &self,
+        query: Query,
+        consistency: Consistency,
+    ) -> Result<Served<QueryResult>, CoordinatorError> {
+        if consistency == Consistency::Local {
+            return Ok(Served { value: self.state.query(&query), by: self.id });
+        }
+        let served = self.route(LeaderRequest::Read(query)).await?;
+        Self::expect_answer(served, |a| match a {
+            LeaderAnswer::Read(r) => Some(r),
+            _ => None,
+        })
+    }
+
+    fn status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let nodes: BTreeMap<NodeId, NodeInfo> =
+            membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Candidate => "candidate",
+            ServerState::Follower if voters.contains(&self.id) => "follower",
+            ServerState::Follower | ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        ClusterStatus {
+            id: self.id,
+            role: role.into(),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index,
+            committed_index: self.committed.get(),
+            applied_index: m.last_applied.map(|id| id.index),
+            snapshot_index: m.snapshot.map(|id| id.index),
+            purged_index: m.purged.map(|id| id.index),
+            members: nodes
+                .into_iter()
+                .map(|(id, n)| Member {
+                    id,
+                    raft_addr: n.raft_addr,
+                    api_addr: n.api_addr,
+                    voter: voters.contains(&id),
+                })
+                .collect(),
+        }
+    }
+
+    fn digest(&self) -> StateDigest {
+        let applied = self.state.read();
+        StateDigest {
+            applied_index: applied.last_applied.map(|id| id.index),
+            digest: format!("{:016x}", applied.state.digest()),
+            groups: applied.state.group_count(),
+        }
+    }
+
+    async fn add_learner(
+        &self,
+        id: NodeId,
+        addrs: NodeAddrs,
+    ) -> Result<Served<ClusterStatus>, CoordinatorError> {
+        let node = NodeInfo { raft_addr: addrs.raft_addr, api_addr: addrs.api_addr };
+        Self::membership_answer(self.route(LeaderRequest::AddLearner { id, node }).await?)
+    }
+
+    async fn promote(&self, id: NodeId) -> Result<Served<ClusterStatus>, CoordinatorError> {
+        Self::membership_answer(self.route(LeaderRequest::Promote(id)).await?)
+    }
+
+    async fn remove(&self, id: NodeId) -> Result<Served<ClusterStatus>, CoordinatorError> {
+        Self::membership_answer(self.route(LeaderRequest::Remove(id)).await?)
+    }
+
+    async fn snapshot(&self) -> Result<(), CoordinatorError> {
+        self.raft.trigger().snapshot().await.map_err(|e| CoordinatorError::Internal(e.to_string()))
+    }
+}

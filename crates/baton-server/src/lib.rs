@@ -1,0 +1,17 @@
+//! # baton-server: the `baton` binary's library
+//!
+//! The only crate that sees every other: it reads the [`config::Config`], checks the data
+//! directory's [`identity`], opens `baton-store`, starts openraft with `baton-net`, implements
+//! `baton-api`'s `Coordinator` over Raft ([`coordinator::RaftCoordinator`], with leader
+//! forwarding), serves both listeners and shuts down in order ([`node::run`]).
+//!
+//! ```text
+//!  client ─▶ api_addr ─▶ baton-api ─▶ RaftCoordinator ─┬─ leader here: client_write / ensure_linearizable
+//!                                                     └─ else: POST raft_addr/forward on the leader
+//!  peers  ─▶ raft_addr ─▶ baton-net (secret check) ─▶ /raft/{append,vote,snapshot}, /forward
+//! ```
+
+pub mod config;
+pub mod coordinator;
+pub mod identity;
+pub mod node;

@@ -1,0 +1,171 @@
+//! Assembling a node: storage, Raft, the internal listener and the public API, and shutting
+//! them down in order.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::routing::post;
+use baton_net::{Network, Postcard, RpcClient};
+use baton_raft::NodeInfo;
+use baton_raft::typ::Raft;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::coordinator::{LeaderRequest, Options, PATH_FORWARD, RaftCoordinator};
+use crate::identity;
+
+fn raft_config(config: &Config) -> anyhow::Result<Arc<openraft::Config>> {
+    let raft = openraft::Config {
+        cluster_name: config.cluster_name.clone(),
+        heartbeat_interval: config.heartbeat_interval_ms,
+        election_timeout_min: config.election_timeout_min_ms,
+        election_timeout_max: config.election_timeout_max_ms,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
+        max_in_snapshot_log_to_keep: config.max_in_snapshot_log_to_keep,
+        install_snapshot_timeout: 10_000,
+        ..Default::default()
+    };
+    Ok(Arc::new(raft.validate().context("the Raft timing configuration is inconsistent")?))
+}
+
+/// Runs a node until `shutdown` resolves, then stops it in order: public API, internal
+/// listener, Raft, storage.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let span = tracing::info_span!("node", id = config.id);
+    async move {
+        // 1. The data directory: refuse another cluster's or an unwritable one before writing.
+        let db_dir = identity::prepare(&config.data_dir, &config.cluster_name, config.id)?;
+
+        // 2. Storage.
+        let (log_store, state_machine) = baton_store::open(&db_dir)?;
+        let state = state_machine.reader();
+        let committed = log_store.committed_index();
+
+        // 3. Raft.
+        let network = Network::new(&config.cluster_secret);
+        let raft = Raft::new(config.id, raft_config(&config)?, network, log_store, state_machine)
+            .await
+            .context("starting Raft")?;
+        let coordinator = Arc::new(RaftCoordinator::new(
+            config.id,
+            raft.clone(),
+            state,
+            committed,
+            RpcClient::new(&config.cluster_secret),
+            Options {
+                request_timeout: Duration::from_millis(config.request_timeout_ms),
+                leader_wait: Duration::from_millis(2 * config.election_timeout_max_ms),
+            },
+        ));
+
+        // 4. The internal listener: Raft RPCs and leader forwarding, behind the cluster secret.
+        let raft_listener = TcpListener::bind(&config.raft_addr)
+            .await
+            .with_context(|| format!("cannot listen on raft_addr {}", config.raft_addr))?;
+        let forward_coordinator = coordinator.clone();
+        let internal = baton_net::secured(
+            baton_net::raft_routes(raft.clone()).merge(Router::new().route(
+                PATH_FORWARD,
+                post(move |Postcard(request): Postcard<LeaderRequest>| async move {
+                    Postcard(forward_coordinator.execute(request).await)
+                }),
+            )),
+            &config.cluster_secret,
+        );
+        let (stop_internal, internal_stopped) = watch::channel(false);
+        let internal_task = tokio::spawn(
+            serve(raft_listener, internal, internal_stopped)
+                .instrument(tracing::info_span!("raft_listener")),
+        );
+
+        // 5. Form the cluster on first start, from the configured initial members.
+        form_cluster(&config, &raft).await?;
+
+        // 6. The public API.
+        let api_listener = TcpListener::bind(&config.api_addr)
+            .await
+            .with_context(|| format!("cannot listen on api_addr {}", config.api_addr))?;
+        let (stop_api, api_stopped) = watch::channel(false);
+        let app = baton_api::app(coordinator.clone());
+        let api_task = tokio::spawn(
+            async move {
+                let stopped = wait_true(api_stopped);
+                axum::serve(api_listener, tower_make(app)).with_graceful_shutdown(stopped).await
+            }
+            .instrument(tracing::info_span!("api_listener")),
+        );
+        tracing::info!(api = %config.api_addr, raft = %config.raft_addr, "node started");
+
+        // 7. Run until asked to stop, then stop in order, each step bounded.
+        shutdown.await;
+        tracing::info!("shutting down");
+        let limit = Duration::from_millis(config.shutdown_timeout_ms);
+        let _ = stop_api.send(true);
+        if tokio::time::timeout(limit, api_task).await.is_err() {
+            tracing::warn!("the public API did not stop in time");
+        }
+        let _ = stop_internal.send(true);
+        if tokio::time::timeout(limit, internal_task).await.is_err() {
+            tracing::warn!("the internal listener did not stop in time");
+        }
+        if tokio::time::timeout(limit, raft.shutdown()).await.is_err() {
+            tracing::warn!("Raft did not stop in time");
+        }
+        drop(coordinator);
+        tracing::info!("stopped");
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+type MakeService = axum::extract::connect_info::IntoMakeServiceWithConnectInfo<
+    baton_api::App,
+    std::net::SocketAddr,
+>;
+
+fn tower_make(app: baton_api::App) -> MakeService {
+    use axum::ServiceExt as _;
+    app.into_make_service_with_connect_info::<std::net::SocketAddr>()
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stopped: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(wait_true(stopped)).await
+}
+
+async fn form_cluster(config: &Config, raft: &Raft) -> anyhow::Result<()> {
+    if raft.is_initialized().await.context("reading Raft state")? {
+        tracing::info!("restarting from the data directory");
+        return Ok(());
+    }
+    if !config.initial_members.iter().any(|m| m.id == config.id) {
+        tracing::info!("not in initial_members; waiting to be added to a cluster as a learner");
+        return Ok(());
+    }
+    let members: BTreeMap<u64, NodeInfo> = config
+        .initial_members
+        .iter()
+        .map(|m| (m.id, NodeInfo { raft_addr: m.raft_addr.clone(), api_addr: m.api_addr.clone() }))
+        .collect();
+    // Every initial member calls this with the same membership; openraft accepts the first
+    // and refuses the rest as already initialized, which is fine.
+    match raft.initialize(members).await {
+        Ok(()) => tracing::info!("formed the cluster from initial_members"),
+        Err(e) => tracing::info!(reason = %e, "cluster already initialized"),
+    }
+    Ok(())
+}

@@ -1,0 +1,369 @@
+//! # baton-e2e: a test harness for clusters of real `baton` processes
+//!
+//! [`TestCluster`] writes a config file per node (free loopback ports, a data directory in a
+//! temporary directory), starts the `baton` binary for each, and offers the operations the
+//! end-to-end tests need: [`TestCluster::wait_for_leader`], [`TestCluster::kill`] (SIGKILL by
+//! PID), [`TestCluster::restart`], and small HTTP helpers. Every wait is bounded; every process
+//! is killed when the cluster is dropped. Nodes' logs are kept in the temporary directory and
+//! printed when a wait fails.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// The cluster secret every test cluster uses.
+pub const SECRET: &str = "e2e-cluster-secret-0123456789";
+
+/// The `baton` binary, built once per test process so tests never run a stale binary.
+pub fn baton_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let profile_dir =
+            exe.parent().and_then(Path::parent).expect("tests run from target/<profile>/deps");
+        let release = profile_dir.ends_with("release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        // Build exactly what `cargo test --workspace` builds, so the features of every
+        // dependency match and nothing (RocksDB above all) is compiled a second time.
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "--workspace", "--all-targets"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("running cargo build for the baton binary");
+        assert!(status.success(), "building the baton binary failed");
+        let bin = profile_dir.join("baton");
+        assert!(bin.exists(), "{} is missing after the build", bin.display());
+        bin
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// One node of a test cluster.
+pub struct TestNode {
+    /// Its id.
+    pub id: u64,
+    /// `127.0.0.1:port` of its public API.
+    pub api_addr: String,
+    /// `127.0.0.1:port` of its Raft listener.
+    pub raft_addr: String,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A cluster of real `baton` processes.
+pub struct TestCluster {
+    dir: TempDir,
+    nodes: BTreeMap<u64, TestNode>,
+    http: reqwest::Client,
+    settings: Vec<(String, String)>,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes that form one cluster.
+    pub fn start(n: u64) -> Self {
+        Self::start_with(n, &[])
+    }
+
+    /// Starts `n` nodes with extra config keys (TOML values, e.g. `("snapshot_logs_since_last", "20")`).
+    pub fn start_with(n: u64, settings: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("http client");
+        let mut cluster = Self {
+            dir,
+            nodes: BTreeMap::new(),
+            http,
+            settings: settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        let members: Vec<(u64, String, String)> = (1..=n)
+            .map(|id| {
+                (id, format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()))
+            })
+            .collect();
+        let initial = members
+            .iter()
+            .map(|(id, raft, api)| {
+                format!("{{ id = {id}, raft_addr = \"{raft}\", api_addr = \"{api}\" }}")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        for (id, raft, api) in &members {
+            cluster.add_node(*id, raft, api, &format!("[{initial}]"));
+        }
+        for id in 1..=n {
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
+    /// Writes the config of a node and registers it (not started).
+    fn add_node(&mut self, id: u64, raft_addr: &str, api_addr: &str, initial_members: &str) {
+        let data_dir = self.dir.path().join(format!("node{id}"));
+        let config = self.dir.path().join(format!("node{id}.toml"));
+        let mut text = format!(
+            "id = {id}\ncluster_name = \"e2e\"\ncluster_secret = \"{SECRET}\"\napi_addr = \"{api_addr}\"\n\
+             raft_addr = \"{raft_addr}\"\ndata_dir = \"{}\"\ninitial_members = {initial_members}\n",
+            data_dir.display()
+        );
+        for (k, v) in &self.settings {
+            text.push_str(&format!("{k} = {v}\n"));
+        }
+        std::fs::write(&config, text).expect("write node config");
+        let log = self.dir.path().join(format!("node{id}.log"));
+        self.nodes.insert(
+            id,
+            TestNode {
+                id,
+                api_addr: api_addr.into(),
+                raft_addr: raft_addr.into(),
+                config,
+                log,
+                child: None,
+            },
+        );
+    }
+
+    /// Registers and starts a node that is not in the initial membership (to be added as a
+    /// learner). Returns its id.
+    pub fn start_joiner(&mut self, id: u64) -> u64 {
+        let (raft, api) =
+            (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+        self.add_node(id, &raft, &api, "[]");
+        self.spawn(id);
+        id
+    }
+
+    fn spawn(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        assert!(node.child.is_none(), "node {id} is already running");
+        let log = File::options().create(true).append(true).open(&node.log).expect("open node log");
+        let mut cmd = Command::new(baton_bin());
+        cmd.args(["serve", "--config"]).arg(&node.config);
+        // The node must see only its config file, not the caller's BATON_* variables.
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("BATON_")) {
+            cmd.env_remove(key);
+        }
+        let child = cmd
+            .stdout(Stdio::from(log.try_clone().expect("dup log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn baton");
+        node.child = Some(child);
+    }
+
+    /// Ids of every node.
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// Ids of the nodes currently running.
+    pub fn live(&self) -> Vec<u64> {
+        self.nodes.values().filter(|n| n.child.is_some()).map(|n| n.id).collect()
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: u64) -> &TestNode {
+        &self.nodes[&id]
+    }
+
+    /// `http://api_addr` of a node.
+    pub fn url(&self, id: u64) -> String {
+        format!("http://{}", self.nodes[&id].api_addr)
+    }
+
+    /// The shared HTTP client (no redirects followed, 10 s timeout).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Kills a node with SIGKILL (by PID) and reaps it.
+    pub fn kill(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let mut child = node.child.take().unwrap_or_else(|| panic!("node {id} is not running"));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+
+    /// Starts a killed node again on the same data directory.
+    pub fn restart(&mut self, id: u64) {
+        self.spawn(id);
+    }
+
+    /// Waits for a killed-or-exited node's exit status (for nodes expected to refuse to start).
+    pub fn wait_exit(&mut self, id: u64, within: Duration) -> std::process::ExitStatus {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let child = node.child.as_mut().expect("running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                node.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "node {id} did not exit within {within:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The node's log so far.
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(&self.nodes[&id].log).unwrap_or_default()
+    }
+
+    /// The node's data directory.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node{id}"))
+    }
+
+    /// Writes `text` as the node's config file (to test refusals).
+    pub fn rewrite_config(&self, id: u64, f: impl FnOnce(String) -> String) {
+        let path = &self.nodes[&id].config;
+        let text = std::fs::read_to_string(path).expect("read config");
+        std::fs::write(path, f(text)).expect("write config");
+    }
+
+    fn dump_logs(&self) -> String {
+        self.ids()
+            .iter()
+            .map(|id| format!("--- node {id} ---\n{}", self.log(*id)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// GET a node's JSON endpoint; `None` if it does not answer.
+    pub async fn get_json(&self, id: u64, path: &str) -> Option<(u16, Value)> {
+        let resp = self.http.get(format!("{}{path}", self.url(id))).send().await.ok()?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.ok()?;
+        Some((status, serde_json::from_str(&body).unwrap_or(Value::String(body))))
+    }
+
+    /// `/cluster/status` of a node, if it answers.
+    pub async fn status(&self, id: u64) -> Option<Value> {
+        self.get_json(id, "/cluster/status").await.map(|(_, v)| v)
+    }
+
+    /// Waits until every running node reports the same leader, which is itself running, and
+    /// returns it.
+    pub async fn wait_for_leader(&self, within: Duration) -> u64 {
+        self.wait_until(within, "every live node agrees on a live leader", || async {
+            let mut leader = None;
+            for id in self.live() {
+                let l = self.status(id).await?.get("leader")?.as_u64()?;
+                if leader.is_some_and(|x| x != l) || !self.live().contains(&l) {
+                    return None;
+                }
+                leader = Some(l);
+            }
+            leader
+        })
+        .await
+    }
+
+    /// Polls `check` every 50 ms until it returns `Some`, for at most `within`; panics with the
+    /// nodes' logs otherwise.
+    pub async fn wait_until<T, F, Fut>(&self, within: Duration, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after {within:?} waiting until {what}\n{}", self.dump_logs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every running node has applied the same state (same applied index and
+    /// digest) and returns that digest.
+    pub async fn wait_converged(&self, within: Duration) -> Value {
+        self.wait_until(within, "every live node has the same applied state", || async {
+            let mut first: Option<Value> = None;
+            for id in self.live() {
+                let (_, d) = self.get_json(id, "/cluster/digest").await?;
+                match &first {
+                    None => first = Some(d),
+                    Some(f) if f == &d => {}
+                    Some(_) => return None,
+                }
+            }
+            first
+        })
+        .await
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// A JSON HTTP exchange: status, `x-baton-served-by`, `location`, body.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// The node that served the request.
+    pub served_by: Option<u64>,
+    /// The `Location` header, for redirects.
+    pub location: Option<String>,
+    /// The body, parsed as JSON when it is JSON.
+    pub body: Value,
+}
+
+/// Sends `method url` with an optional JSON body.
+pub async fn send(
+    http: &reqwest::Client,
+    method: &str,
+    url: &str,
+    body: Option<Value>,
+) -> Result<Reply, reqwest::Error> {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("valid method");
+    let mut req = http.request(method, url);
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b.to_string());
+    }
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    let header =
+        |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let served_by = header("x-baton-served-by").and_then(|v| v.parse().ok());
+    let location = header("location");
+    let text = resp.text().await?;
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok(Reply { status, served_by, location, body })
+}
+
+/// The AVEVA groups URL of a scope on a node.
+pub fn groups_url(base: &str, version: &str) -> String {
+    format!("{base}/api/{version}/tenants/e2e/namespaces/ns/clientfailover/groups")
+}
