@@ -1,0 +1,103 @@
+//! Operational endpoints and leader redirects, in process against an in-memory coordinator.
+
+mod support;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use serde_json::json;
+use support::{FakeCoordinator, ME, OTHER, call};
+
+fn app() -> (Arc<FakeCoordinator>, baton_api::App) {
+    let fake = Arc::new(FakeCoordinator::leading());
+    (fake.clone(), baton_api::app(fake))
+}
+
+const GROUPS: &str = "/api/v1/tenants/t1/namespaces/ns/clientfailover/groups";
+
+#[tokio::test]
+async fn healthz_answers_with_the_node_id() {
+    let (_, app) = app();
+    let reply = call(&app, "GET", "/healthz", None).await;
+    assert_eq!((reply.status, reply.body), (StatusCode::OK, json!({"status": "ok", "id": ME})));
+}
+
+#[tokio::test]
+async fn readyz_needs_a_known_leader() {
+    let (fake, app) = app();
+    assert_eq!(call(&app, "GET", "/readyz", None).await.status, StatusCode::OK);
+    *fake.leader.lock().expect("lock") = None;
+    let reply = call(&app, "GET", "/readyz", None).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.body["reason"], json!("no leader is known"));
+}
+
+#[tokio::test]
+async fn cluster_status_and_nodes_describe_the_cluster() {
+    let (_, app) = app();
+    let status = call(&app, "GET", "/cluster/status", None).await;
+    assert_eq!(status.body["role"], json!("leader"));
+    assert_eq!(status.body["members"].as_array().expect("members").len(), 2);
+    let nodes = call(&app, "GET", "/cluster/nodes", None).await;
+    assert_eq!(nodes.body[0]["leader"], json!(true));
+    assert_eq!(nodes.body[1]["leader"], json!(false));
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let (_, app) = app();
+    call(&app, "GET", GROUPS, None).await;
+    call(&app, "GET", &format!("{GROUPS}/missing"), None).await;
+    let text = call(&app, "GET", "/metrics", None).await.text;
+    assert!(text.contains(r#"route="/api/{version}/tenants/{tenant}/namespaces/{namespace}/clientfailover/groups",method="GET",status="200"} 1"#), "{text}");
+    assert!(text.contains(r#"status="404"} 1"#), "{text}");
+    assert!(text.contains("baton_raft_is_leader 1"), "{text}");
+}
+
+#[tokio::test]
+async fn redirect_on_a_follower_answers_307_to_the_leader_keeping_path_and_query() {
+    let (fake, app) = app();
+    *fake.leader.lock().expect("lock") = Some(OTHER);
+    let reply = call(&app, "POST", &format!("{GROUPS}?redirect&x=1"), Some("{}")).await;
+    assert_eq!(reply.status, StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(
+        reply.headers["location"],
+        format!("http://127.0.0.1:7002{GROUPS}?redirect&x=1").as_str()
+    );
+}
+
+#[tokio::test]
+async fn redirect_on_the_leader_serves_the_request() {
+    let (_, app) = app();
+    let reply = call(&app, "GET", &format!("{GROUPS}?redirect"), None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn redirect_without_a_leader_answers_503_json() {
+    let (fake, app) = app();
+    *fake.leader.lock().expect("lock") = None;
+    let reply = call(&app, "GET", &format!("{GROUPS}?redirect"), None).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.body["error"], json!("no_leader"));
+}
+
+#[tokio::test]
+async fn admin_errors_use_the_native_error_body() {
+    let (_, app) = app();
+    let reply = call(&app, "POST", "/cluster/nodes/9/promote", None).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(reply.body, json!({"error": "conflict", "message": "node 9 is not a learner"}));
+    let reply = call(
+        &app,
+        "POST",
+        "/cluster/learners",
+        Some(r#"{"id": 4, "raft_addr": "nope", "api_addr": "127.0.0.1:1"}"#),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(reply.body["message"].as_str().expect("message").contains("raft_addr"));
+    let reply = call(&app, "POST", "/cluster/learners", Some(r#"{"id": "four"}"#)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.body["error"], json!("bad_request"));
+}
