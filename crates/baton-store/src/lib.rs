@@ -28,6 +28,9 @@
 //! which stops the Raft node: a storage fault is never answered and ignored.
 
 #![cfg_attr(not(test), deny(unused_crate_dependencies))]
+// openraft's storage traits fix the error type (`StorageError`), which is large; our helpers
+// return it too rather than boxing and unboxing at every trait boundary.
+#![allow(clippy::result_large_err)]
 
 mod db;
 mod error;
