@@ -19,7 +19,7 @@ status() {
   for n in "${NODES[@]}"; do
     local port=$((7000 + n))
     if body=$(curl -sf --max-time 2 "http://127.0.0.1:$port/cluster/status"); then
-      python3 -c 'import json,sys; s=json.loads(sys.argv[1]); print(f"node {s["id"]}: {s["role"]:<9} term {s["term"]:<4} leader {s["leader"]}  applied {s["applied_index"]}  api 127.0.0.1:{sys.argv[2]}")' "$body" "$port"
+      python3 -c 'import json,sys; s=json.loads(sys.argv[1]); print("node %s: %-9s term %-4s leader %s  applied %s  api 127.0.0.1:%s" % (s["id"], s["role"], s["term"], s["leader"], s["applied_index"], sys.argv[2]))' "$body" "$port"
     else
       echo "node $n: not answering on 127.0.0.1:$port"
     fi

@@ -344,6 +344,27 @@ mod tests {
     }
 
     #[test]
+    fn example_config_is_valid_and_documents_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/node.example.toml");
+        Config::load(Some(&path), Vec::new(), &[]).expect("the example config is valid");
+        let text = std::fs::read_to_string(&path).expect("read example");
+        for key in known_keys() {
+            assert!(text.contains(&format!("\n{key} =")), "node.example.toml does not document `{key}`");
+            let env = format!("BATON_{}", key.to_ascii_uppercase());
+            assert!(text.contains(&env), "node.example.toml does not name {env}");
+        }
+    }
+
+    #[test]
+    fn local_cluster_configs_are_valid() {
+        for n in 1..=3 {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../config/node{n}.toml"));
+            let c = Config::load(Some(&path), Vec::new(), &[]).expect("valid");
+            assert_eq!((c.id, c.api_addr), (n, format!("127.0.0.1:700{n}")));
+        }
+    }
+
+    #[test]
     fn initial_members_can_come_from_env_as_toml() {
         let mut env = base_env();
         env.push((
