@@ -349,7 +349,10 @@ mod tests {
         Config::load(Some(&path), Vec::new(), &[]).expect("the example config is valid");
         let text = std::fs::read_to_string(&path).expect("read example");
         for key in known_keys() {
-            assert!(text.contains(&format!("\n{key} =")), "node.example.toml does not document `{key}`");
+            assert!(
+                text.contains(&format!("\n{key} =")),
+                "node.example.toml does not document `{key}`"
+            );
             let env = format!("BATON_{}", key.to_ascii_uppercase());
             assert!(text.contains(&env), "node.example.toml does not name {env}");
         }
@@ -358,7 +361,8 @@ mod tests {
     #[test]
     fn local_cluster_configs_are_valid() {
         for n in 1..=3 {
-            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../config/node{n}.toml"));
+            let path =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../config/node{n}.toml"));
             let c = Config::load(Some(&path), Vec::new(), &[]).expect("valid");
             assert_eq!((c.id, c.api_addr), (n, format!("127.0.0.1:700{n}")));
         }
