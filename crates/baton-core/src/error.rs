@@ -18,6 +18,12 @@ pub enum Error {
         /// The rejected timeout in milliseconds.
         ms: u64,
     },
+    /// A health score outside 0 to 100.
+    #[error("the failover score must be a number from 0 to 100; {value} is not")]
+    ScoreOutOfRange {
+        /// The rejected value.
+        value: String,
+    },
     /// A free-text field longer than [`crate::MAX_TEXT_LEN`].
     #[error("the {field} has {len} characters, more than the {max} allowed")]
     TextTooLong {

@@ -2,8 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use crate::error::{Error, Result};
-use crate::ids::{GroupKey, Timestamp};
+use crate::ids::{ClientTime, Epoch, GroupKey, SessionId, Timestamp};
+use crate::session::{Handover, HeartbeatAnswer, Holder, Role, Session, Stage};
 
 /// Shortest failover timeout a group may have.
 pub const MIN_FAILOVER_TIMEOUT_MS: u64 = 1_000;
@@ -64,4 +67,58 @@ pub struct Group {
     pub created_at: Timestamp,
     /// When the configuration last changed (leader time).
     pub updated_at: Timestamp,
+    /// The members, by id.
+    pub sessions: BTreeMap<SessionId, Session>,
+    /// Who holds the baton, if anyone.
+    pub holder: Option<Holder>,
+    /// The hand-over under way, if any.
+    pub handover: Option<Handover>,
+    /// The latest epoch granted; 0 before the first grant.
+    pub epoch: Epoch,
+    /// The last data processed time the Primary reported (checkpointed).
+    pub last_data_processed_time: Option<ClientTime>,
+}
+
+impl Group {
+    /// A new, empty group.
+    pub fn new(key: GroupKey, config: GroupConfig, at: Timestamp) -> Self {
+        Self {
+            key,
+            config,
+            created_at: at,
+            updated_at: at,
+            sessions: BTreeMap::new(),
+            holder: None,
+            handover: None,
+            epoch: Epoch(0),
+            last_data_processed_time: None,
+        }
+    }
+
+    /// The role of `session` in this group.
+    pub fn role_of(&self, session: &SessionId) -> Role {
+        match &self.holder {
+            Some(h) if &h.session == session => match h.stage {
+                Stage::Pending => Role::PendingPrimary,
+                Stage::Primary => Role::Primary,
+            },
+            _ => Role::Secondary,
+        }
+    }
+
+    /// The answer to a heartbeat of `session`, with the group's last processed time as given
+    /// (the leader may know a fresher one than the checkpoint).
+    pub fn answer(
+        &self,
+        session: &SessionId,
+        last_data_processed_time: Option<ClientTime>,
+    ) -> HeartbeatAnswer {
+        let role = self.role_of(session);
+        HeartbeatAnswer {
+            role,
+            last_data_processed_time: last_data_processed_time.or(self.last_data_processed_time),
+            epoch: self.epoch,
+            valid_for_ms: (role != Role::Secondary).then_some(self.config.failover_timeout_ms),
+        }
+    }
 }

@@ -100,6 +100,12 @@ id_type!(
     "group id"
 );
 
+id_type!(
+    /// A client session (a member of a group), unique within its group.
+    SessionId,
+    "session id"
+);
+
 /// Where a group lives: a tenant and a namespace inside it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Scope {
@@ -129,6 +135,19 @@ impl fmt::Display for GroupKey {
         write!(f, "{}/{}", self.scope, self.group)
     }
 }
+
+/// A group's fencing token: incremented by every grant of the baton, never decreasing.
+/// Downstream systems can refuse writes that carry an older epoch.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Epoch(pub u64);
+
+/// A time the client wrote (its `HeartbeatTime` or `LastDataProcessedTime`), in milliseconds
+/// since the Unix epoch. Only echoed back and compared between clients; never used to judge
+/// liveness, because client clocks differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ClientTime(pub i64);
 
 /// Milliseconds since the Unix epoch, chosen by the Raft leader when it proposes a command and
 /// stored in the command, so every replica applies the same time.

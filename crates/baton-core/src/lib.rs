@@ -23,9 +23,12 @@
 #![deny(missing_docs)]
 
 mod command;
+pub mod detector;
 mod error;
 mod group;
 pub mod ids;
+pub mod invariants;
+mod session;
 mod state;
 
 pub use command::{Change, Command, Query, QueryResult, RecordKey, Rejection, Request, Response};
@@ -33,5 +36,11 @@ pub use error::{Error, Result};
 pub use group::{
     Group, GroupConfig, MAX_FAILOVER_TIMEOUT_MS, MAX_TEXT_LEN, MIN_FAILOVER_TIMEOUT_MS,
 };
-pub use ids::{GroupId, GroupKey, NamespaceId, Scope, TenantId, Timestamp};
+pub use ids::{
+    ClientTime, Epoch, GroupId, GroupKey, NamespaceId, Scope, SessionId, TenantId, Timestamp,
+};
+pub use session::{
+    Handover, HeartbeatAnswer, HeartbeatIn, HeartbeatRecord, Holder, Reason, Role, RoleOverride,
+    Score, Session, Stage,
+};
 pub use state::{Record, State};

@@ -8,12 +8,13 @@ use crate::command::{
     Change, Command, Query, QueryResult, RecordKey, Rejection, Request, Response,
 };
 use crate::group::{Group, GroupConfig};
-use crate::ids::{GroupKey, Scope, Timestamp};
+use crate::ids::{Epoch, GroupKey, Scope, SessionId, Timestamp};
+use crate::session::{Handover, Holder, Reason, RoleOverride, Session, Stage};
 
 /// One stored unit of state, addressed by a [`RecordKey`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
-    /// A group.
+    /// A group, with its sessions and baton.
     Group(Group),
 }
 
@@ -22,18 +23,35 @@ pub enum Record {
 /// Invariants:
 /// - every group is stored under its own key;
 /// - no scope maps to an empty set of groups;
-/// - `apply` changes at most the record named by `Command::record_key`.
+/// - `apply` changes at most the record named by `Command::record_key`;
+/// - a group's epoch never decreases, and each grant of the baton increments it;
+/// - a group has at most one holder, and a grant is only applied when the group has no holder
+///   or when the grant names the holder it replaces, at the epoch the decision saw.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     groups: BTreeMap<Scope, BTreeMap<crate::GroupId, Group>>,
+}
+
+type Outcome = Result<Response, Rejection>;
+
+fn superseded(group: &Group) -> Rejection {
+    Rejection::Superseded(group.key.clone())
+}
+
+fn session_not_found(group: &Group, session: &SessionId) -> Rejection {
+    Rejection::SessionNotFound { group: group.key.clone(), session: session.clone() }
+}
+
+fn updated(group: &Group) -> Outcome {
+    Ok(Response::Group { group: group.clone(), change: Change::Updated })
 }
 
 impl State {
     /// Applies one command at the leader-chosen time in `request.at`.
     pub fn apply(&mut self, request: &Request) -> Response {
         let at = request.at;
-        match &request.command {
-            Command::CreateGroup { key, config } => match self.group(key) {
+        let outcome = match &request.command {
+            Command::CreateGroup { key, config } => Ok(match self.group(key) {
                 Some(group) if &group.config == config => {
                     Response::Group { group: group.clone(), change: Change::Unchanged }
                 }
@@ -42,8 +60,8 @@ impl State {
                     existing: group.config.clone(),
                 }),
                 None => self.insert_new(key, config, at),
-            },
-            Command::PutGroup { key, config } => match self.group_mut(key) {
+            }),
+            Command::PutGroup { key, config } => Ok(match self.group_mut(key) {
                 Some(group) if &group.config == config => {
                     Response::Group { group: group.clone(), change: Change::Unchanged }
                 }
@@ -53,12 +71,23 @@ impl State {
                     Response::Group { group: group.clone(), change: Change::Updated }
                 }
                 None => self.insert_new(key, config, at),
+            }),
+            Command::DeleteGroup { key, refuse_if_active, active } => {
+                if self.group(key).is_none() {
+                    Err(Rejection::GroupNotFound(key.clone()))
+                } else if *refuse_if_active && !active.is_empty() {
+                    Err(Rejection::GroupHasActiveSessions(key.clone()))
+                } else {
+                    self.remove(key);
+                    Ok(Response::Deleted)
+                }
+            }
+            command => match self.group_mut(group_of(command)) {
+                Some(group) => apply_to_group(group, command, at),
+                None => Err(Rejection::GroupNotFound(group_of(command).clone())),
             },
-            Command::DeleteGroup { key } => match self.remove(key) {
-                Some(_) => Response::Deleted,
-                None => Response::Rejected(Rejection::GroupNotFound(key.clone())),
-            },
-        }
+        };
+        outcome.unwrap_or_else(Response::Rejected)
     }
 
     /// Answers a read-only query.
@@ -79,6 +108,11 @@ impl State {
         self.groups.get(scope).into_iter().flat_map(|groups| groups.values())
     }
 
+    /// Every group, in key order.
+    pub fn all_groups(&self) -> impl Iterator<Item = &Group> + '_ {
+        self.groups.values().flat_map(BTreeMap::values)
+    }
+
     /// The current value of one record, for storage to persist after `apply`.
     pub fn record(&self, key: &RecordKey) -> Option<Record> {
         match key {
@@ -88,10 +122,7 @@ impl State {
 
     /// Every record, in key order, for snapshots and digests.
     pub fn records(&self) -> impl Iterator<Item = (RecordKey, Record)> + '_ {
-        self.groups
-            .values()
-            .flat_map(|groups| groups.values())
-            .map(|g| (RecordKey::Group(g.key.clone()), Record::Group(g.clone())))
+        self.all_groups().map(|g| (RecordKey::Group(g.key.clone()), Record::Group(g.clone())))
     }
 
     /// Puts a record back when storage reloads the state. Panics if the record is not stored
@@ -111,7 +142,7 @@ impl State {
     pub fn digest(&self) -> u64 {
         use std::hash::{DefaultHasher, Hash, Hasher};
         let mut hasher = DefaultHasher::new();
-        for group in self.groups.values().flat_map(BTreeMap::values) {
+        for group in self.all_groups() {
             group.hash(&mut hasher);
         }
         hasher.finish()
@@ -127,8 +158,7 @@ impl State {
     }
 
     fn insert_new(&mut self, key: &GroupKey, config: &GroupConfig, at: Timestamp) -> Response {
-        let group =
-            Group { key: key.clone(), config: config.clone(), created_at: at, updated_at: at };
+        let group = Group::new(key.clone(), config.clone(), at);
         self.groups.entry(key.scope.clone()).or_default().insert(key.group.clone(), group.clone());
         Response::Group { group, change: Change::Created }
     }
@@ -141,4 +171,186 @@ impl State {
         }
         removed
     }
+}
+
+/// The group a session or baton command addresses.
+fn group_of(command: &Command) -> &GroupKey {
+    match command {
+        Command::CreateGroup { key, .. }
+        | Command::PutGroup { key, .. }
+        | Command::DeleteGroup { key, .. } => key,
+        Command::CreateSession { group, .. }
+        | Command::PutSession { group, .. }
+        | Command::DeleteSession { group, .. }
+        | Command::Grant { group, .. }
+        | Command::Promote { group, .. }
+        | Command::Relinquish { group, .. }
+        | Command::Expire { group, .. }
+        | Command::RequestHandover { group, .. }
+        | Command::SetOverride { group, .. }
+        | Command::ClearExpiredOverride { group, .. }
+        | Command::Checkpoint { group, .. } => group,
+    }
+}
+
+/// Applies a session or baton command to its group. On `Err` the group is unchanged: every
+/// check happens before the first change.
+fn apply_to_group(group: &mut Group, command: &Command, at: Timestamp) -> Outcome {
+    match command {
+        Command::CreateSession { session, name, .. } => match group.sessions.get(session) {
+            Some(s) if &s.name == name => {
+                Ok(Response::Session { session: s.clone(), change: Change::Unchanged })
+            }
+            Some(_) => Err(Rejection::SessionExists { session: session.clone() }),
+            None => Ok(insert_session(group, session, name, at)),
+        },
+        Command::PutSession { session, name, .. } => match group.sessions.get_mut(session) {
+            Some(s) if &s.name == name => {
+                Ok(Response::Session { session: s.clone(), change: Change::Unchanged })
+            }
+            Some(s) => {
+                s.name = name.clone();
+                Ok(Response::Session { session: s.clone(), change: Change::Updated })
+            }
+            None => Ok(insert_session(group, session, name, at)),
+        },
+        Command::DeleteSession { session, .. } => {
+            if group.sessions.remove(session).is_none() {
+                return Err(session_not_found(group, session));
+            }
+            // A deleted holder keeps the baton until its last grant lapses; the detector then
+            // hands it over.
+            if group.holder.as_ref().is_some_and(|h| &h.session == session) {
+                group.handover = Some(Handover { from: session.clone(), reason: Reason::Deleted });
+            }
+            Ok(Response::Deleted)
+        }
+        Command::Grant {
+            session,
+            stage,
+            expected_epoch,
+            replaces,
+            last_data_processed_time,
+            reason,
+            ..
+        } => {
+            let holder_matches = match (&group.holder, replaces) {
+                (None, None) => true,
+                (Some(h), Some(old)) => &h.session == old && h.epoch == *expected_epoch,
+                _ => false,
+            };
+            if !holder_matches || group.epoch != *expected_epoch {
+                return Err(superseded(group));
+            }
+            if !group.sessions.contains_key(session) {
+                return Err(session_not_found(group, session));
+            }
+            group.epoch = Epoch(group.epoch.0 + 1);
+            group.holder = Some(Holder {
+                session: session.clone(),
+                stage: *stage,
+                epoch: group.epoch,
+                since: at,
+                reason: *reason,
+            });
+            group.handover = None;
+            if last_data_processed_time.is_some() {
+                group.last_data_processed_time = *last_data_processed_time;
+            }
+            updated(group)
+        }
+        Command::Promote { session, epoch, .. } => match &mut group.holder {
+            Some(h) if &h.session == session && h.epoch == *epoch && h.stage == Stage::Pending => {
+                h.stage = Stage::Primary;
+                updated(group)
+            }
+            _ => Err(superseded(group)),
+        },
+        Command::Relinquish { session, epoch, last_data_processed_time, .. }
+        | Command::Expire { session, epoch, last_data_processed_time, .. } => {
+            if !group.holder.as_ref().is_some_and(|h| &h.session == session && h.epoch == *epoch) {
+                return Err(superseded(group));
+            }
+            group.holder = None;
+            if last_data_processed_time.is_some() {
+                group.last_data_processed_time = *last_data_processed_time;
+            }
+            updated(group)
+        }
+        Command::RequestHandover { expected_epoch, reason, .. } => {
+            let Some(holder) = &group.holder else { return Err(superseded(group)) };
+            if holder.epoch != *expected_epoch || group.handover.is_some() {
+                return Err(superseded(group));
+            }
+            group.handover = Some(Handover { from: holder.session.clone(), reason: *reason });
+            updated(group)
+        }
+        Command::SetOverride { session, primary_for_ms, .. } => {
+            let Some(s) = group.sessions.get_mut(session) else {
+                return Err(session_not_found(group, session));
+            };
+            s.role_override = primary_for_ms.map(|period| RoleOverride {
+                set_at: at,
+                expires_at: period.map(|ms| Timestamp(at.0.saturating_add(ms))),
+            });
+            let pinned = s.role_override.is_some();
+            // Pinning the baton to a member moves it there: the current holder hands over.
+            // Only one member can be pinned: pinning another clears the others' overrides.
+            if pinned {
+                for other in group.sessions.values_mut().filter(|o| &o.id != session) {
+                    other.role_override = None;
+                }
+                if let Some(h) = &group.holder
+                    && &h.session != session
+                    && group.handover.is_none()
+                {
+                    group.handover =
+                        Some(Handover { from: h.session.clone(), reason: Reason::Override });
+                }
+            }
+            let session = group.sessions[session].clone();
+            Ok(Response::Session { session, change: Change::Updated })
+        }
+        Command::ClearExpiredOverride { session, set_at, .. } => {
+            let Some(s) = group.sessions.get_mut(session) else {
+                return Err(session_not_found(group, session));
+            };
+            if s.role_override.as_ref().is_none_or(|o| o.set_at != *set_at) {
+                return Err(superseded(group));
+            }
+            s.role_override = None;
+            updated(group)
+        }
+        Command::Checkpoint { heartbeats, last_data_processed_time, .. } => {
+            for (id, record) in heartbeats {
+                if let Some(s) = group.sessions.get_mut(id) {
+                    s.last_heartbeat = Some(record.clone());
+                }
+            }
+            if last_data_processed_time.is_some() {
+                group.last_data_processed_time = *last_data_processed_time;
+            }
+            updated(group)
+        }
+        Command::CreateGroup { .. } | Command::PutGroup { .. } | Command::DeleteGroup { .. } => {
+            unreachable!("group commands are applied by State::apply")
+        }
+    }
+}
+
+fn insert_session(
+    group: &mut Group,
+    session: &SessionId,
+    name: &Option<String>,
+    at: Timestamp,
+) -> Response {
+    let s = Session {
+        id: session.clone(),
+        name: name.clone(),
+        created_at: at,
+        role_override: None,
+        last_heartbeat: None,
+    };
+    group.sessions.insert(session.clone(), s.clone());
+    Response::Session { session: s, change: Change::Created }
 }

@@ -1,14 +1,17 @@
 //! Goldenscript scenarios for the core: each file under `testscripts/` is a story of commands
-//! applied to a `State` at explicit times, with every response and the resulting state.
+//! applied to a `State` (and the leader's `Detector`) at explicit times, with every response.
 //! Regenerate expected output with `UPDATE_GOLDENFILES=1 cargo test -p baton-core`, then read
-//! the diff.
+//! the diff. After every step the runner checks that epochs never decrease.
 
+use std::collections::BTreeMap;
 use std::error::Error;
 use std::fmt::Write as _;
 
+use baton_core::detector::{Detector, Refusal};
 use baton_core::{
-    Command, GroupConfig, GroupId, GroupKey, NamespaceId, Query, QueryResult, Request, Response,
-    Scope, State, TenantId, Timestamp,
+    ClientTime, Command, Epoch, GroupConfig, GroupId, GroupKey, HeartbeatIn, NamespaceId, Query,
+    QueryResult, Reason, Request, Response, Role, Scope, Score, SessionId, State, TenantId,
+    Timestamp,
 };
 use test_each_file::test_each_path;
 
@@ -21,7 +24,7 @@ fn run_script(path: &std::path::Path) {
 
 #[derive(goldenscript::Command)]
 enum Cmd {
-    /// `at <ms>`: sets the leader time of the following commands.
+    /// `at <ms>`: the leader's clock for the following commands.
     At(u64),
     /// `create <group> timeout=<ms> [name=<text>] [tenant=<t>] [ns=<n>]`
     Create {
@@ -43,8 +46,12 @@ enum Cmd {
         #[arg(key, optional)]
         name: Option<String>,
     },
-    /// `delete <group>`
-    Delete(String),
+    /// `delete <group> [refuse_if_active=true]`
+    Delete {
+        group: String,
+        #[arg(key, optional)]
+        refuse_if_active: bool,
+    },
     /// `get <group> [tenant=<t>] [ns=<n>]`
     Get {
         group: String,
@@ -60,6 +67,37 @@ enum Cmd {
         #[arg(key, optional)]
         ns: Option<String>,
     },
+    /// `join <group> <session>...`: adds sessions.
+    Join(String, #[arg(many)] Vec<String>),
+    /// `leave <group> <session>`: deletes a session.
+    Leave(String, String),
+    /// `heartbeat <group> <session> [score=<0-100>] [ldpt=<ms>]`: the leader receives a
+    /// heartbeat, commits what it calls for, and answers.
+    Heartbeat {
+        group: String,
+        session: String,
+        #[arg(key, optional)]
+        score: Option<f64>,
+        #[arg(key, optional)]
+        ldpt: Option<i64>,
+    },
+    /// `tick`: the leader's detector runs; its commands are applied.
+    Tick,
+    /// `leader_change`: a new leader re-arms its detector from the replicated state.
+    LeaderChange,
+    /// `force <group>`: an operator forces a failover.
+    Force(String),
+    /// `override <group> <session> [for=<ms>] [off=true]`
+    Override {
+        group: String,
+        session: String,
+        #[arg(key = "for", optional)]
+        period: Option<u64>,
+        #[arg(key, optional)]
+        off: bool,
+    },
+    /// `status <group>`: holder, epoch, hand-over and every session's role.
+    Status(String),
     /// `state`: every group, with its timestamps.
     State,
 }
@@ -67,7 +105,9 @@ enum Cmd {
 #[derive(Default)]
 struct Runner {
     state: State,
+    detector: Detector,
     now: u64,
+    epochs: BTreeMap<GroupKey, Epoch>,
 }
 
 fn scope(tenant: &Option<String>, ns: &Option<String>) -> Result<Scope, Box<dyn Error>> {
@@ -77,12 +117,42 @@ fn scope(tenant: &Option<String>, ns: &Option<String>) -> Result<Scope, Box<dyn 
     })
 }
 
-fn key(
+fn key(group: &str) -> Result<GroupKey, Box<dyn Error>> {
+    scoped_key(group, &None, &None)
+}
+
+fn scoped_key(
     group: &str,
     tenant: &Option<String>,
     ns: &Option<String>,
 ) -> Result<GroupKey, Box<dyn Error>> {
     Ok(GroupKey { scope: scope(tenant, ns)?, group: GroupId::new(group)? })
+}
+
+/// A command in one line, naming only what a reader needs.
+fn show_command(c: &Command) -> String {
+    match c {
+        Command::Grant { session, stage, reason, expected_epoch, replaces, .. } => {
+            let replaces = replaces.as_ref().map_or(String::new(), |r| format!(" replacing {r}"));
+            format!(
+                "Grant {stage:?} to {session}{replaces} (epoch {} → {}, {reason:?})",
+                expected_epoch.0,
+                expected_epoch.0 + 1
+            )
+        }
+        Command::Promote { session, .. } => format!("Promote {session}"),
+        Command::Relinquish { session, .. } => format!("Relinquish {session}"),
+        Command::Expire { session, .. } => format!("Expire {session}"),
+        Command::RequestHandover { reason, .. } => format!("RequestHandover ({reason:?})"),
+        Command::ClearExpiredOverride { session, .. } => format!("ClearExpiredOverride {session}"),
+        Command::Checkpoint { heartbeats, .. } => {
+            format!(
+                "Checkpoint [{}]",
+                heartbeats.iter().map(|(s, _)| s.to_string()).collect::<Vec<_>>().join(", ")
+            )
+        }
+        other => format!("{other:?}"),
+    }
 }
 
 fn show(response: &Response) -> String {
@@ -95,14 +165,73 @@ fn show(response: &Response) -> String {
                 group.config.name
             )
         }
+        Response::Session { session, change } => format!("{change:?} session {}", session.id),
         Response::Deleted => "Deleted".into(),
         Response::Rejected(r) => format!("Rejected: {r}"),
     }
 }
 
 impl Runner {
-    fn apply(&mut self, command: Command) -> String {
-        show(&self.state.apply(&Request { at: Timestamp(self.now), command }))
+    fn now(&self) -> Timestamp {
+        Timestamp(self.now)
+    }
+
+    fn apply(&mut self, command: Command) -> Result<Response, Box<dyn Error>> {
+        let response = self.state.apply(&Request { at: self.now(), command });
+        for group in self.state.all_groups() {
+            let last = self.epochs.insert(group.key.clone(), group.epoch).unwrap_or_default();
+            if group.epoch < last {
+                return Err(format!(
+                    "invariant broken: epoch of {} went from {} to {}",
+                    group.key, last.0, group.epoch.0
+                )
+                .into());
+            }
+        }
+        Ok(response)
+    }
+
+    fn heartbeat(
+        &mut self,
+        group: &str,
+        session: &str,
+        score: Option<f64>,
+        ldpt: Option<i64>,
+    ) -> Result<String, Box<dyn Error>> {
+        let key = key(group)?;
+        let session = SessionId::new(session)?;
+        let heartbeat = HeartbeatIn {
+            score: Score::new(score.unwrap_or(100.0))?,
+            heartbeat_time: None,
+            last_data_processed_time: ldpt.map(ClientTime),
+        };
+        let group = self.state.group(&key).ok_or("no such group")?.clone();
+        if !group.sessions.contains_key(&session) {
+            return Ok(format!("{session}: 404 unknown session"));
+        }
+        if let Err(Refusal::TooFast { retry_after_ms }) =
+            self.detector.observe(&group, &session, heartbeat, self.now())
+        {
+            return Ok(format!("{session}: 429 too fast, retry after {retry_after_ms}ms"));
+        }
+        let mut out = String::new();
+        if let Some(command) = self.detector.plan_heartbeat(&group, &session, self.now()) {
+            let shown = show_command(&command);
+            let response = self.apply(command)?;
+            writeln!(out, "  commit {shown}: {}", brief(&response))?;
+        }
+        let group = self.state.group(&key).ok_or("group vanished")?.clone();
+        let answer = self.detector.answer(&group, &session, self.now());
+        let ldpt = answer.last_data_processed_time.map_or("-".to_string(), |t| t.0.to_string());
+        let valid = answer.valid_for_ms.map_or(String::new(), |v| format!(" valid_for={v}ms"));
+        Ok(format!("{out}{session}: {:?} epoch={} ldpt={ldpt}{valid}", answer.role, answer.epoch.0))
+    }
+}
+
+fn brief(response: &Response) -> String {
+    match response {
+        Response::Rejected(r) => format!("rejected ({r})"),
+        _ => "ok".into(),
     }
 }
 
@@ -115,20 +244,28 @@ impl goldenscript::Runner for Runner {
             Cmd::At(ms) => self.now = *ms,
             Cmd::Create { group, timeout, name, tenant, ns } => {
                 let config = GroupConfig::new(name.clone(), None, *timeout)?;
-                let key = key(group, tenant, ns)?;
-                writeln!(out, "{}", self.apply(Command::CreateGroup { key, config }))?;
+                let key = scoped_key(group, tenant, ns)?;
+                writeln!(out, "{}", show(&self.apply(Command::CreateGroup { key, config })?))?;
             }
             Cmd::Put { group, timeout, name } => {
                 let config = GroupConfig::new(name.clone(), None, *timeout)?;
-                let key = key(group, &None, &None)?;
-                writeln!(out, "{}", self.apply(Command::PutGroup { key, config }))?;
+                writeln!(
+                    out,
+                    "{}",
+                    show(&self.apply(Command::PutGroup { key: key(group)?, config })?)
+                )?;
             }
-            Cmd::Delete(group) => {
-                let key = key(group, &None, &None)?;
-                writeln!(out, "{}", self.apply(Command::DeleteGroup { key }))?;
+            Cmd::Delete { group, refuse_if_active } => {
+                let command = Command::DeleteGroup {
+                    key: key(group)?,
+                    refuse_if_active: *refuse_if_active,
+                    active: Vec::new(),
+                };
+                let command = self.detector.prepare(command, &self.state, self.now());
+                writeln!(out, "{}", show(&self.apply(command)?))?;
             }
             Cmd::Get { group, tenant, ns } => {
-                match self.state.query(&Query::Group(key(group, tenant, ns)?)) {
+                match self.state.query(&Query::Group(scoped_key(group, tenant, ns)?)) {
                     QueryResult::Group(Some(g)) => {
                         writeln!(out, "{} timeout={}ms", g.key, g.config.failover_timeout_ms())?
                     }
@@ -143,9 +280,81 @@ impl goldenscript::Runner for Runner {
                     writeln!(out, "[{}]", ids.join(", "))?;
                 }
             }
+            Cmd::Join(group, sessions) => {
+                for s in sessions {
+                    let command = Command::CreateSession {
+                        group: key(group)?,
+                        session: SessionId::new(s.as_str())?,
+                        name: None,
+                    };
+                    writeln!(out, "{}", show(&self.apply(command)?))?;
+                }
+            }
+            Cmd::Leave(group, session) => {
+                let command = Command::DeleteSession {
+                    group: key(group)?,
+                    session: SessionId::new(session.as_str())?,
+                };
+                writeln!(out, "{}", show(&self.apply(command)?))?;
+            }
+            Cmd::Heartbeat { group, session, score, ldpt } => {
+                writeln!(out, "{}", self.heartbeat(group, session, *score, *ldpt)?)?
+            }
+            Cmd::Tick => {
+                for command in self.detector.tick(&self.state, self.now()) {
+                    let shown = show_command(&command);
+                    writeln!(out, "commit {shown}: {}", brief(&self.apply(command)?))?;
+                }
+            }
+            Cmd::LeaderChange => {
+                self.detector = Detector::new(&self.state, self.now());
+                writeln!(out, "new leader re-armed every deadline to {}+timeout", self.now)?;
+            }
+            Cmd::Force(group) => {
+                let epoch = self.state.group(&key(group)?).ok_or("no such group")?.epoch;
+                let command = Command::RequestHandover {
+                    group: key(group)?,
+                    expected_epoch: epoch,
+                    reason: Reason::Forced,
+                };
+                writeln!(
+                    out,
+                    "commit {}: {}",
+                    show_command(&command),
+                    brief(&self.apply(command)?)
+                )?;
+            }
+            Cmd::Override { group, session, period, off } => {
+                let primary_for_ms = if *off { None } else { Some(*period) };
+                let command = Command::SetOverride {
+                    group: key(group)?,
+                    session: SessionId::new(session.as_str())?,
+                    primary_for_ms,
+                };
+                writeln!(out, "{}", show(&self.apply(command)?))?;
+            }
+            Cmd::Status(group) => {
+                let g = self.state.group(&key(group)?).ok_or("no such group")?;
+                let holder = g.holder.as_ref().map_or("none".to_string(), |h| {
+                    format!("{} ({:?}, epoch {}, {:?})", h.session, h.stage, h.epoch.0, h.reason)
+                });
+                writeln!(out, "holder: {holder}; epoch: {}", g.epoch.0)?;
+                if let Some(h) = &g.handover {
+                    writeln!(out, "hand-over from {} ({:?})", h.from, h.reason)?;
+                }
+                for s in g.sessions.values() {
+                    let fresh = if self.detector.is_fresh(&g.key, &s.id, self.now()) {
+                        "fresh"
+                    } else {
+                        "stale"
+                    };
+                    let role: Role = g.role_of(&s.id);
+                    let pinned = if s.role_override.is_some() { " pinned" } else { "" };
+                    writeln!(out, "  {}: {role:?} {fresh}{pinned}", s.id)?;
+                }
+            }
             Cmd::State => {
-                for (_, record) in self.state.records() {
-                    let baton_core::Record::Group(g) = record;
+                for g in self.state.all_groups() {
                     writeln!(
                         out,
                         "{} timeout={}ms name={:?} created_at={} updated_at={}",

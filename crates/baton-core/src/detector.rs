@@ -1,0 +1,439 @@
+//! The leader's failure detector: pure, with time as an input.
+//!
+//! Liveness is measured at heartbeat receipt by the Raft leader and is not replicated; only its
+//! consequences are, as commands. The detector keeps, per group, when each session was last
+//! heard, what it reported, and until when the holder's latest answered grant is valid; from
+//! that it decides:
+//!
+//! ```text
+//!  heartbeat ─▶ observe ─▶ plan_heartbeat ─▶ Command? ─(Raft)─▶ apply ─▶ answer (records the grant)
+//!  every tick ────────────▶ tick ──────────▶ Commands ─(Raft)─▶ apply
+//!  new leader ────────────▶ rearm: every deadline and grant := now + FailoverTimeout
+//! ```
+//!
+//! ## Rules (PRODUCT-DECISIONS "Roles and the baton")
+//! 1. A session is *stale* once no heartbeat arrived for the group's failover timeout; one that
+//!    never heartbeated (to this leader) is not eligible.
+//! 2. A vacant group gives the baton to its best eligible member: pinned by override first,
+//!    then highest score, then latest last-data-processed time, then lowest id. A group's first
+//!    grant goes straight to Primary; later grants go through PendingPrimary.
+//! 3. The holder is told PendingPrimary (with the group's last data time) and becomes Primary
+//!    at its next heartbeat after that. A hand-over (stale,
+//!    deleted, forced, preempted, override) completes only when the holder's last answered
+//!    grant has lapsed, or when the holder heartbeats and is told Secondary.
+//! 4. A healthy Primary is preempted only by a member whose score beats its own by
+//!    [`PREEMPTION_MARGIN`] for half a failover timeout (one heartbeat interval).
+//! 5. A holder pinned by a role override keeps the baton even when stale.
+//!
+//! ## Invariants
+//! - The detector never proposes a grant while the holder's last answered grant may be valid.
+//! - After `rearm(now)`, nothing is judged stale or lapsed before `now + FailoverTimeout`.
+
+use std::collections::BTreeMap;
+
+use crate::command::Command;
+use crate::group::Group;
+use crate::ids::{ClientTime, Epoch, GroupKey, SessionId, Timestamp};
+use crate::session::{HeartbeatAnswer, HeartbeatIn, HeartbeatRecord, Reason, Role, Score, Stage};
+use crate::state::State;
+
+/// How much a member's score must beat the Primary's to take the baton (10 points).
+pub const PREEMPTION_MARGIN: Score = Score::from_hundredths(1_000);
+/// Heartbeats from one session closer together than `FailoverTimeout / RATE_LIMIT_DIVISOR`
+/// are refused (AVEVA's 429). Clients are expected every `FailoverTimeout / 2`.
+pub const RATE_LIMIT_DIVISOR: u64 = 20;
+
+/// Why a heartbeat was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The session heartbeats faster than its group allows.
+    TooFast {
+        /// How long to wait before the next heartbeat is accepted.
+        retry_after_ms: u64,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Heard {
+    at: Timestamp,
+    heartbeat: HeartbeatIn,
+}
+
+#[derive(Clone, Debug)]
+struct Seen {
+    /// The session is stale from this time on.
+    deadline: Timestamp,
+    /// Its last heartbeat to this leader, if any.
+    heard: Option<Heard>,
+    /// Whether `heard` is newer than the last checkpoint.
+    dirty: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Watch {
+    sessions: BTreeMap<SessionId, Seen>,
+    /// The holder's latest answered grant: (session, epoch, valid until).
+    grant: Option<(SessionId, Epoch, Timestamp)>,
+    /// The PendingPrimary this leader has told so, with its epoch: its next heartbeat
+    /// promotes it.
+    told_pending: Option<(SessionId, Epoch)>,
+    /// A member whose score beats the Primary's by the margin, and since when.
+    better_since: Option<(SessionId, Timestamp)>,
+    /// The Primary's latest last-data-processed time.
+    last_data_processed_time: Option<ClientTime>,
+    /// When the group was last checkpointed.
+    last_checkpoint: Option<Timestamp>,
+}
+
+/// The leader-local failure detector. See the module documentation.
+#[derive(Clone, Debug, Default)]
+pub struct Detector {
+    groups: BTreeMap<GroupKey, Watch>,
+}
+
+fn after(t: Timestamp, ms: u64) -> Timestamp {
+    Timestamp(t.0.saturating_add(ms))
+}
+
+impl Detector {
+    /// A detector for a node that has just become leader at `now`: see [`Detector::rearm`].
+    pub fn new(state: &State, now: Timestamp) -> Self {
+        let mut d = Detector::default();
+        d.rearm(state, now);
+        d
+    }
+
+    /// Forgets everything heard and treats every session as heard at `now` and every holder's
+    /// grant as valid until `now + FailoverTimeout`: a new leader never fails a client over
+    /// because of heartbeats its predecessor received, and never hands the baton on while a
+    /// grant its predecessor answered could still be valid.
+    pub fn rearm(&mut self, state: &State, now: Timestamp) {
+        self.groups.clear();
+        for group in state.all_groups() {
+            let until = after(now, group.config.failover_timeout_ms());
+            let watch = self.groups.entry(group.key.clone()).or_default();
+            for id in group.sessions.keys() {
+                watch
+                    .sessions
+                    .insert(id.clone(), Seen { deadline: until, heard: None, dirty: false });
+            }
+            watch.grant = group.holder.as_ref().map(|h| (h.session.clone(), h.epoch, until));
+            watch.last_data_processed_time = group.last_data_processed_time;
+        }
+    }
+
+    /// Records a heartbeat of `session` received at `now`, or refuses it as too fast.
+    pub fn observe(
+        &mut self,
+        group: &Group,
+        session: &SessionId,
+        heartbeat: HeartbeatIn,
+        now: Timestamp,
+    ) -> Result<(), Refusal> {
+        let ft = group.config.failover_timeout_ms();
+        let watch = self.groups.entry(group.key.clone()).or_default();
+        let min_gap = ft / RATE_LIMIT_DIVISOR;
+        if let Some(heard) = watch.sessions.get(session).and_then(|s| s.heard.as_ref()) {
+            let earliest = after(heard.at, min_gap);
+            if now < earliest {
+                return Err(Refusal::TooFast { retry_after_ms: earliest.0 - now.0 });
+            }
+        }
+        let primary = group
+            .holder
+            .as_ref()
+            .is_some_and(|h| &h.session == session && h.stage == Stage::Primary);
+        if primary && heartbeat.last_data_processed_time.is_some() {
+            watch.last_data_processed_time = heartbeat.last_data_processed_time;
+        }
+        watch.sessions.insert(
+            session.clone(),
+            Seen {
+                deadline: after(now, ft),
+                heard: Some(Heard { at: now, heartbeat }),
+                dirty: true,
+            },
+        );
+        Ok(())
+    }
+
+    /// The command a heartbeat of `session` calls for, if any (after [`Detector::observe`]).
+    pub fn plan_heartbeat(
+        &self,
+        group: &Group,
+        session: &SessionId,
+        now: Timestamp,
+    ) -> Option<Command> {
+        let watch = self.groups.get(&group.key)?;
+        let ldpt = watch.last_data_processed_time;
+        match &group.holder {
+            Some(h) if &h.session == session => {
+                if group.handover.is_some() {
+                    Some(Command::Relinquish {
+                        group: group.key.clone(),
+                        session: session.clone(),
+                        epoch: h.epoch,
+                        last_data_processed_time: ldpt,
+                    })
+                } else if h.stage == Stage::Pending
+                    && watch.told_pending == Some((session.clone(), h.epoch))
+                {
+                    Some(Command::Promote {
+                        group: group.key.clone(),
+                        session: session.clone(),
+                        epoch: h.epoch,
+                    })
+                } else {
+                    None
+                }
+            }
+            Some(_) => None,
+            None => (Self::successor_of(group, watch, now).as_ref() == Some(session))
+                .then(|| Self::grant_of(group, watch, session, None)),
+        }
+    }
+
+    /// The answer to `session`'s heartbeat from `group` as it stands after any command; records
+    /// the grant it carries (valid until `now + FailoverTimeout`, counted from the answer, which
+    /// is after the client sent its heartbeat).
+    pub fn answer(
+        &mut self,
+        group: &Group,
+        session: &SessionId,
+        now: Timestamp,
+    ) -> HeartbeatAnswer {
+        let watch = self.groups.entry(group.key.clone()).or_default();
+        let answer = group.answer(session, watch.last_data_processed_time);
+        if answer.role != Role::Secondary {
+            let epoch = group.holder.as_ref().map_or(group.epoch, |h| h.epoch);
+            watch.grant =
+                Some((session.clone(), epoch, after(now, group.config.failover_timeout_ms())));
+            if answer.role == Role::PendingPrimary {
+                watch.told_pending = Some((session.clone(), epoch));
+            }
+        }
+        answer
+    }
+
+    /// Fills in what a client command needs from the leader's observations (the active
+    /// sessions of a group being deleted).
+    pub fn prepare(&self, command: Command, state: &State, now: Timestamp) -> Command {
+        match command {
+            Command::DeleteGroup { key, refuse_if_active: true, .. } => {
+                let active =
+                    state.group(&key).map(|g| self.active_sessions(g, now)).unwrap_or_default();
+                Command::DeleteGroup { key, refuse_if_active: true, active }
+            }
+            other => other,
+        }
+    }
+
+    /// Sessions heard by this leader within the failover timeout.
+    pub fn active_sessions(&self, group: &Group, now: Timestamp) -> Vec<SessionId> {
+        let Some(watch) = self.groups.get(&group.key) else { return Vec::new() };
+        group.sessions.keys().filter(|id| Self::eligible(watch, id, now)).cloned().collect()
+    }
+
+    /// Whether `session` is fresh (heard, or re-armed, within the failover timeout).
+    pub fn is_fresh(&self, group: &GroupKey, session: &SessionId, now: Timestamp) -> bool {
+        self.groups
+            .get(group)
+            .and_then(|w| w.sessions.get(session))
+            .is_some_and(|s| now < s.deadline)
+    }
+
+    /// The commands time calls for: overrides that expired, holders whose grant lapsed,
+    /// vacant groups, preemption, and checkpoints of heartbeats. At most one command per group
+    /// per tick; the rest follow on later ticks.
+    pub fn tick(&mut self, state: &State, now: Timestamp) -> Vec<Command> {
+        self.groups.retain(|key, _| state.group(key).is_some());
+        let mut commands = Vec::new();
+        for group in state.all_groups() {
+            let watch = self.groups.entry(group.key.clone()).or_default();
+            watch.sessions.retain(|id, _| group.sessions.contains_key(id));
+            if let Some(command) = Self::decide(group, watch, now) {
+                commands.push(command);
+            } else if let Some(command) = Self::checkpoint(group, watch, now) {
+                commands.push(command);
+            }
+        }
+        commands
+    }
+
+    fn decide(group: &Group, watch: &mut Watch, now: Timestamp) -> Option<Command> {
+        let key = &group.key;
+        for s in group.sessions.values() {
+            if let Some(o) = &s.role_override
+                && o.expires_at.is_some_and(|e| e <= now)
+            {
+                return Some(Command::ClearExpiredOverride {
+                    group: key.clone(),
+                    session: s.id.clone(),
+                    set_at: o.set_at,
+                });
+            }
+        }
+        let Some(holder) = &group.holder else {
+            let successor = Self::successor_of(group, watch, now)?;
+            return Some(Self::grant_of(group, watch, &successor, None));
+        };
+        let exists = group.sessions.get(&holder.session);
+        let pinned = exists.is_some_and(|s| s.role_override.is_some());
+        let stale = exists.is_none() || !Self::fresh(watch, &holder.session, now);
+        let lapsed = watch.grant.as_ref().is_none_or(|(s, e, until)| {
+            s != &holder.session || *e != holder.epoch || *until <= now
+        });
+        let leaving = group.handover.is_some();
+        if (leaving || (stale && !pinned)) && lapsed {
+            return match Self::successor_of(group, watch, now) {
+                Some(next) if next != holder.session => {
+                    Some(Self::grant_of(group, watch, &next, Some(holder.session.clone())))
+                }
+                _ if leaving => Some(Command::Expire {
+                    group: key.clone(),
+                    session: holder.session.clone(),
+                    epoch: holder.epoch,
+                    last_data_processed_time: watch.last_data_processed_time,
+                }),
+                // Stale with nobody to take over: it keeps the baton and gets it back if it returns.
+                _ => None,
+            };
+        }
+        if stale || leaving || pinned || holder.stage != Stage::Primary {
+            watch.better_since = None;
+            return None;
+        }
+        Self::preemption(group, watch, holder.session.clone(), holder.epoch, now)
+    }
+
+    fn preemption(
+        group: &Group,
+        watch: &mut Watch,
+        primary: SessionId,
+        epoch: Epoch,
+        now: Timestamp,
+    ) -> Option<Command> {
+        let score = |id: &SessionId| {
+            watch.sessions.get(id).and_then(|s| s.heard.as_ref()).map(|h| h.heartbeat.score)
+        };
+        let challenger = Self::ranked(group, watch, now).into_iter().find(|id| *id != primary);
+        let better = match (challenger, score(&primary)) {
+            (Some(c), Some(p))
+                if score(&c).is_some_and(|cs| {
+                    cs.hundredths() >= p.hundredths() + PREEMPTION_MARGIN.hundredths()
+                }) =>
+            {
+                Some(c)
+            }
+            _ => None,
+        };
+        let Some(c) = better else {
+            watch.better_since = None;
+            return None;
+        };
+        let since = match &watch.better_since {
+            Some((id, since)) if *id == c => *since,
+            _ => {
+                watch.better_since = Some((c, now));
+                now
+            }
+        };
+        (now.0 >= since.0 + group.config.failover_timeout_ms() / 2).then(|| {
+            Command::RequestHandover {
+                group: group.key.clone(),
+                expected_epoch: epoch,
+                reason: Reason::Preempted,
+            }
+        })
+    }
+
+    fn checkpoint(group: &Group, watch: &mut Watch, now: Timestamp) -> Option<Command> {
+        let interval = group.config.failover_timeout_ms() / 2;
+        if watch.last_checkpoint.is_some_and(|t| now.0 < t.0 + interval) {
+            return None;
+        }
+        let mut heartbeats = Vec::new();
+        for (id, seen) in watch.sessions.iter_mut().filter(|(_, s)| s.dirty) {
+            seen.dirty = false;
+            if let Some(h) = &seen.heard {
+                heartbeats.push((
+                    id.clone(),
+                    HeartbeatRecord { heartbeat: h.heartbeat.clone(), received_at: h.at },
+                ));
+            }
+        }
+        let ldpt_changed = watch.last_data_processed_time.is_some()
+            && watch.last_data_processed_time != group.last_data_processed_time;
+        if heartbeats.is_empty() && !ldpt_changed {
+            return None;
+        }
+        watch.last_checkpoint = Some(now);
+        Some(Command::Checkpoint {
+            group: group.key.clone(),
+            heartbeats,
+            last_data_processed_time: watch.last_data_processed_time,
+        })
+    }
+
+    fn fresh(watch: &Watch, session: &SessionId, now: Timestamp) -> bool {
+        watch.sessions.get(session).is_some_and(|s| now < s.deadline)
+    }
+
+    /// Heard by this leader and fresh.
+    fn eligible(watch: &Watch, session: &SessionId, now: Timestamp) -> bool {
+        watch.sessions.get(session).is_some_and(|s| s.heard.is_some() && now < s.deadline)
+    }
+
+    /// Eligible members, best first: pinned, score, last-data-processed time, lowest id.
+    fn ranked(group: &Group, watch: &Watch, now: Timestamp) -> Vec<SessionId> {
+        let mut eligible: Vec<_> = group
+            .sessions
+            .values()
+            .filter(|s| Self::eligible(watch, &s.id, now))
+            .map(|s| {
+                let hb = watch.sessions[&s.id].heard.as_ref().map(|h| &h.heartbeat);
+                (
+                    s.role_override.is_some(),
+                    hb.map(|h| h.score),
+                    hb.and_then(|h| h.last_data_processed_time),
+                    s.id.clone(),
+                )
+            })
+            .collect();
+        eligible.sort_by(|a, b| {
+            b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)).then(a.3.cmp(&b.3))
+        });
+        eligible.into_iter().map(|e| e.3).collect()
+    }
+
+    /// Who should get the baton next: the best eligible member, passing over the member a
+    /// hand-over is moving away from unless nobody else is eligible.
+    fn successor_of(group: &Group, watch: &Watch, now: Timestamp) -> Option<SessionId> {
+        let ranked = Self::ranked(group, watch, now);
+        let leaving =
+            group.handover.as_ref().map(|h| &h.from).or(group.holder.as_ref().map(|h| &h.session));
+        ranked.iter().find(|id| Some(*id) != leaving).or(ranked.first()).cloned()
+    }
+
+    fn grant_of(
+        group: &Group,
+        watch: &Watch,
+        session: &SessionId,
+        replaces: Option<SessionId>,
+    ) -> Command {
+        Command::Grant {
+            group: group.key.clone(),
+            session: session.clone(),
+            stage: if group.epoch == Epoch(0) { Stage::Primary } else { Stage::Pending },
+            expected_epoch: group.epoch,
+            replaces,
+            last_data_processed_time: watch.last_data_processed_time,
+            reason: group
+                .handover
+                .as_ref()
+                .map_or(if group.holder.is_some() { Reason::Stale } else { Reason::Vacant }, |h| {
+                    h.reason
+                }),
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Safety properties, checked over what clients observed. Each checker is one small function
+//! so that scenario tests, end-to-end tests and chaos runs share them.
+//!
+//! Times are the observing clients' clock (one clock for all clients of a test), in
+//! milliseconds.
+
+use std::collections::BTreeMap;
+
+use crate::ids::Epoch;
+use crate::session::Role;
+
+/// One heartbeat exchange as a client saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observation {
+    /// The group (any stable name).
+    pub group: String,
+    /// The session that heartbeated.
+    pub session: String,
+    /// When the client sent the heartbeat.
+    pub sent_at: u64,
+    /// When the answer arrived.
+    pub received_at: u64,
+    /// The role answered.
+    pub role: Role,
+    /// The epoch answered.
+    pub epoch: Epoch,
+    /// For Primary and PendingPrimary: validity counted from `sent_at`.
+    pub valid_for_ms: Option<u64>,
+}
+
+/// A broken property, with the observations that show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Which property.
+    pub property: &'static str,
+    /// What happened.
+    pub detail: String,
+}
+
+/// The interval in which a client held a valid grant: from the answer's arrival until the
+/// grant lapsed (`sent_at + valid_for`) or the session was told Secondary, whichever is first.
+fn grant_intervals(observations: &[Observation]) -> BTreeMap<&str, Vec<(u64, u64, &Observation)>> {
+    let mut by_session: BTreeMap<(&str, &str), Vec<&Observation>> = BTreeMap::new();
+    for o in observations {
+        by_session.entry((&o.group, &o.session)).or_default().push(o);
+    }
+    let mut intervals: BTreeMap<&str, Vec<(u64, u64, &Observation)>> = BTreeMap::new();
+    for ((group, _), mut seen) in by_session {
+        seen.sort_by_key(|o| o.received_at);
+        for (i, o) in seen.iter().enumerate() {
+            let Some(valid) = o.valid_for_ms.filter(|_| o.role != Role::Secondary) else {
+                continue;
+            };
+            let lapse = o.sent_at + valid;
+            let told_secondary = seen[i + 1..]
+                .iter()
+                .find(|later| later.role == Role::Secondary)
+                .map_or(u64::MAX, |l| l.received_at);
+            intervals.entry(group).or_default().push((o.received_at, lapse.min(told_secondary), o));
+        }
+    }
+    intervals
+}
+
+/// No two sessions of a group ever hold a valid Primary or PendingPrimary grant at the same
+/// time.
+pub fn at_most_one_valid_grant(observations: &[Observation]) -> Result<(), Violation> {
+    for (group, mut intervals) in grant_intervals(observations) {
+        intervals.sort_by_key(|(start, _, _)| *start);
+        for (i, (start, end, a)) in intervals.iter().enumerate() {
+            for (other_start, other_end, b) in &intervals[i + 1..] {
+                if other_start >= end {
+                    break;
+                }
+                if a.session != b.session && start < other_end {
+                    return Err(Violation {
+                        property: "at most one valid grant per group",
+                        detail: format!("group {group}: {a:?} and {b:?} overlap"),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A group's epoch never goes backwards: an answer sent after another answer arrived carries
+/// an epoch at least as high.
+pub fn epochs_only_grow(observations: &[Observation]) -> Result<(), Violation> {
+    let mut by_group: BTreeMap<&str, Vec<&Observation>> = BTreeMap::new();
+    for o in observations {
+        by_group.entry(&o.group).or_default().push(o);
+    }
+    for (group, seen) in by_group {
+        for a in &seen {
+            if let Some(b) = seen.iter().find(|b| b.sent_at > a.received_at && b.epoch < a.epoch) {
+                return Err(Violation {
+                    property: "epochs only grow",
+                    detail: format!("group {group}: {b:?} came after {a:?} with a lower epoch"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The baton moves to another session only after the previous holder was silent for the
+/// failover timeout (sent no heartbeat), unless the move is excused (an explicit action:
+/// forced failover, override, deletion, preemption), named by the epoch it produced.
+pub fn failover_only_after_silence(
+    observations: &[Observation],
+    failover_timeout_ms: u64,
+    excused: &[(String, Epoch)],
+) -> Result<(), Violation> {
+    let mut by_group: BTreeMap<&str, Vec<&Observation>> = BTreeMap::new();
+    for o in observations.iter().filter(|o| o.role != Role::Secondary) {
+        by_group.entry(&o.group).or_default().push(o);
+    }
+    for (group, mut grants) in by_group {
+        grants.sort_by_key(|o| (o.epoch, o.received_at));
+        for pair in grants.windows(2) {
+            let (old, new) = (pair[0], pair[1]);
+            if old.session == new.session
+                || excused.iter().any(|(g, e)| g == group && *e == new.epoch)
+            {
+                continue;
+            }
+            let last_sent = observations
+                .iter()
+                .filter(|o| {
+                    o.group == group && o.session == old.session && o.sent_at <= new.received_at
+                })
+                .map(|o| o.sent_at)
+                .max()
+                .unwrap_or(0);
+            if new.received_at < last_sent + failover_timeout_ms {
+                return Err(Violation {
+                    property: "failover only after silence",
+                    detail: format!(
+                        "group {group}: {} got the baton at {} but {} had heartbeated at {last_sent}",
+                        new.session, new.received_at, old.session
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(session: &str, sent_at: u64, received_at: u64, role: Role, epoch: u64) -> Observation {
+        Observation {
+            group: "g".into(),
+            session: session.into(),
+            sent_at,
+            received_at,
+            role,
+            epoch: Epoch(epoch),
+            valid_for_ms: (role != Role::Secondary).then_some(1000),
+        }
+    }
+
+    #[test]
+    fn overlapping_grants_of_two_sessions_are_a_violation() {
+        let o = [obs("a", 0, 5, Role::Primary, 1), obs("b", 500, 505, Role::PendingPrimary, 2)];
+        assert!(at_most_one_valid_grant(&o).is_err());
+    }
+
+    #[test]
+    fn a_grant_ends_when_it_lapses_or_the_holder_is_told_secondary() {
+        let lapsed =
+            [obs("a", 0, 5, Role::Primary, 1), obs("b", 1000, 1005, Role::PendingPrimary, 2)];
+        assert!(at_most_one_valid_grant(&lapsed).is_ok());
+        let revoked = [
+            obs("a", 0, 5, Role::Primary, 1),
+            obs("a", 400, 405, Role::Secondary, 1),
+            obs("b", 500, 505, Role::PendingPrimary, 2),
+        ];
+        assert!(at_most_one_valid_grant(&revoked).is_ok());
+    }
+
+    #[test]
+    fn a_lower_epoch_after_a_higher_one_is_a_violation() {
+        let o = [obs("a", 0, 5, Role::Primary, 2), obs("b", 10, 15, Role::Secondary, 1)];
+        assert!(epochs_only_grow(&o).is_err());
+        let concurrent = [obs("a", 0, 20, Role::Primary, 2), obs("b", 10, 15, Role::Secondary, 1)];
+        assert!(epochs_only_grow(&concurrent).is_ok(), "answers in flight together may cross");
+    }
+
+    #[test]
+    fn failover_while_the_holder_heartbeats_is_a_violation_unless_excused() {
+        let o = [
+            obs("a", 0, 5, Role::Primary, 1),
+            obs("a", 500, 505, Role::Primary, 1),
+            obs("b", 900, 905, Role::PendingPrimary, 2),
+        ];
+        assert!(failover_only_after_silence(&o, 1000, &[]).is_err());
+        assert!(failover_only_after_silence(&o, 1000, &[("g".into(), Epoch(2))]).is_ok());
+        let silent =
+            [obs("a", 0, 5, Role::Primary, 1), obs("b", 1100, 1105, Role::PendingPrimary, 2)];
+        assert!(failover_only_after_silence(&silent, 1000, &[]).is_ok());
+    }
+}
