@@ -3,7 +3,9 @@
 
 use std::future::Future;
 
-use baton_core::{Command, Query, QueryResult, Response};
+use baton_core::{
+    Command, GroupKey, HeartbeatAnswer, HeartbeatIn, Query, QueryResult, Response, SessionId,
+};
 use serde::{Deserialize, Serialize};
 
 /// A node id (same as the Raft node id).
@@ -99,6 +101,22 @@ pub struct StateDigest {
     pub groups: usize,
 }
 
+/// What a heartbeat got.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HeartbeatOutcome {
+    /// Accepted and answered.
+    Answered(HeartbeatAnswer),
+    /// No such group.
+    GroupNotFound,
+    /// No such session in the group.
+    SessionNotFound,
+    /// The session heartbeats faster than its group allows.
+    TooFast {
+        /// How long to wait.
+        retry_after_ms: u64,
+    },
+}
+
 /// Why the coordinator could not serve a request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum CoordinatorError {
@@ -135,6 +153,15 @@ pub trait Coordinator: Send + Sync + 'static {
         query: Query,
         consistency: Consistency,
     ) -> impl Future<Output = Result<Served<QueryResult>, CoordinatorError>> + Send;
+
+    /// Delivers a session's heartbeat to the leader, which measures liveness, commits any role
+    /// change, confirms it still leads, and answers.
+    fn heartbeat(
+        &self,
+        group: GroupKey,
+        session: SessionId,
+        heartbeat: HeartbeatIn,
+    ) -> impl Future<Output = Result<Served<HeartbeatOutcome>, CoordinatorError>> + Send;
 
     /// This node's view of the cluster.
     fn status(&self) -> ClusterStatus;

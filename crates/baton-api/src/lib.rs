@@ -39,8 +39,8 @@ use tower::ServiceExt as _;
 use tower::util::MapRequest;
 
 pub use coordinator::{
-    ClusterStatus, Consistency, Coordinator, CoordinatorError, Member, NodeAddrs, NodeId, Served,
-    StateDigest,
+    ClusterStatus, Consistency, Coordinator, CoordinatorError, HeartbeatOutcome, Member, NodeAddrs,
+    NodeId, Served, StateDigest,
 };
 pub use error::ApiError;
 pub use metrics::Metrics;

@@ -26,7 +26,9 @@
 //! 5. A holder pinned by a role override keeps the baton even when stale.
 //!
 //! ## Invariants
-//! - The detector never proposes a grant while the holder's last answered grant may be valid.
+//! - The detector never proposes a grant while the holder's last answered grant may be valid,
+//!   and never answers a holder whose replacement it has proposed (it is told Secondary until
+//!   the proposal is applied or [`Detector::refused`]).
 //! - After `rearm(now)`, nothing is judged stale or lapsed before `now + FailoverTimeout`.
 
 use std::collections::BTreeMap;
@@ -83,6 +85,10 @@ struct Watch {
     last_data_processed_time: Option<ClientTime>,
     /// When the group was last checkpointed.
     last_checkpoint: Option<Timestamp>,
+    /// A holder (with its epoch) that a proposed `Grant` or `Expire` is replacing. Until the
+    /// proposal is applied or refused, the holder is answered Secondary: a grant answered now
+    /// could overlap its successor's.
+    retiring: Option<(SessionId, Epoch)>,
 }
 
 /// The leader-local failure detector. See the module documentation.
@@ -203,7 +209,18 @@ impl Detector {
         now: Timestamp,
     ) -> HeartbeatAnswer {
         let watch = self.groups.entry(group.key.clone()).or_default();
-        let answer = group.answer(session, watch.last_data_processed_time);
+        let mut answer = group.answer(session, watch.last_data_processed_time);
+        let holder_epoch = group.holder.as_ref().map(|h| h.epoch);
+        if answer.role != Role::Secondary
+            && watch
+                .retiring
+                .as_ref()
+                .is_some_and(|(s, e)| s == session && Some(*e) == holder_epoch)
+        {
+            answer.role = Role::Secondary;
+            answer.valid_for_ms = None;
+            return answer;
+        }
         if answer.role != Role::Secondary {
             let epoch = group.holder.as_ref().map_or(group.epoch, |h| h.epoch);
             watch.grant =
@@ -213,6 +230,18 @@ impl Detector {
             }
         }
         answer
+    }
+
+    /// Reports that a proposed command was refused (not applied), so a holder it was retiring
+    /// may be answered as holder again.
+    pub fn refused(&mut self, command: &Command) {
+        if let Command::Grant { group, replaces: Some(session), expected_epoch, .. }
+        | Command::Expire { group, session, epoch: expected_epoch, .. } = command
+            && let Some(watch) = self.groups.get_mut(group)
+            && watch.retiring == Some((session.clone(), *expected_epoch))
+        {
+            watch.retiring = None;
+        }
     }
 
     /// Fills in what a client command needs from the leader's observations (the active
@@ -274,9 +303,15 @@ impl Detector {
             }
         }
         let Some(holder) = &group.holder else {
+            watch.retiring = None;
             let successor = Self::successor_of(group, watch, now)?;
             return Some(Self::grant_of(group, watch, &successor, None));
         };
+        match &watch.retiring {
+            // A proposal replacing this holder is in flight: wait for it.
+            Some((s, e)) if *s == holder.session && *e == holder.epoch => return None,
+            _ => watch.retiring = None,
+        }
         let exists = group.sessions.get(&holder.session);
         let pinned = exists.is_some_and(|s| s.role_override.is_some());
         let stale = exists.is_none() || !Self::fresh(watch, &holder.session, now);

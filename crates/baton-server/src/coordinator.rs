@@ -3,7 +3,8 @@
 //! one place where openraft's errors become API errors.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use baton_api::{
     ClusterStatus, Consistency, Coordinator, CoordinatorError, Member, NodeAddrs, Served,
@@ -17,6 +18,8 @@ use baton_store::{CommittedIndex, StateReader};
 use openraft::ServerState;
 use openraft::error::{CheckIsLeaderError, ClientWriteError as CWE};
 use serde::{Deserialize, Serialize};
+
+use crate::leader::{Armed, Clock, Lease, TICK};
 
 /// Internal path of the leader-forwarding RPC.
 pub const PATH_FORWARD: &str = "/forward";
@@ -43,6 +46,15 @@ pub enum LeaderRequest {
     Promote(NodeId),
     /// Remove a node.
     Remove(NodeId),
+    /// A session's heartbeat.
+    Heartbeat {
+        /// The group.
+        group: GroupKey,
+        /// The session.
+        session: SessionId,
+        /// What it reported.
+        heartbeat: HeartbeatIn,
+    },
 }
 
 /// What the leader answered.
@@ -54,6 +66,8 @@ pub enum LeaderAnswer {
     Read(QueryResult),
     /// The cluster after a membership change.
     Membership(ClusterStatus),
+    /// A heartbeat's outcome.
+    Heartbeat(HeartbeatOutcome),
 }
 
 /// The outcome of running a [`LeaderRequest`] on one node.
@@ -74,6 +88,8 @@ pub struct Options {
     pub request_timeout: Duration,
     /// How long to wait for a leader to be known before answering "no leader".
     pub leader_wait: Duration,
+    /// How long a quorum confirmation lets the leader answer without asking again.
+    pub lease: Duration,
 }
 
 /// The node's coordinator.
@@ -84,12 +100,13 @@ pub struct RaftCoordinator {
     committed: CommittedIndex,
     rpc: RpcClient,
     options: Options,
+    clock: Clock,
+    lease: Lease,
+    armed: Mutex<Armed>,
 }
 
-fn now() -> Timestamp {
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    Timestamp(u64::try_from(ms).unwrap_or(u64::MAX))
-}
+/// How often a heartbeat re-plans after its command lost a race with another decision.
+const MAX_HEARTBEAT_ATTEMPTS: usize = 5;
 
 impl RaftCoordinator {
     /// A coordinator for the node `id`.
@@ -101,7 +118,123 @@ impl RaftCoordinator {
         rpc: RpcClient,
         options: Options,
     ) -> Self {
-        Self { id, raft, state, committed, rpc, options }
+        let lease = Lease::new(options.lease);
+        Self {
+            id,
+            raft,
+            state,
+            committed,
+            rpc,
+            options,
+            clock: Clock::default(),
+            lease,
+            armed: Mutex::default(),
+        }
+    }
+
+    fn armed(&self) -> std::sync::MutexGuard<'_, Armed> {
+        self.armed
+            .lock()
+            .expect("the detector lock is never poisoned: nothing panics while holding it")
+    }
+
+    /// Runs with the detector, if this node leads and has armed it.
+    fn with_detector<T>(&self, f: impl FnOnce(&mut Detector) -> T) -> Option<T> {
+        self.armed().detector.as_mut().map(f)
+    }
+
+    /// Confirms leadership with a quorum and extends the lease from when the round started.
+    async fn confirm_leadership(&self) -> Result<(), CoordinatorError> {
+        let started = Instant::now();
+        match tokio::time::timeout(self.options.request_timeout, self.raft.ensure_linearizable())
+            .await
+        {
+            Ok(Ok(_)) => {
+                self.lease.confirmed(started);
+                Ok(())
+            }
+            _ => Err(CoordinatorError::NoLeader),
+        }
+    }
+
+    /// The leader's duties, until `stop` resolves: arm the detector when this node becomes
+    /// leader (after catching up), keep the lease fresh, tick the detector and propose what it
+    /// decides; disarm when leadership is lost.
+    pub async fn run_leader_duties(&self, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        let mut interval = tokio::time::interval(TICK);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = interval.tick() => self.leader_tick().await,
+            }
+        }
+    }
+
+    async fn leader_tick(&self) {
+        let (leading, term) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.state == ServerState::Leader, m.current_term)
+        };
+        if !leading {
+            let mut armed = self.armed();
+            if armed.detector.is_some() {
+                tracing::info!("lost leadership; failure detector disarmed");
+            }
+            *armed = Armed::default();
+            self.lease.revoke();
+            return;
+        }
+        // Refresh the lease every tick; a leader that cannot reach a quorum stops granting.
+        if self.confirm_leadership().await.is_err() {
+            self.lease.revoke();
+            return;
+        }
+        if self.armed().term != Some(term) {
+            // Caught up (ensure_linearizable waited for the state machine): arm from the state.
+            let detector = Detector::new(&self.state.read().state, self.clock.now());
+            *self.armed() = Armed { term: Some(term), detector: Some(detector) };
+            tracing::info!(term, "became leader; failure detector armed, every deadline re-armed");
+        }
+        let now = self.clock.now();
+        let commands = {
+            let applied = self.state.read();
+            self.with_detector(|d| d.tick(&applied.state, now)).unwrap_or_default()
+        };
+        for command in commands {
+            match self.propose(command.clone()).await {
+                Ok(Response::Rejected(reason)) => {
+                    tracing::debug!(%reason, "detector decision superseded");
+                    self.with_detector(|d| d.refused(&command));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not commit a failover decision"),
+            }
+        }
+    }
+
+    /// Proposes a command at the current leader time and waits for its response.
+    async fn propose(&self, command: Command) -> Result<Response, CoordinatorError> {
+        let request = Request { at: self.clock.now(), command };
+        match tokio::time::timeout(self.options.request_timeout, self.raft.client_write(request))
+            .await
+        {
+            Err(_) => {
+                Err(CoordinatorError::OutcomeUnknown("the write was not committed in time".into()))
+            }
+            Ok(Ok(written)) => written.data.ok_or_else(|| {
+                CoordinatorError::Internal("a command entry produced no response".into())
+            }),
+            // The entry may already be in the log and be committed by the next leader.
+            Ok(Err(RaftError::APIError(CWE::ForwardToLeader(_)))) => {
+                Err(CoordinatorError::OutcomeUnknown(
+                    "leadership changed while the write was in flight".into(),
+                ))
+            }
+            Ok(Err(e)) => Err(CoordinatorError::Internal(e.to_string())),
+        }
     }
 
     /// Waits (bounded) until a leader is known and returns it with its addresses.
@@ -169,6 +302,9 @@ impl RaftCoordinator {
         }
         match request {
             LeaderRequest::Write(command) => self.write_here(command).await,
+            LeaderRequest::Heartbeat { group, session, heartbeat } => {
+                self.heartbeat_here(group, session, heartbeat).await
+            }
             LeaderRequest::Read(query) => self.read_here(query).await,
             LeaderRequest::AddLearner { id, node } => {
                 self.membership_change(self.raft.add_learner(id, node, true)).await
@@ -204,28 +340,80 @@ impl RaftCoordinator {
     }
 
     async fn write_here(&self, command: Command) -> Outcome {
-        let request = Request { at: now(), command };
-        let result =
-            tokio::time::timeout(self.options.request_timeout, self.raft.client_write(request))
-                .await;
-        match result {
-            Err(_) => Outcome::Failed(CoordinatorError::OutcomeUnknown(
-                "the write was not committed in time".into(),
-            )),
-            Ok(Ok(written)) => match written.data {
-                Some(response) => Outcome::Done(LeaderAnswer::Written(response)),
-                None => Outcome::Failed(CoordinatorError::Internal(
-                    "a command entry produced no response".into(),
-                )),
-            },
-            // The entry may already be in the log and be committed by the next leader.
-            Ok(Err(RaftError::APIError(CWE::ForwardToLeader(_)))) => {
-                Outcome::Failed(CoordinatorError::OutcomeUnknown(
-                    "leadership changed while the write was in flight".into(),
-                ))
-            }
-            Ok(Err(e)) => Outcome::Failed(CoordinatorError::Internal(e.to_string())),
+        let now = self.clock.now();
+        let prepared = {
+            let applied = self.state.read();
+            self.with_detector(|d| d.prepare(command, &applied.state, now))
+        };
+        // Not armed yet: this node has just become leader and is catching up.
+        let Some(command) = prepared else { return Outcome::NotLeader };
+        match self.propose(command).await {
+            Ok(response) => Outcome::Done(LeaderAnswer::Written(response)),
+            Err(e) => Outcome::Failed(e),
         }
+    }
+
+    async fn heartbeat_here(
+        &self,
+        key: GroupKey,
+        session: SessionId,
+        heartbeat: HeartbeatIn,
+    ) -> Outcome {
+        let done = |o| Outcome::Done(LeaderAnswer::Heartbeat(o));
+        for attempt in 0..MAX_HEARTBEAT_ATTEMPTS {
+            let now = self.clock.now();
+            let Some(group) = self.state.read().state.group(&key).cloned() else {
+                return done(HeartbeatOutcome::GroupNotFound);
+            };
+            if !group.sessions.contains_key(&session) {
+                return done(HeartbeatOutcome::SessionNotFound);
+            }
+            let plan = self.with_detector(|d| {
+                if attempt == 0
+                    && let Err(Refusal::TooFast { retry_after_ms }) =
+                        d.observe(&group, &session, heartbeat.clone(), now)
+                {
+                    return Err(retry_after_ms);
+                }
+                Ok(d.plan_heartbeat(&group, &session, now))
+            });
+            let command = match plan {
+                None => return Outcome::NotLeader,
+                Some(Err(retry_after_ms)) => {
+                    return done(HeartbeatOutcome::TooFast { retry_after_ms });
+                }
+                Some(Ok(command)) => command,
+            };
+            if let Some(command) = command {
+                let proposed = Instant::now();
+                match self.propose(command).await {
+                    Ok(Response::Rejected(Rejection::Superseded(_))) => continue,
+                    Ok(Response::Rejected(Rejection::SessionNotFound { .. })) => {
+                        return done(HeartbeatOutcome::SessionNotFound);
+                    }
+                    Ok(Response::Rejected(Rejection::GroupNotFound(_))) => {
+                        return done(HeartbeatOutcome::GroupNotFound);
+                    }
+                    Ok(_) => self.lease.confirmed(proposed),
+                    Err(e) => return Outcome::Failed(e),
+                }
+            }
+            // Grant nothing without a confirmed lease.
+            if !self.lease.valid()
+                && let Err(e) = self.confirm_leadership().await
+            {
+                return Outcome::Failed(e);
+            }
+            let Some(group) = self.state.read().state.group(&key).cloned() else {
+                return done(HeartbeatOutcome::GroupNotFound);
+            };
+            let now = self.clock.now();
+            return match self.with_detector(|d| d.answer(&group, &session, now)) {
+                Some(answer) => done(HeartbeatOutcome::Answered(answer)),
+                None => Outcome::NotLeader,
+            };
+        }
+        Outcome::Failed(CoordinatorError::NoLeader)
     }
 
     async fn read_here(&self, query: Query) -> Outcome {
@@ -307,6 +495,19 @@ impl Coordinator for RaftCoordinator {
         let served = self.route(LeaderRequest::Read(query)).await?;
         Self::expect_answer(served, |a| match a {
             LeaderAnswer::Read(r) => Some(r),
+            _ => None,
+        })
+    }
+
+    async fn heartbeat(
+        &self,
+        group: GroupKey,
+        session: SessionId,
+        heartbeat: HeartbeatIn,
+    ) -> Result<Served<HeartbeatOutcome>, CoordinatorError> {
+        let served = self.route(LeaderRequest::Heartbeat { group, session, heartbeat }).await?;
+        Self::expect_answer(served, |a| match a {
+            LeaderAnswer::Heartbeat(o) => Some(o),
             _ => None,
         })
     }

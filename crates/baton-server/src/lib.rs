@@ -14,4 +14,5 @@
 pub mod config;
 pub mod coordinator;
 pub mod identity;
+pub mod leader;
 pub mod node;

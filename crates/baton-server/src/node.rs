@@ -61,8 +61,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             Options {
                 request_timeout: Duration::from_millis(config.request_timeout_ms),
                 leader_wait: Duration::from_millis(2 * config.election_timeout_max_ms),
+                lease: Duration::from_millis(config.election_timeout_min_ms / 2),
             },
         ));
+        let (stop_duties, duties_stopped) = watch::channel(false);
+        let duties = coordinator.clone();
+        let duties_task = tokio::spawn(
+            async move { duties.run_leader_duties(wait_true(duties_stopped)).await }
+                .instrument(tracing::info_span!("leader_duties")),
+        );
 
         // 4. The internal listener: Raft RPCs and leader forwarding, behind the cluster secret.
         let raft_listener = TcpListener::bind(&config.raft_addr)
@@ -110,6 +117,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         if tokio::time::timeout(limit, api_task).await.is_err() {
             tracing::warn!("the public API did not stop in time");
         }
+        let _ = stop_duties.send(true);
+        let _ = duties_task.await;
         let _ = stop_internal.send(true);
         if tokio::time::timeout(limit, internal_task).await.is_err() {
             tracing::warn!("the internal listener did not stop in time");

@@ -57,6 +57,16 @@ impl AvevaError {
         }
     }
 
+    /// 429: the client sends faster than allowed.
+    pub fn too_many_requests(reason: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            error: "Too many requests.",
+            reason: reason.into(),
+            resolution: "Send heartbeats every FailoverTimeout / 2.",
+        }
+    }
+
     /// 405: the path exists but not with this method.
     pub fn method_not_allowed() -> Self {
         Self {

@@ -3,6 +3,7 @@
 //! about failover itself.
 
 pub mod error;
+mod sessions;
 pub mod timespan;
 pub mod wire;
 
@@ -12,7 +13,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use baton_core::{Change, Command, Query, QueryResult, Rejection, Response as CoreResponse};
 
 use self::error::AvevaError;
@@ -24,7 +25,7 @@ use crate::coordinator::{Consistency, Coordinator, Served};
 use crate::served_by::ServedBy;
 
 /// Header carrying the total number of items of a v1 list.
-const TOTAL_COUNT: HeaderName = HeaderName::from_static("total-count");
+pub(crate) const TOTAL_COUNT: HeaderName = HeaderName::from_static("total-count");
 
 /// The AVEVA routes, to be nested under `/api`.
 pub fn routes<C: Coordinator>() -> Router<AppState<C>> {
@@ -35,6 +36,25 @@ pub fn routes<C: Coordinator>() -> Router<AppState<C>> {
         .route(
             &format!("{base}/groups/{{group}}"),
             get(get_group::<C>).put(put_group::<C>).delete(delete_group::<C>),
+        )
+        .route(&format!("{base}/groups/{{group}}/status"), get(sessions::group_status::<C>))
+        .route(
+            &format!("{base}/groups/{{group}}/clientsessions"),
+            get(sessions::list_sessions::<C>).post(sessions::post_session::<C>),
+        )
+        .route(
+            &format!("{base}/groups/{{group}}/clientsessions/{{session}}"),
+            get(sessions::get_session::<C>)
+                .put(sessions::put_session::<C>)
+                .delete(sessions::delete_session::<C>),
+        )
+        .route(
+            &format!("{base}/groups/{{group}}/clientsessions/{{session}}/heartbeat"),
+            post(sessions::heartbeat::<C>),
+        )
+        .route(
+            &format!("{base}/groups/{{group}}/clientsessions/{{session}}/roleoverride"),
+            post(sessions::role_override::<C>),
         )
         .fallback(|| async {
             AvevaError::not_found("No AVEVA client-failover resource exists at this path.")
@@ -130,8 +150,13 @@ async fn delete_group<C: Coordinator>(
     State(c): State<Arc<C>>,
     path: AvevaPath,
 ) -> Result<Response> {
-    let key = path.group_key();
-    let Served { value, by } = c.write(Command::DeleteGroup { key }).await?;
+    // v1 refuses while sessions are active (the leader fills in which are); the preview deletes.
+    let command = Command::DeleteGroup {
+        key: path.group_key(),
+        refuse_if_active: path.version == Version::V1,
+        active: Vec::new(),
+    };
+    let Served { value, by } = c.write(command).await?;
     match value {
         CoreResponse::Deleted => Ok(match path.version {
             Version::V1Preview => (StatusCode::OK, ServedBy(by), ()).into_response(),
@@ -141,17 +166,32 @@ async fn delete_group<C: Coordinator>(
     }
 }
 
-fn group_not_found(group: &baton_core::GroupId) -> AvevaError {
+pub(crate) fn group_not_found(group: &baton_core::GroupId) -> AvevaError {
     AvevaError::not_found(format!("Failover group {:?} does not exist.", group.as_str()))
 }
 
 /// Maps a core refusal (or an answer of the wrong kind, which is a bug) to AVEVA's error.
-fn rejected(response: CoreResponse) -> AvevaError {
+pub(crate) fn rejected(response: CoreResponse) -> AvevaError {
     match response {
         CoreResponse::Rejected(Rejection::GroupNotFound(key)) => group_not_found(&key.group),
         CoreResponse::Rejected(Rejection::GroupExists { key, .. }) => AvevaError::conflict(
             format!("Group {:?} already exists with different configuration.", key.group.as_str()),
         ),
+        CoreResponse::Rejected(Rejection::GroupHasActiveSessions(key)) => AvevaError::conflict(
+            format!("Group {:?} has active sessions and cannot be deleted.", key.group.as_str()),
+        ),
+        CoreResponse::Rejected(Rejection::SessionNotFound { session, .. }) => {
+            AvevaError::not_found(format!(
+                "Client session {:?} does not exist in this failover group.",
+                session.as_str()
+            ))
+        }
+        CoreResponse::Rejected(Rejection::SessionExists { session }) => {
+            AvevaError::conflict(format!(
+                "A client session {:?} with a different configuration already exists.",
+                session.as_str()
+            ))
+        }
         other => AvevaError::internal(format!("unexpected answer {other:?}")),
     }
 }

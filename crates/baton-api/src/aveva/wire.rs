@@ -254,3 +254,270 @@ impl<S: Send + Sync> FromRequestParts<S> for Paging {
         Ok(paging)
     }
 }
+
+/// Parses an RFC 3339 / ISO 8601 date-time (`2019-08-24T14:15:22Z`, with or without fraction
+/// and offset; without an offset it is taken as UTC, as .NET clients often send it).
+pub fn parse_time(field: &str, value: &str) -> Result<baton_core::ClientTime, AvevaError> {
+    let parsed = chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| t.timestamp_millis())
+        .or_else(|_| {
+            chrono::NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%S%.f").map(|t| t.and_utc().timestamp_millis())
+        })
+        .map_err(|_| {
+            AvevaError::bad_request(format!("Property {field} must be an ISO 8601 date-time such as 2019-08-24T14:15:22Z, not {value:?}."))
+        })?;
+    Ok(baton_core::ClientTime(parsed))
+}
+
+/// Formats a client time as `2019-08-24T14:15:22.000Z`.
+pub fn format_time(time: baton_core::ClientTime) -> String {
+    chrono::DateTime::from_timestamp_millis(time.0).map_or_else(
+        || time.0.to_string(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    )
+}
+
+/// AVEVA's integer for a role: Secondary 0, Primary 1, PendingPrimary 2.
+pub fn role_number(role: baton_core::Role) -> u8 {
+    match role {
+        baton_core::Role::Secondary => 0,
+        baton_core::Role::Primary => 1,
+        baton_core::Role::PendingPrimary => 2,
+    }
+}
+
+/// The path of a session route: the group path plus the session id.
+pub struct SessionPath {
+    /// Version, scope, group.
+    pub path: AvevaPath,
+    /// The session id.
+    pub session: baton_core::SessionId,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for SessionPath {
+    type Rejection = AvevaError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AvevaError> {
+        let path = AvevaPath::from_request_parts(parts, state).await?;
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| AvevaError::bad_request(format!("The request path is not valid: {e}")))?;
+        let session =
+            baton_core::SessionId::new(params.get("session").cloned().unwrap_or_default())
+                .map_err(|e| AvevaError::bad_request(e.to_string()))?;
+        Ok(Self { path, session })
+    }
+}
+
+/// `ClientSession` as clients send it (seed: the full session; 2022+: `Id` and `Name`). Role
+/// and heartbeat fields are accepted and ignored: roles are Baton's to decide.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct ClientSessionIn {
+    /// `Id`.
+    pub id: Option<String>,
+    /// `Name`.
+    pub name: Option<String>,
+    /// `Role` (ignored).
+    pub role: Option<Value>,
+    /// `Heartbeat` (ignored).
+    pub heartbeat: Option<Value>,
+}
+
+/// `ClientSession` as Baton answers it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ClientSessionOut {
+    /// `Id`.
+    pub id: String,
+    /// `Name`.
+    pub name: Option<String>,
+    /// `Role` as AVEVA's integer.
+    pub role: u8,
+    /// `Heartbeat`: the last one checkpointed, or null.
+    pub heartbeat: Option<HeartbeatOut>,
+    /// `HeartbeatPosted` (v1).
+    pub heartbeat_posted: bool,
+    /// `RoleOverride` (v1): 1 Primary, 0 Off.
+    pub role_override: u8,
+    /// `RoleOverrideExpirationTime` (v1).
+    pub role_override_expiration_time: Option<String>,
+}
+
+/// The `Heartbeat` inside a `ClientSession`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HeartbeatOut {
+    /// `FailoverStatus`.
+    pub failover_status: f64,
+    /// `HeartbeatTime`.
+    pub heartbeat_time: Option<String>,
+    /// `LastDataProcessedTime`.
+    pub last_data_processed_time: Option<String>,
+}
+
+impl ClientSessionOut {
+    /// The view of `session` in `group`.
+    pub fn new(group: &Group, session: &baton_core::Session) -> Self {
+        let heartbeat = session.last_heartbeat.as_ref().map(|r| HeartbeatOut {
+            failover_status: r.heartbeat.score.value(),
+            heartbeat_time: r.heartbeat.heartbeat_time.map(format_time),
+            last_data_processed_time: r.heartbeat.last_data_processed_time.map(format_time),
+        });
+        Self {
+            id: session.id.to_string(),
+            name: session.name.clone(),
+            role: role_number(group.role_of(&session.id)),
+            heartbeat_posted: heartbeat.is_some(),
+            heartbeat,
+            role_override: u8::from(session.role_override.is_some()),
+            role_override_expiration_time: session
+                .role_override
+                .as_ref()
+                .and_then(|o| o.expires_at)
+                .map(|t| {
+                    format_time(baton_core::ClientTime(i64::try_from(t.0).unwrap_or(i64::MAX)))
+                }),
+        }
+    }
+}
+
+/// `FailoverHeartbeat` as clients send it: the seed's `FailoverStatus` or v1's `FailoverScore`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct HeartbeatIn {
+    /// `HeartbeatTime`.
+    pub heartbeattime: Option<String>,
+    /// `LastDataProcessedTime`.
+    pub lastdataprocessedtime: Option<String>,
+    /// `FailoverStatus` (seed).
+    pub failoverstatus: Option<f64>,
+    /// `FailoverScore` (v1).
+    pub failoverscore: Option<f64>,
+}
+
+impl HeartbeatIn {
+    /// The core heartbeat. A missing score counts as 100 (healthy), as adapters that send only
+    /// times expect.
+    pub fn into_core(self) -> Result<baton_core::HeartbeatIn, AvevaError> {
+        let score = self.failoverscore.or(self.failoverstatus).unwrap_or(100.0);
+        let score =
+            baton_core::Score::new(score).map_err(|e| AvevaError::bad_request(e.to_string()))?;
+        Ok(baton_core::HeartbeatIn {
+            score,
+            heartbeat_time: self
+                .heartbeattime
+                .as_deref()
+                .map(|t| parse_time("HeartbeatTime", t))
+                .transpose()?,
+            last_data_processed_time: self
+                .lastdataprocessedtime
+                .as_deref()
+                .map(|t| parse_time("LastDataProcessedTime", t))
+                .transpose()?,
+        })
+    }
+}
+
+/// `FailoverResponse`, with Baton's `Epoch` and `ValidFor` beside AVEVA's fields.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct FailoverResponseOut {
+    /// `Role` as AVEVA's integer.
+    pub role: u8,
+    /// `LastDataProcessedTime`.
+    pub last_data_processed_time: Option<String>,
+    /// The group's fencing epoch.
+    pub epoch: u64,
+    /// For Primary and PendingPrimary: how long the grant is valid from when the heartbeat was
+    /// sent, as a time-span.
+    pub valid_for: Option<String>,
+}
+
+impl From<&baton_core::HeartbeatAnswer> for FailoverResponseOut {
+    fn from(a: &baton_core::HeartbeatAnswer) -> Self {
+        Self {
+            role: role_number(a.role),
+            last_data_processed_time: a.last_data_processed_time.map(format_time),
+            epoch: a.epoch.0,
+            valid_for: a.valid_for_ms.map(timespan::format),
+        }
+    }
+}
+
+/// `GET .../groups/{id}/status`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GroupStatusOut {
+    /// The Primary's session id.
+    pub primary: Option<String>,
+    /// The PendingPrimary's session id.
+    pub pending_primary: Option<String>,
+    /// The last data processed time the Primary reported.
+    pub last_data_processed_time: Option<String>,
+    /// The group's epoch.
+    pub epoch: u64,
+}
+
+impl From<&Group> for GroupStatusOut {
+    fn from(g: &Group) -> Self {
+        let holder =
+            |stage| g.holder.as_ref().filter(|h| h.stage == stage).map(|h| h.session.to_string());
+        Self {
+            primary: holder(baton_core::Stage::Primary),
+            pending_primary: holder(baton_core::Stage::Pending),
+            last_data_processed_time: g.last_data_processed_time.map(format_time),
+            epoch: g.epoch.0,
+        }
+    }
+}
+
+/// `roleoverride` body: `Value` 0/1 or "Off"/"Primary", optional `ExpirationPeriod` time-span.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct RoleOverrideIn {
+    /// `Value`.
+    pub value: Option<Value>,
+    /// `ExpirationPeriod`.
+    pub expirationperiod: Option<Value>,
+}
+
+impl RoleOverrideIn {
+    /// `None`: Off; `Some(period)`: Primary, for `period` ms if given.
+    pub fn into_override(self) -> Result<Option<Option<u64>>, AvevaError> {
+        let primary = match self.value {
+            Some(Value::Number(n)) if n.as_u64() == Some(0) => false,
+            Some(Value::Number(n)) if n.as_u64() == Some(1) => true,
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("off") => false,
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("primary") => true,
+            None | Some(Value::Null) => {
+                return Err(AvevaError::bad_request(
+                    "Property Value is required (0 Off, 1 Primary).",
+                ));
+            }
+            Some(other) => {
+                return Err(AvevaError::bad_request(format!(
+                    "Property Value must be 0 (Off) or 1 (Primary), not {other}."
+                )));
+            }
+        };
+        if !primary {
+            return Ok(None);
+        }
+        let period = match self.expirationperiod {
+            None | Some(Value::Null) => None,
+            Some(v) => {
+                let ms = timespan::parse(&v).map_err(|e| {
+                    AvevaError::bad_request(e.replace("FailoverTimeout", "ExpirationPeriod"))
+                })?;
+                if ms == 0 {
+                    return Err(AvevaError::bad_request(
+                        "Property ExpirationPeriod must be positive.",
+                    ));
+                }
+                Some(ms)
+            }
+        };
+        Ok(Some(period))
+    }
+}

@@ -1,4 +1,8 @@
-//! An in-memory `Coordinator` for API tests: the real `baton_core::State`, no Raft.
+//! An in-memory `Coordinator` for API tests: the real `baton_core::State` and `Detector`, a
+//! manual clock, no Raft.
+
+// Shared by several test binaries; each uses a subset.
+#![allow(dead_code)]
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -6,10 +10,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use baton_api::{
-    ClusterStatus, Consistency, Coordinator, CoordinatorError, Member, NodeAddrs, NodeId, Served,
-    StateDigest,
+    ClusterStatus, Consistency, Coordinator, CoordinatorError, HeartbeatOutcome, Member, NodeAddrs,
+    NodeId, Served, StateDigest,
 };
-use baton_core::{Command, Query, QueryResult, Request as CoreRequest, Response, State, Timestamp};
+use baton_core::detector::{Detector, Refusal};
+use baton_core::{
+    Command, GroupKey, HeartbeatIn, Query, QueryResult, Rejection, Request as CoreRequest,
+    Response, SessionId, State, Timestamp,
+};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -21,6 +29,7 @@ pub const OTHER: NodeId = 2;
 
 pub struct FakeCoordinator {
     state: Mutex<State>,
+    detector: Mutex<Detector>,
     clock: AtomicU64,
     /// `None`: no leader; `Some(ME)`: this node leads; `Some(OTHER)`: the other node leads.
     pub leader: Mutex<Option<NodeId>>,
@@ -30,8 +39,36 @@ impl FakeCoordinator {
     pub fn leading() -> Self {
         Self {
             state: Mutex::new(State::default()),
-            clock: AtomicU64::new(1),
+            detector: Mutex::new(Detector::default()),
+            clock: AtomicU64::new(1_700_000_000_000),
             leader: Mutex::new(Some(ME)),
+        }
+    }
+
+    /// Moves the fake leader's clock forward.
+    pub fn advance(&self, ms: u64) {
+        self.clock.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp(self.clock.load(Ordering::SeqCst))
+    }
+
+    /// Applies a command as the leader would, after the detector prepared it.
+    fn apply(&self, command: Command) -> Response {
+        let now = self.now();
+        let mut state = self.state.lock().expect("lock");
+        let command = self.detector.lock().expect("lock").prepare(command, &state, now);
+        state.apply(&CoreRequest { at: now, command })
+    }
+
+    /// Runs the detector's tick and applies its decisions.
+    pub fn tick(&self) {
+        let now = self.now();
+        let commands =
+            self.detector.lock().expect("lock").tick(&self.state.lock().expect("lock"), now);
+        for command in commands {
+            self.apply(command);
         }
     }
 
@@ -51,8 +88,47 @@ impl Coordinator for FakeCoordinator {
     }
 
     async fn write(&self, command: Command) -> Result<Served<Response>, CoordinatorError> {
-        let at = Timestamp(self.clock.fetch_add(1, Ordering::SeqCst));
-        self.serve(|s| s.apply(&CoreRequest { at, command }))
+        let by = self.leader().ok_or(CoordinatorError::NoLeader)?;
+        Ok(Served { value: self.apply(command), by })
+    }
+
+    async fn heartbeat(
+        &self,
+        group: GroupKey,
+        session: SessionId,
+        heartbeat: HeartbeatIn,
+    ) -> Result<Served<HeartbeatOutcome>, CoordinatorError> {
+        let by = self.leader().ok_or(CoordinatorError::NoLeader)?;
+        let now = self.now();
+        let Some(g) = self.state.lock().expect("lock").group(&group).cloned() else {
+            return Ok(Served { value: HeartbeatOutcome::GroupNotFound, by });
+        };
+        if !g.sessions.contains_key(&session) {
+            return Ok(Served { value: HeartbeatOutcome::SessionNotFound, by });
+        }
+        let plan = {
+            let mut d = self.detector.lock().expect("lock");
+            if let Err(Refusal::TooFast { retry_after_ms }) =
+                d.observe(&g, &session, heartbeat, now)
+            {
+                return Ok(Served { value: HeartbeatOutcome::TooFast { retry_after_ms }, by });
+            }
+            d.plan_heartbeat(&g, &session, now)
+        };
+        if let Some(command) = plan
+            && let Response::Rejected(r @ Rejection::Superseded(_)) = self.apply(command)
+        {
+            return Err(CoordinatorError::Internal(r.to_string()));
+        }
+        let g = self
+            .state
+            .lock()
+            .expect("lock")
+            .group(&group)
+            .cloned()
+            .expect("the group still exists");
+        let answer = self.detector.lock().expect("lock").answer(&g, &session, now);
+        Ok(Served { value: HeartbeatOutcome::Answered(answer), by })
     }
 
     async fn read(
