@@ -7,6 +7,8 @@
 //! is killed when the cluster is dropped. Nodes' logs are kept in the temporary directory and
 //! printed when a wait fails.
 
+pub mod adapter;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::TcpListener;
@@ -201,6 +203,30 @@ impl TestCluster {
         let mut child = node.child.take().unwrap_or_else(|| panic!("node {id} is not running"));
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
+    }
+
+    /// Freezes a node with SIGSTOP (by PID): it keeps its sockets but does nothing.
+    pub fn pause(&self, id: u64) {
+        self.signal(id, "STOP");
+    }
+
+    /// Thaws a node frozen by [`TestCluster::pause`] with SIGCONT.
+    pub fn resume(&self, id: u64) {
+        self.signal(id, "CONT");
+    }
+
+    fn signal(&self, id: u64, signal: &str) {
+        let pid = self.nodes[&id]
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {id} is not running"))
+            .id();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid} failed");
     }
 
     /// Starts a killed node again on the same data directory.

@@ -7,10 +7,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use baton_api::{
-    ClusterStatus, Consistency, Coordinator, CoordinatorError, Member, NodeAddrs, Served,
-    StateDigest,
+    ClusterStatus, Consistency, Coordinator, CoordinatorError, HeartbeatOutcome, Member, NodeAddrs,
+    Served, StateDigest,
 };
-use baton_core::{Command, Query, QueryResult, Request, Response, Timestamp};
+use baton_core::detector::{Detector, Refusal};
+use baton_core::{
+    Command, GroupKey, HeartbeatIn, Query, QueryResult, Rejection, Request, Response, SessionId,
+};
 use baton_net::{CallError, RpcClient};
 use baton_raft::typ::{ClientWriteError, Raft, RaftError};
 use baton_raft::{NodeId, NodeInfo};
