@@ -231,8 +231,6 @@ pub enum Rejection {
     GroupExists {
         /// The group's address.
         key: GroupKey,
-        /// The configuration it has.
-        existing: GroupConfig,
     },
     /// The group still has active sessions (AVEVA v1 refuses to delete it).
     #[error("failover group {} has active sessions and cannot be deleted", .0.group)]
@@ -271,7 +269,7 @@ pub enum Query {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QueryResult {
     /// The group, if it exists.
-    Group(Option<Group>),
+    Group(Option<Box<Group>>),
     /// The groups of the scope.
     Groups(Vec<Group>),
 }

@@ -320,19 +320,21 @@ impl Detector {
         });
         let leaving = group.handover.is_some();
         if (leaving || (stale && !pinned)) && lapsed {
-            return match Self::successor_of(group, watch, now) {
+            let command = match Self::successor_of(group, watch, now) {
                 Some(next) if next != holder.session => {
-                    Some(Self::grant_of(group, watch, &next, Some(holder.session.clone())))
+                    Self::grant_of(group, watch, &next, Some(holder.session.clone()))
                 }
-                _ if leaving => Some(Command::Expire {
+                _ if leaving => Command::Expire {
                     group: key.clone(),
                     session: holder.session.clone(),
                     epoch: holder.epoch,
                     last_data_processed_time: watch.last_data_processed_time,
-                }),
+                },
                 // Stale with nobody to take over: it keeps the baton and gets it back if it returns.
-                _ => None,
+                _ => return None,
             };
+            watch.retiring = Some((holder.session.clone(), holder.epoch));
+            return Some(command);
         }
         if stale || leaving || pinned || holder.stage != Stage::Primary {
             watch.better_since = None;

@@ -55,10 +55,7 @@ impl State {
                 Some(group) if &group.config == config => {
                     Response::Group { group: group.clone(), change: Change::Unchanged }
                 }
-                Some(group) => Response::Rejected(Rejection::GroupExists {
-                    key: key.clone(),
-                    existing: group.config.clone(),
-                }),
+                Some(_) => Response::Rejected(Rejection::GroupExists { key: key.clone() }),
                 None => self.insert_new(key, config, at),
             }),
             Command::PutGroup { key, config } => Ok(match self.group_mut(key) {
@@ -93,7 +90,7 @@ impl State {
     /// Answers a read-only query.
     pub fn query(&self, query: &Query) -> QueryResult {
         match query {
-            Query::Group(key) => QueryResult::Group(self.group(key).cloned()),
+            Query::Group(key) => QueryResult::Group(self.group(key).cloned().map(Box::new)),
             Query::Groups(scope) => QueryResult::Groups(self.groups_in(scope).cloned().collect()),
         }
     }

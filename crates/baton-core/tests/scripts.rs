@@ -83,6 +83,10 @@ enum Cmd {
     },
     /// `tick`: the leader's detector runs; its commands are applied.
     Tick,
+    /// `propose`: the detector runs; its commands are proposed but not yet applied.
+    Propose,
+    /// `commit`: the proposed commands are applied.
+    Commit,
     /// `leader_change`: a new leader re-arms its detector from the replicated state.
     LeaderChange,
     /// `force <group>`: an operator forces a failover.
@@ -108,6 +112,7 @@ struct Runner {
     detector: Detector,
     now: u64,
     epochs: BTreeMap<GroupKey, Epoch>,
+    proposed: Vec<Command>,
 }
 
 fn scope(tenant: &Option<String>, ns: &Option<String>) -> Result<Scope, Box<dyn Error>> {
@@ -304,6 +309,22 @@ impl goldenscript::Runner for Runner {
                 for command in self.detector.tick(&self.state, self.now()) {
                     let shown = show_command(&command);
                     writeln!(out, "commit {shown}: {}", brief(&self.apply(command)?))?;
+                }
+            }
+            Cmd::Propose => {
+                self.proposed = self.detector.tick(&self.state, self.now());
+                for command in &self.proposed {
+                    writeln!(out, "proposed {}", show_command(command))?;
+                }
+            }
+            Cmd::Commit => {
+                for command in std::mem::take(&mut self.proposed) {
+                    let shown = show_command(&command);
+                    let response = self.apply(command.clone())?;
+                    if matches!(response, Response::Rejected(_)) {
+                        self.detector.refused(&command);
+                    }
+                    writeln!(out, "commit {shown}: {}", brief(&response))?;
                 }
             }
             Cmd::LeaderChange => {

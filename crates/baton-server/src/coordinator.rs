@@ -77,11 +77,17 @@ pub enum LeaderAnswer {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Outcome {
     /// Served.
-    Done(LeaderAnswer),
+    Done(Box<LeaderAnswer>),
     /// This node does not lead; nothing was done, so the request may be re-routed.
     NotLeader,
     /// Failed for a reason re-routing would not fix.
     Failed(CoordinatorError),
+}
+
+impl Outcome {
+    fn done(answer: LeaderAnswer) -> Self {
+        Outcome::Done(Box::new(answer))
+    }
 }
 
 /// Options of the coordinator.
@@ -271,7 +277,7 @@ impl RaftCoordinator {
                 self.forward(&node, &request).await
             };
             match outcome {
-                Outcome::Done(value) => return Ok(Served { value, by: leader }),
+                Outcome::Done(value) => return Ok(Served { value: *value, by: leader }),
                 Outcome::Failed(e) => return Err(e),
                 Outcome::NotLeader => tokio::time::sleep(REROUTE_PAUSE).await,
             }
@@ -351,7 +357,7 @@ impl RaftCoordinator {
         // Not armed yet: this node has just become leader and is catching up.
         let Some(command) = prepared else { return Outcome::NotLeader };
         match self.propose(command).await {
-            Ok(response) => Outcome::Done(LeaderAnswer::Written(response)),
+            Ok(response) => Outcome::done(LeaderAnswer::Written(response)),
             Err(e) => Outcome::Failed(e),
         }
     }
@@ -362,7 +368,7 @@ impl RaftCoordinator {
         session: SessionId,
         heartbeat: HeartbeatIn,
     ) -> Outcome {
-        let done = |o| Outcome::Done(LeaderAnswer::Heartbeat(o));
+        let done = |o| Outcome::done(LeaderAnswer::Heartbeat(o));
         for attempt in 0..MAX_HEARTBEAT_ATTEMPTS {
             let now = self.clock.now();
             let Some(group) = self.state.read().state.group(&key).cloned() else {
@@ -424,7 +430,7 @@ impl RaftCoordinator {
             tokio::time::timeout(self.options.request_timeout, self.raft.ensure_linearizable())
                 .await;
         match confirmed {
-            Ok(Ok(_)) => Outcome::Done(LeaderAnswer::Read(self.state.query(&query))),
+            Ok(Ok(_)) => Outcome::done(LeaderAnswer::Read(self.state.query(&query))),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
                 Outcome::NotLeader
             }
@@ -445,7 +451,7 @@ impl RaftCoordinator {
         >,
     ) -> Outcome {
         match change.await {
-            Ok(_) => Outcome::Done(LeaderAnswer::Membership(self.status())),
+            Ok(_) => Outcome::done(LeaderAnswer::Membership(self.status())),
             Err(RaftError::APIError(CWE::ForwardToLeader(_))) => Outcome::NotLeader,
             Err(RaftError::APIError(CWE::ChangeMembershipError(e))) => {
                 Outcome::Failed(CoordinatorError::Membership(e.to_string()))

@@ -98,7 +98,7 @@ async fn get_group<C: Coordinator>(State(c): State<Arc<C>>, path: AvevaPath) -> 
     let Served { value, by } = c.read(Query::Group(key.clone()), Consistency::Linearizable).await?;
     match value {
         QueryResult::Group(Some(group)) => {
-            Ok((ServedBy(by), axum::Json(GroupConfigurationOut::from(&group))).into_response())
+            Ok((ServedBy(by), axum::Json(GroupConfigurationOut::from(&*group))).into_response())
         }
         QueryResult::Group(None) => Err(group_not_found(&key.group)),
         QueryResult::Groups(_) => Err(AvevaError::internal("a group query answered with a list")),

@@ -31,7 +31,7 @@ fn session_not_found(session: &SessionId) -> AvevaError {
 async fn read_group<C: Coordinator>(c: &C, key: &GroupKey) -> Result<Served<baton_core::Group>> {
     let Served { value, by } = c.read(Query::Group(key.clone()), Consistency::Linearizable).await?;
     match value {
-        QueryResult::Group(Some(group)) => Ok(Served { value: group, by }),
+        QueryResult::Group(Some(group)) => Ok(Served { value: *group, by }),
         QueryResult::Group(None) => Err(group_not_found(&key.group)),
         QueryResult::Groups(_) => Err(AvevaError::internal("a group query answered with a list")),
     }
