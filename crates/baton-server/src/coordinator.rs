@@ -155,8 +155,9 @@ impl RaftCoordinator {
     /// Confirms leadership with a quorum and extends the lease from when the round started.
     async fn confirm_leadership(&self) -> Result<(), CoordinatorError> {
         let started = Instant::now();
-        match tokio::time::timeout(self.options.request_timeout, self.raft.ensure_linearizable())
-            .await
+        // Bounded by the leader wait: a leader that cannot reach a quorum within two election
+        // timeouts is not going to, and its clients should hear 503 promptly.
+        match tokio::time::timeout(self.options.leader_wait, self.raft.ensure_linearizable()).await
         {
             Ok(Ok(_)) => {
                 self.lease.confirmed(started);
