@@ -117,6 +117,17 @@ pub enum HeartbeatOutcome {
     },
 }
 
+impl StateDigest {
+    /// The digest of `state` applied up to `applied_index`.
+    pub fn of(state: &baton_core::State, applied_index: Option<u64>) -> Self {
+        Self {
+            applied_index,
+            digest: format!("{:016x}", state.digest()),
+            groups: state.group_count(),
+        }
+    }
+}
+
 /// Why the coordinator could not serve a request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum CoordinatorError {

@@ -164,12 +164,12 @@ pub enum RecordKey {
 }
 
 impl Command {
-    /// The one record this command may change.
-    pub fn record_key(&self) -> RecordKey {
+    /// The group this command addresses.
+    pub fn group(&self) -> &GroupKey {
         match self {
             Command::CreateGroup { key, .. }
             | Command::PutGroup { key, .. }
-            | Command::DeleteGroup { key, .. } => RecordKey::Group(key.clone()),
+            | Command::DeleteGroup { key, .. } => key,
             Command::CreateSession { group, .. }
             | Command::PutSession { group, .. }
             | Command::DeleteSession { group, .. }
@@ -180,8 +180,13 @@ impl Command {
             | Command::RequestHandover { group, .. }
             | Command::SetOverride { group, .. }
             | Command::ClearExpiredOverride { group, .. }
-            | Command::Checkpoint { group, .. } => RecordKey::Group(group.clone()),
+            | Command::Checkpoint { group, .. } => group,
         }
+    }
+
+    /// The one record this command may change: its group (sessions and baton live inside it).
+    pub fn record_key(&self) -> RecordKey {
+        RecordKey::Group(self.group().clone())
     }
 }
 

@@ -79,9 +79,9 @@ impl State {
                     Ok(Response::Deleted)
                 }
             }
-            command => match self.group_mut(group_of(command)) {
+            command => match self.group_mut(command.group()) {
                 Some(group) => apply_to_group(group, command, at),
-                None => Err(Rejection::GroupNotFound(group_of(command).clone())),
+                None => Err(Rejection::GroupNotFound(command.group().clone())),
             },
         };
         outcome.unwrap_or_else(Response::Rejected)
@@ -167,26 +167,6 @@ impl State {
             self.groups.remove(&key.scope);
         }
         removed
-    }
-}
-
-/// The group a session or baton command addresses.
-fn group_of(command: &Command) -> &GroupKey {
-    match command {
-        Command::CreateGroup { key, .. }
-        | Command::PutGroup { key, .. }
-        | Command::DeleteGroup { key, .. } => key,
-        Command::CreateSession { group, .. }
-        | Command::PutSession { group, .. }
-        | Command::DeleteSession { group, .. }
-        | Command::Grant { group, .. }
-        | Command::Promote { group, .. }
-        | Command::Relinquish { group, .. }
-        | Command::Expire { group, .. }
-        | Command::RequestHandover { group, .. }
-        | Command::SetOverride { group, .. }
-        | Command::ClearExpiredOverride { group, .. }
-        | Command::Checkpoint { group, .. } => group,
     }
 }
 

@@ -559,11 +559,7 @@ impl Coordinator for RaftCoordinator {
 
     fn digest(&self) -> StateDigest {
         let applied = self.state.read();
-        StateDigest {
-            applied_index: applied.last_applied.map(|id| id.index),
-            digest: format!("{:016x}", applied.state.digest()),
-            groups: applied.state.group_count(),
-        }
+        StateDigest::of(&applied.state, applied.last_applied.map(|id| id.index))
     }
 
     async fn add_learner(

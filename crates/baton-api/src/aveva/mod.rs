@@ -25,7 +25,7 @@ use crate::coordinator::{Consistency, Coordinator, Served};
 use crate::served_by::ServedBy;
 
 /// Header carrying the total number of items of a v1 list.
-pub(crate) const TOTAL_COUNT: HeaderName = HeaderName::from_static("total-count");
+const TOTAL_COUNT: HeaderName = HeaderName::from_static("total-count");
 
 /// The AVEVA routes, to be nested under `/api`.
 pub fn routes<C: Coordinator>() -> Router<AppState<C>> {
@@ -83,14 +83,25 @@ async fn list_groups<C: Coordinator>(
         return Err(AvevaError::internal("a groups query answered with one group"));
     };
     let all: Vec<GroupConfigurationOut> = groups.iter().map(GroupConfigurationOut::from).collect();
-    Ok(match path.version {
+    Ok(list_response(path.version, &paging, by, all))
+}
+
+/// A list as each version answers it: v1-preview the whole array; v1 the page that `skip` and
+/// `count` select, with the total in `Total-Count`.
+pub(crate) fn list_response<T: serde::Serialize>(
+    version: Version,
+    paging: &Paging,
+    by: crate::coordinator::NodeId,
+    all: Vec<T>,
+) -> Response {
+    match version {
         Version::V1Preview => (ServedBy(by), axum::Json(all)).into_response(),
         Version::V1 => {
             let total = all.len();
             let page: Vec<_> = all.into_iter().skip(paging.skip).take(paging.count).collect();
             (ServedBy(by), [(TOTAL_COUNT, total.to_string())], axum::Json(page)).into_response()
         }
-    })
+    }
 }
 
 async fn get_group<C: Coordinator>(State(c): State<Arc<C>>, path: AvevaPath) -> Result<Response> {

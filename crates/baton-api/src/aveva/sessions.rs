@@ -14,7 +14,7 @@ use super::wire::{
     AvevaJson, AvevaPath, ClientSessionIn, ClientSessionOut, FailoverResponseOut, GroupStatusOut,
     HeartbeatIn, Paging, RoleOverrideIn, SessionPath, Version, format_time,
 };
-use super::{TOTAL_COUNT, group_not_found, rejected};
+use super::{group_not_found, list_response, rejected};
 use crate::coordinator::{Consistency, Coordinator, HeartbeatOutcome, Served};
 use crate::served_by::ServedBy;
 
@@ -44,14 +44,7 @@ pub(super) async fn list_sessions<C: Coordinator>(
 ) -> Result<Response> {
     let Served { value: group, by } = read_group(&*c, &path.group_key()).await?;
     let all: Vec<_> = group.sessions.values().map(|s| ClientSessionOut::new(&group, s)).collect();
-    Ok(match path.version {
-        Version::V1Preview => (ServedBy(by), axum::Json(all)).into_response(),
-        Version::V1 => {
-            let total = all.len();
-            let page: Vec<_> = all.into_iter().skip(paging.skip).take(paging.count).collect();
-            (ServedBy(by), [(TOTAL_COUNT, total.to_string())], axum::Json(page)).into_response()
-        }
-    })
+    Ok(list_response(path.version, &paging, by, all))
 }
 
 pub(super) async fn get_session<C: Coordinator>(

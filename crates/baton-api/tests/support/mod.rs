@@ -161,12 +161,7 @@ impl Coordinator for FakeCoordinator {
     }
 
     fn digest(&self) -> StateDigest {
-        let s = self.state.lock().expect("lock");
-        StateDigest {
-            applied_index: Some(10),
-            digest: format!("{:016x}", s.digest()),
-            groups: s.group_count(),
-        }
+        StateDigest::of(&self.state.lock().expect("lock"), Some(10))
     }
 
     async fn add_learner(
