@@ -43,6 +43,14 @@ enum Cmd {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// Exit 0 if a GET of URL answers 2xx within two seconds, 1 otherwise. For container health
+    /// checks, where no curl exists.
+    ///
+    /// Example: baton probe http://127.0.0.1:7001/readyz
+    Probe {
+        /// The URL to GET.
+        url: String,
+    },
 }
 
 /// Exit code for a refused configuration.
@@ -51,8 +59,35 @@ const EXIT_CONFIG: u8 = 2;
 const EXIT_FAILED: u8 = 1;
 
 fn main() -> ExitCode {
-    let Cmd::Serve { config, id, api_addr, raft_addr, data_dir, set } = Cli::parse().command;
+    match Cli::parse().command {
+        Cmd::Serve { config, id, api_addr, raft_addr, data_dir, set } => {
+            serve(config, id, api_addr, raft_addr, data_dir, set)
+        }
+        Cmd::Probe { url } => probe(&url),
+    }
+}
 
+fn probe(url: &str) -> ExitCode {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        return ExitCode::from(EXIT_FAILED);
+    };
+    let ok = runtime.block_on(async {
+        let client =
+            reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build().ok()?;
+        let response = client.get(url).send().await.ok()?;
+        response.status().is_success().then_some(())
+    });
+    if ok.is_some() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
+}
+
+fn serve(
+    config: Option<PathBuf>,
+    id: Option<u64>,
+    api_addr: Option<String>,
+    raft_addr: Option<String>,
+    data_dir: Option<PathBuf>,
+    set: Vec<String>,
+) -> ExitCode {
     // 1. Configuration.
     let mut overrides: Vec<(String, String)> = Vec::new();
     for item in set {
