@@ -23,7 +23,12 @@
 //!    grant has lapsed, or when the holder heartbeats and is told Secondary.
 //! 4. A healthy Primary is preempted only by a member whose score beats its own by
 //!    [`PREEMPTION_MARGIN`] for half a failover timeout (one heartbeat interval).
-//! 5. A holder pinned by a role override keeps the baton even when stale.
+//! 5. A holder pinned by a role override keeps the baton even when stale; a member pinned while
+//!    another holds the baton gets it (through a hand-over) once it is eligible, and nobody else
+//!    may take the baton meanwhile.
+//! 6. A deleted group's last grant, and a grant whose holder was relinquished but may not have
+//!    heard so, are honoured until they lapse: a member is released from its grant only by
+//!    being answered Secondary.
 //!
 //! ## Invariants
 //! - The detector never proposes a grant while the holder's last answered grant may be valid,
@@ -116,15 +121,38 @@ impl Detector {
     pub fn rearm(&mut self, state: &State, now: Timestamp) {
         self.groups.clear();
         for group in state.all_groups() {
-            let until = after(now, group.config.failover_timeout_ms());
+            let until = after(now, group.rearm_ms());
             let watch = self.groups.entry(group.key.clone()).or_default();
             for id in group.sessions.keys() {
                 watch
                     .sessions
                     .insert(id.clone(), Seen { deadline: until, heard: None, dirty: false });
             }
-            watch.grant = group.holder.as_ref().map(|h| (h.session.clone(), h.epoch, until));
+            // The holder, or the member a hand-over is moving away from (it may not have been
+            // told Secondary), may hold a grant answered by the previous leader.
+            let last_holder = group
+                .holder
+                .as_ref()
+                .map(|h| &h.session)
+                .or(group.handover.as_ref().map(|h| &h.from));
+            watch.grant = last_holder.map(|s| (s.clone(), group.epoch, until));
             watch.last_data_processed_time = group.last_data_processed_time;
+        }
+        // A deleted group's holder may still hold a grant; a group re-created under its key
+        // must not give the baton away before it lapses.
+        for (key, tombstone) in state.tombstones() {
+            let Some(holder) = &tombstone.holder else { continue };
+            if state.group(key).is_some_and(|g| g.epoch != tombstone.epoch) {
+                continue;
+            }
+            let watch = self.groups.entry(key.clone()).or_default();
+            if watch.grant.is_none() {
+                watch.grant = Some((
+                    holder.clone(),
+                    tombstone.epoch,
+                    after(now, tombstone.failover_timeout_ms),
+                ));
+            }
         }
     }
 
@@ -194,8 +222,9 @@ impl Detector {
                 }
             }
             Some(_) => None,
-            None => (Self::successor_of(group, watch, now).as_ref() == Some(session))
-                .then(|| Self::grant_of(group, watch, session, None)),
+            None => (Self::successor_of(group, watch, now).as_ref() == Some(session)
+                && !Self::grant_live_for_other(watch, session, now))
+            .then(|| Self::grant_of(group, watch, session, None)),
         }
     }
 
@@ -211,6 +240,8 @@ impl Detector {
         let watch = self.groups.entry(group.key.clone()).or_default();
         let mut answer = group.answer(session, watch.last_data_processed_time);
         let holder_epoch = group.holder.as_ref().map(|h| h.epoch);
+        // A holder whose replacement is in flight is told Secondary: not yet committed, but
+        // always safe, and it keeps its grant from overlapping the successor's.
         if answer.role != Role::Secondary
             && watch
                 .retiring
@@ -219,9 +250,15 @@ impl Detector {
         {
             answer.role = Role::Secondary;
             answer.valid_for_ms = None;
+        }
+        if answer.role == Role::Secondary {
+            // Being told Secondary ends this member's grant (and only that ends it early).
+            if watch.grant.as_ref().is_some_and(|(s, _, _)| s == session) {
+                watch.grant = None;
+            }
             return answer;
         }
-        if answer.role != Role::Secondary {
+        {
             let epoch = group.holder.as_ref().map_or(group.epoch, |h| h.epoch);
             watch.grant =
                 Some((session.clone(), epoch, after(now, group.config.failover_timeout_ms())));
@@ -257,10 +294,10 @@ impl Detector {
         }
     }
 
-    /// Sessions heard by this leader within the failover timeout.
+    /// Sessions fresh now: heard within the failover timeout, or re-armed by a new leader.
     pub fn active_sessions(&self, group: &Group, now: Timestamp) -> Vec<SessionId> {
         let Some(watch) = self.groups.get(&group.key) else { return Vec::new() };
-        group.sessions.keys().filter(|id| Self::eligible(watch, id, now)).cloned().collect()
+        group.sessions.keys().filter(|id| Self::fresh(watch, id, now)).cloned().collect()
     }
 
     /// Whether `session` is fresh (heard, or re-armed, within the failover timeout).
@@ -275,7 +312,10 @@ impl Detector {
     /// vacant groups, preemption, and checkpoints of heartbeats. At most one command per group
     /// per tick; the rest follow on later ticks.
     pub fn tick(&mut self, state: &State, now: Timestamp) -> Vec<Command> {
-        self.groups.retain(|key, _| state.group(key).is_some());
+        self.groups.retain(|key, watch| {
+            state.group(key).is_some()
+                || watch.grant.as_ref().is_some_and(|(_, _, until)| *until > now)
+        });
         let mut commands = Vec::new();
         for group in state.all_groups() {
             let watch = self.groups.entry(group.key.clone()).or_default();
@@ -305,6 +345,9 @@ impl Detector {
         let Some(holder) = &group.holder else {
             watch.retiring = None;
             let successor = Self::successor_of(group, watch, now)?;
+            if Self::grant_live_for_other(watch, &successor, now) {
+                return None;
+            }
             return Some(Self::grant_of(group, watch, &successor, None));
         };
         match &watch.retiring {
@@ -315,9 +358,9 @@ impl Detector {
         let exists = group.sessions.get(&holder.session);
         let pinned = exists.is_some_and(|s| s.role_override.is_some());
         let stale = exists.is_none() || !Self::fresh(watch, &holder.session, now);
-        let lapsed = watch.grant.as_ref().is_none_or(|(s, e, until)| {
-            s != &holder.session || *e != holder.epoch || *until <= now
-        });
+        // No grant of any member may still be valid: neither the holder's nor one left over
+        // from a deleted group or a relinquish the member may not have heard.
+        let lapsed = watch.grant.as_ref().is_none_or(|(_, _, until)| *until <= now);
         let leaving = group.handover.is_some();
         if (leaving || (stale && !pinned)) && lapsed {
             let command = match Self::successor_of(group, watch, now) {
@@ -336,11 +379,35 @@ impl Detector {
             watch.retiring = Some((holder.session.clone(), holder.epoch));
             return Some(command);
         }
-        if stale || leaving || pinned || holder.stage != Stage::Primary {
+        if stale || leaving || pinned {
+            watch.better_since = None;
+            return None;
+        }
+        // Another member is pinned and ready: the baton moves to it.
+        if Self::pinned(group)
+            .is_some_and(|p| p.id != holder.session && Self::eligible(watch, &p.id, now))
+        {
+            return Some(Command::RequestHandover {
+                group: key.clone(),
+                expected_epoch: holder.epoch,
+                reason: Reason::Override,
+            });
+        }
+        if holder.stage != Stage::Primary {
             watch.better_since = None;
             return None;
         }
         Self::preemption(group, watch, holder.session.clone(), holder.epoch, now)
+    }
+
+    /// The member pinned by a role override, if any (at most one is).
+    fn pinned(group: &Group) -> Option<&crate::session::Session> {
+        group.sessions.values().find(|s| s.role_override.is_some())
+    }
+
+    /// Whether a member other than `candidate` may still hold a valid grant.
+    fn grant_live_for_other(watch: &Watch, candidate: &SessionId, now: Timestamp) -> bool {
+        watch.grant.as_ref().is_some_and(|(s, _, until)| s != candidate && *until > now)
     }
 
     fn preemption(
@@ -446,6 +513,10 @@ impl Detector {
     /// Who should get the baton next: the best eligible member, passing over the member a
     /// hand-over is moving away from unless nobody else is eligible.
     fn successor_of(group: &Group, watch: &Watch, now: Timestamp) -> Option<SessionId> {
+        // A pinned member is the only successor; until it is eligible, nobody is.
+        if let Some(pinned) = Self::pinned(group) {
+            return Self::eligible(watch, &pinned.id, now).then(|| pinned.id.clone());
+        }
         let ranked = Self::ranked(group, watch, now);
         let leaving =
             group.handover.as_ref().map(|h| &h.from).or(group.holder.as_ref().map(|h| &h.session));

@@ -77,6 +77,22 @@ pub struct Group {
     pub epoch: Epoch,
     /// The last data processed time the Primary reported (checkpointed).
     pub last_data_processed_time: Option<ClientTime>,
+    /// The longest failover timeout the current holder may have been answered with, when the
+    /// timeout was lowered while it held the baton (0 otherwise). A new leader re-arms grants
+    /// with the longer of this and the current timeout.
+    pub grace_ms: u64,
+}
+
+/// What is left of a deleted group: enough that a group re-created under the same key continues
+/// its epoch and does not hand the baton on while the deleted group's last grant may be valid.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Tombstone {
+    /// The deleted group's last epoch.
+    pub epoch: Epoch,
+    /// Its holder when it was deleted, if any.
+    pub holder: Option<SessionId>,
+    /// The longest timeout that holder may have been answered with.
+    pub failover_timeout_ms: u64,
 }
 
 impl Group {
@@ -92,6 +108,21 @@ impl Group {
             handover: None,
             epoch: Epoch(0),
             last_data_processed_time: None,
+            grace_ms: 0,
+        }
+    }
+
+    /// The longest timeout a grant of the current holder may carry (see `grace_ms`).
+    pub fn rearm_ms(&self) -> u64 {
+        self.config.failover_timeout_ms.max(self.grace_ms)
+    }
+
+    /// The tombstone this group leaves when deleted.
+    pub fn tombstone(&self) -> Tombstone {
+        Tombstone {
+            epoch: self.epoch,
+            holder: self.holder.as_ref().map(|h| h.session.clone()),
+            failover_timeout_ms: self.rearm_ms(),
         }
     }
 

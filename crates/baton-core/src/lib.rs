@@ -34,7 +34,7 @@ mod state;
 pub use command::{Change, Command, Query, QueryResult, RecordKey, Rejection, Request, Response};
 pub use error::{Error, Result};
 pub use group::{
-    Group, GroupConfig, MAX_FAILOVER_TIMEOUT_MS, MAX_TEXT_LEN, MIN_FAILOVER_TIMEOUT_MS,
+    Group, GroupConfig, MAX_FAILOVER_TIMEOUT_MS, MAX_TEXT_LEN, MIN_FAILOVER_TIMEOUT_MS, Tombstone,
 };
 pub use ids::{
     ClientTime, Epoch, GroupId, GroupKey, NamespaceId, Scope, SessionId, TenantId, Timestamp,

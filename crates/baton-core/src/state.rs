@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::command::{
     Change, Command, Query, QueryResult, RecordKey, Rejection, Request, Response,
 };
-use crate::group::{Group, GroupConfig};
+use crate::group::{Group, GroupConfig, Tombstone};
 use crate::ids::{Epoch, GroupKey, Scope, SessionId, Timestamp};
 use crate::session::{Handover, Holder, Reason, RoleOverride, Session, Stage};
 
@@ -16,6 +16,8 @@ use crate::session::{Handover, Holder, Reason, RoleOverride, Session, Stage};
 pub enum Record {
     /// A group, with its sessions and baton.
     Group(Group),
+    /// What is left of a deleted group.
+    Tombstone(GroupKey, Tombstone),
 }
 
 /// Everything Baton replicates, apart from Raft's own metadata.
@@ -30,6 +32,7 @@ pub enum Record {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     groups: BTreeMap<Scope, BTreeMap<crate::GroupId, Group>>,
+    tombstones: BTreeMap<GroupKey, Tombstone>,
 }
 
 type Outcome = Result<Response, Rejection>;
@@ -63,6 +66,9 @@ impl State {
                     Response::Group { group: group.clone(), change: Change::Unchanged }
                 }
                 Some(group) => {
+                    if group.holder.is_some() {
+                        group.grace_ms = group.grace_ms.max(group.config.failover_timeout_ms());
+                    }
                     group.config = config.clone();
                     group.updated_at = at;
                     Response::Group { group: group.clone(), change: Change::Updated }
@@ -75,7 +81,9 @@ impl State {
                 } else if *refuse_if_active && !active.is_empty() {
                     Err(Rejection::GroupHasActiveSessions(key.clone()))
                 } else {
-                    self.remove(key);
+                    if let Some(group) = self.remove(key) {
+                        self.tombstones.insert(key.clone(), group.tombstone());
+                    }
                     Ok(Response::Deleted)
                 }
             }
@@ -110,16 +118,31 @@ impl State {
         self.groups.values().flat_map(BTreeMap::values)
     }
 
-    /// The current value of one record, for storage to persist after `apply`.
+    /// The current value of one record, for storage to persist after `apply`: the group, or
+    /// its tombstone once deleted.
     pub fn record(&self, key: &RecordKey) -> Option<Record> {
         match key {
-            RecordKey::Group(k) => self.group(k).cloned().map(Record::Group),
+            RecordKey::Group(k) => match self.group(k) {
+                Some(g) => Some(Record::Group(g.clone())),
+                None => self.tombstones.get(k).map(|t| Record::Tombstone(k.clone(), t.clone())),
+            },
         }
+    }
+
+    /// Deleted groups' tombstones.
+    pub fn tombstones(&self) -> impl Iterator<Item = (&GroupKey, &Tombstone)> + '_ {
+        self.tombstones.iter()
     }
 
     /// Every record, in key order, for snapshots and digests.
     pub fn records(&self) -> impl Iterator<Item = (RecordKey, Record)> + '_ {
-        self.all_groups().map(|g| (RecordKey::Group(g.key.clone()), Record::Group(g.clone())))
+        let groups =
+            self.all_groups().map(|g| (RecordKey::Group(g.key.clone()), Record::Group(g.clone())));
+        let tombstones =
+            self.tombstones.iter().filter(|(k, _)| self.group(k).is_none()).map(|(k, t)| {
+                (RecordKey::Group(k.clone()), Record::Tombstone(k.clone(), t.clone()))
+            });
+        groups.chain(tombstones)
     }
 
     /// Puts a record back when storage reloads the state. Panics if the record is not stored
@@ -129,6 +152,10 @@ impl State {
             (RecordKey::Group(k), Record::Group(g)) => {
                 assert_eq!(k, g.key, "a stored group must live under its own key");
                 self.groups.entry(k.scope).or_default().insert(k.group, g);
+            }
+            (RecordKey::Group(k), Record::Tombstone(key, t)) => {
+                assert_eq!(k, key, "a stored tombstone must live under its own key");
+                self.tombstones.insert(k, t);
             }
         }
     }
@@ -142,6 +169,7 @@ impl State {
         for group in self.all_groups() {
             group.hash(&mut hasher);
         }
+        self.tombstones.hash(&mut hasher);
         hasher.finish()
     }
 
@@ -155,7 +183,12 @@ impl State {
     }
 
     fn insert_new(&mut self, key: &GroupKey, config: &GroupConfig, at: Timestamp) -> Response {
-        let group = Group::new(key.clone(), config.clone(), at);
+        let mut group = Group::new(key.clone(), config.clone(), at);
+        // A group re-created under a deleted one's key continues its epoch (the tombstone stays,
+        // for the detector, until the key is deleted again).
+        if let Some(t) = self.tombstones.get(key) {
+            group.epoch = t.epoch;
+        }
         self.groups.entry(key.scope.clone()).or_default().insert(key.group.clone(), group.clone());
         Response::Group { group, change: Change::Created }
     }
@@ -223,6 +256,7 @@ fn apply_to_group(group: &mut Group, command: &Command, at: Timestamp) -> Outcom
                 return Err(session_not_found(group, session));
             }
             group.epoch = Epoch(group.epoch.0 + 1);
+            group.grace_ms = 0;
             group.holder = Some(Holder {
                 session: session.clone(),
                 stage: *stage,
@@ -270,19 +304,11 @@ fn apply_to_group(group: &mut Group, command: &Command, at: Timestamp) -> Outcom
                 set_at: at,
                 expires_at: period.map(|ms| Timestamp(at.0.saturating_add(ms))),
             });
-            let pinned = s.role_override.is_some();
-            // Pinning the baton to a member moves it there: the current holder hands over.
-            // Only one member can be pinned: pinning another clears the others' overrides.
-            if pinned {
+            // Only one member can be pinned: pinning another clears the others' overrides. The
+            // detector moves the baton to the pinned member once it is eligible.
+            if s.role_override.is_some() {
                 for other in group.sessions.values_mut().filter(|o| &o.id != session) {
                     other.role_override = None;
-                }
-                if let Some(h) = &group.holder
-                    && &h.session != session
-                    && group.handover.is_none()
-                {
-                    group.handover =
-                        Some(Handover { from: h.session.clone(), reason: Reason::Override });
                 }
             }
             let session = group.sessions[session].clone();

@@ -91,6 +91,9 @@ enum Cmd {
     LeaderChange,
     /// `force <group>`: an operator forces a failover.
     Force(String),
+    /// `lost_relinquish <group> <session>`: the holder's Relinquish commits, but the answer
+    /// never reaches it (a timeout, a lost connection, the leader dying).
+    LostRelinquish(String, String),
     /// `override <group> <session> [for=<ms>] [off=true]`
     Override {
         group: String,
@@ -341,6 +344,22 @@ impl goldenscript::Runner for Runner {
                 writeln!(
                     out,
                     "commit {}: {}",
+                    show_command(&command),
+                    brief(&self.apply(command)?)
+                )?;
+            }
+            Cmd::LostRelinquish(group, session) => {
+                let g = self.state.group(&key(group)?).ok_or("no such group")?;
+                let epoch = g.holder.as_ref().ok_or("no holder")?.epoch;
+                let command = Command::Relinquish {
+                    group: key(group)?,
+                    session: SessionId::new(session.as_str())?,
+                    epoch,
+                    last_data_processed_time: None,
+                };
+                writeln!(
+                    out,
+                    "commit {} (answer lost): {}",
                     show_command(&command),
                     brief(&self.apply(command)?)
                 )?;

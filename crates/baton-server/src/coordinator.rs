@@ -148,8 +148,19 @@ impl RaftCoordinator {
     }
 
     /// Runs with the detector, if this node leads and has armed it.
+    /// Runs with the detector, if this node leads and armed it in the current term. A detector
+    /// from an earlier term is never used, even before the next tick disarms it.
     fn with_detector<T>(&self, f: impl FnOnce(&mut Detector) -> T) -> Option<T> {
-        self.armed().detector.as_mut().map(f)
+        let (leading, term) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.state == ServerState::Leader, m.current_term)
+        };
+        let mut armed = self.armed();
+        if !leading || armed.term != Some(term) {
+            return None;
+        }
+        armed.detector.as_mut().map(f)
     }
 
     /// Confirms leadership with a quorum and extends the lease from when the round started.
@@ -414,12 +425,26 @@ impl RaftCoordinator {
             {
                 return Outcome::Failed(e);
             }
-            let Some(group) = self.state.read().state.group(&key).cloned() else {
-                return done(HeartbeatOutcome::GroupNotFound);
+            // Answer from the state as it is while the answer is recorded: the state's read lock
+            // is held (then the detector's, the order the tick uses), so no grant can be
+            // applied in between.
+            let answered = {
+                let applied = self.state.read();
+                match applied.state.group(&key) {
+                    None => Some(HeartbeatOutcome::GroupNotFound),
+                    Some(g) if !g.sessions.contains_key(&session) => {
+                        Some(HeartbeatOutcome::SessionNotFound)
+                    }
+                    Some(g) => {
+                        let now = self.clock.now();
+                        self.with_detector(|d| {
+                            HeartbeatOutcome::Answered(d.answer(g, &session, now))
+                        })
+                    }
+                }
             };
-            let now = self.clock.now();
-            return match self.with_detector(|d| d.answer(&group, &session, now)) {
-                Some(answer) => done(HeartbeatOutcome::Answered(answer)),
+            return match answered {
+                Some(outcome) => done(outcome),
                 None => Outcome::NotLeader,
             };
         }
