@@ -205,6 +205,13 @@ impl TestCluster {
         child.wait().expect("reap");
     }
 
+    /// Stops a node gracefully with SIGTERM and waits (bounded) for it to exit.
+    pub fn terminate(&mut self, id: u64, within: Duration) {
+        self.signal(id, "TERM");
+        let status = self.wait_exit(id, within);
+        assert!(status.success(), "node {id} exited with {status} after SIGTERM\n{}", self.log(id));
+    }
+
     /// Freezes a node with SIGSTOP (by PID): it keeps its sockets but does nothing.
     pub fn pause(&self, id: u64) {
         self.signal(id, "STOP");

@@ -198,7 +198,9 @@ async fn role_override_pins_the_baton_and_reports_its_expiry() {
     assert_eq!(set.status, StatusCode::OK, "{set:?}");
     assert_eq!(set.body["Value"], json!(1));
     assert!(set.body["RoleOverrideExpirationTime"].is_string());
-    // a lets go at its next heartbeat; then b gets the baton.
+    // The detector starts the hand-over (b is fresh); a lets go at its next heartbeat; then b
+    // gets the baton.
+    fake.tick();
     fake.advance(15_000);
     assert_eq!(
         heartbeat(&app, "a", hb(100.0, "2026-11-22T09:00:15Z")).await.body["Role"],

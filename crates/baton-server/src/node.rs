@@ -43,7 +43,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let db_dir = identity::prepare(&config.data_dir, &config.cluster_name, config.id)?;
 
         // 2. Storage.
-        let (log_store, state_machine) = baton_store::open(&db_dir)?;
+        let baton_store::Store { log: log_store, state_machine, closer } =
+            baton_store::open(&db_dir)?;
         let state = state_machine.reader();
         let committed = log_store.committed_index();
 
@@ -127,6 +128,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             tracing::warn!("Raft did not stop in time");
         }
         drop(coordinator);
+        // 8. Close RocksDB here, after openraft let go of it, before the process exits.
+        if !tokio::task::block_in_place(|| closer.close(limit)) {
+            tracing::warn!("storage was still in use at shutdown");
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -38,6 +38,8 @@ pub mod log_store;
 pub mod state_machine;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use baton_raft::TypeConfig;
 
@@ -45,9 +47,49 @@ pub use error::{Error, Result};
 pub use log_store::{CommittedIndex, LogReader, LogStore};
 pub use state_machine::{Applied, SnapshotBuilder, StateMachine, StateReader};
 
-/// Opens (or creates) the node's database in `dir` and returns its log store and state machine.
-pub fn open(dir: &Path) -> Result<(LogStore<TypeConfig>, StateMachine)> {
+/// A node's opened storage: the log store and state machine to hand to openraft, and the
+/// handle that closes the database once openraft has let go of them.
+pub struct Store {
+    /// The Raft log.
+    pub log: LogStore<TypeConfig>,
+    /// The state machine.
+    pub state_machine: StateMachine,
+    /// Closes the database at shutdown.
+    pub closer: Closer,
+}
+
+/// Closes RocksDB in an orderly way. A process must not exit while another thread is still
+/// closing RocksDB (RocksDB's mutexes are destroyed under it and the process aborts), so the
+/// node waits for everyone else to let go and closes the database itself.
+pub struct Closer {
+    db: Arc<rocksdb::DB>,
+    sync_thread: std::thread::JoinHandle<()>,
+}
+
+impl Closer {
+    /// Waits up to `within` until openraft has dropped the log store and state machine (after
+    /// `Raft::shutdown`) and the sync thread has ended, then closes the database. Returns false
+    /// if something still held the database when time ran out (it is then closed by the last
+    /// holder).
+    pub fn close(self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        // Ours, the log store's and the sync thread's, the state machine's, and any reader.
+        while Arc::strong_count(&self.db) > 1 || !self.sync_thread.is_finished() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.sync_thread.join();
+        drop(self.db);
+        true
+    }
+}
+
+/// Opens (or creates) the node's database in `dir`.
+pub fn open(dir: &Path) -> Result<Store> {
     let db = db::open(dir)?;
-    let sm = StateMachine::load(db.clone())?;
-    Ok((LogStore::new(db), sm))
+    let state_machine = StateMachine::load(db.clone())?;
+    let (log, sync_thread) = LogStore::new(db.clone());
+    Ok(Store { log, state_machine, closer: Closer { db, sync_thread } })
 }

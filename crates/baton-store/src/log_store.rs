@@ -76,10 +76,11 @@ where
     C: RaftTypeConfig,
     C::Entry: Serialize + DeserializeOwned,
 {
-    pub(crate) fn new(db: Arc<DB>) -> Self {
+    /// A log store over `db`, and its sync thread, which ends when the store is dropped.
+    pub(crate) fn new(db: Arc<DB>) -> (Self, std::thread::JoinHandle<()>) {
         let (syncer, rx) = mpsc::channel();
         let sync_db = db.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("baton-log-sync".into())
             .spawn(move || sync_loop(sync_db, rx))
             .expect("spawning the log sync thread");
@@ -87,7 +88,7 @@ where
         if let Ok(Some(Some(id))) = store.get_meta::<Option<LogId<C::NodeId>>>(KEY_COMMITTED) {
             store.committed.set(Some(id.index));
         }
-        store
+        (store, thread)
     }
 
     /// A handle that follows the committed index.
@@ -137,7 +138,7 @@ where
 {
     let start = match range.start_bound() {
         Bound::Included(&i) => i,
-        Bound::Excluded(&i) => i + 1,
+        Bound::Excluded(&i) => i.saturating_add(1),
         Bound::Unbounded => 0,
     };
     let mut entries = Vec::new();

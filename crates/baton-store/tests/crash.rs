@@ -42,7 +42,8 @@ fn entry(index: u64) -> Entry {
 
 /// The child: append one entry at a time, acknowledge it once flushed, then apply it.
 async fn child(dir: &Path) {
-    let (mut log, mut sm) = baton_store::open(dir).expect("open");
+    let store = baton_store::open(dir).expect("open");
+    let (mut log, mut sm) = (store.log, store.state_machine);
     let mut out = std::io::stdout().lock();
     for index in 1..=MAX_ENTRIES {
         log.blocking_append([entry(index)]).await.expect("append");
@@ -85,7 +86,8 @@ async fn sigkill_mid_write_stream_loses_no_acknowledged_entry() {
     child.wait().expect("reap child");
     assert!(last_acked >= KILL_AFTER_ACKS, "the child stopped before it was killed");
 
-    let (mut log, mut sm) = baton_store::open(dir.path()).expect("reopen after crash");
+    let store = baton_store::open(dir.path()).expect("reopen after crash");
+    let (mut log, mut sm) = (store.log, store.state_machine);
     let state = log.get_log_state().await.expect("log state");
     let last = state.last_log_id.expect("entries survived").index;
     assert!(last >= last_acked, "acknowledged up to {last_acked} but the log ends at {last}");

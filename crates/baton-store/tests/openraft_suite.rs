@@ -13,8 +13,8 @@ impl StoreBuilder<TypeConfig, LogStore<TypeConfig>, StateMachine, TempDir> for R
         &self,
     ) -> Result<(TempDir, LogStore<TypeConfig>, StateMachine), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let (log, sm) = baton_store::open(dir.path()).expect("a fresh store opens");
-        Ok((dir, log, sm))
+        let store = baton_store::open(dir.path()).expect("a fresh store opens");
+        Ok((dir, store.log, store.state_machine))
     }
 }
 
