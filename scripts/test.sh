@@ -23,3 +23,6 @@ build_all
 
 echo "== tests"
 cargo test --workspace --locked
+
+echo "== chaos (short run; scripts/chaos.sh --seconds 600 for a long one)"
+"$CARGO_TARGET_DIR/debug/chaos" --seconds 40 --groups 6 --seed "${CHAOS_SEED:-$RANDOM}"

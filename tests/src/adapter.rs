@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use baton_core::invariants::Observation;
-use baton_core::{Epoch, Role};
+use baton_core::{Epoch, Role, Score};
 use serde_json::{Value, json};
 
 /// One answered heartbeat with the fields the tests look at beside the observation.
@@ -114,6 +114,7 @@ impl Adapter {
                         role,
                         epoch: Epoch(a["Epoch"].as_u64().unwrap_or(0)),
                         valid_for_ms,
+                        score: Score::new(score).expect("adapters report scores from 0 to 100"),
                     };
                     let last = a["LastDataProcessedTime"].as_str().map(str::to_string);
                     journal.lock().expect("journal").push(Answer {

@@ -28,8 +28,10 @@ pub fn baton_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let exe = std::env::current_exe().expect("the test binary's path");
+        // Tests run from target/<profile>/deps, programs (chaos) from target/<profile>.
+        let dir = exe.parent().expect("the executable is in a directory");
         let profile_dir =
-            exe.parent().and_then(Path::parent).expect("tests run from target/<profile>/deps");
+            if dir.ends_with("deps") { dir.parent().expect("deps has a parent") } else { dir };
         let release = profile_dir.ends_with("release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         // Build exactly what `cargo test --workspace` builds, so the features of every

@@ -6,8 +6,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::detector::PREEMPTION_MARGIN;
 use crate::ids::Epoch;
-use crate::session::Role;
+use crate::session::{Role, Score};
 
 /// One heartbeat exchange as a client saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub struct Observation {
     pub epoch: Epoch,
     /// For Primary and PendingPrimary: validity counted from `sent_at`.
     pub valid_for_ms: Option<u64>,
+    /// The score the client reported in this heartbeat.
+    pub score: Score,
 }
 
 /// A broken property, with the observations that show it.
@@ -105,8 +108,9 @@ pub fn epochs_only_grow(observations: &[Observation]) -> Result<(), Violation> {
 }
 
 /// The baton moves to another session only after the previous holder was silent for the
-/// failover timeout (sent no heartbeat), unless the move is excused (an explicit action:
-/// forced failover, override, deletion, preemption), named by the epoch it produced.
+/// failover timeout (sent no answered heartbeat), or when the new holder's score beat the old
+/// one's by the preemption margin, or when the move is excused (an explicit action: forced
+/// failover, override, deletion), named by the epoch it produced.
 pub fn failover_only_after_silence(
     observations: &[Observation],
     failover_timeout_ms: u64,
@@ -120,7 +124,10 @@ pub fn failover_only_after_silence(
         grants.sort_by_key(|o| (o.epoch, o.received_at));
         for pair in grants.windows(2) {
             let (old, new) = (pair[0], pair[1]);
+            let preempted =
+                new.score.hundredths() >= old.score.hundredths() + PREEMPTION_MARGIN.hundredths();
             if old.session == new.session
+                || preempted
                 || excused.iter().any(|(g, e)| g == group && *e == new.epoch)
             {
                 continue;
@@ -160,6 +167,7 @@ mod tests {
             role,
             epoch: Epoch(epoch),
             valid_for_ms: (role != Role::Secondary).then_some(1000),
+            score: Score::MAX,
         }
     }
 
@@ -202,5 +210,24 @@ mod tests {
         let silent =
             [obs("a", 0, 5, Role::Primary, 1), obs("b", 1100, 1105, Role::PendingPrimary, 2)];
         assert!(failover_only_after_silence(&silent, 1000, &[]).is_ok());
+    }
+
+    #[test]
+    fn preemption_by_the_margin_is_not_a_violation() {
+        let mut o = vec![
+            obs("a", 0, 5, Role::Primary, 1),
+            obs("a", 500, 505, Role::Primary, 1),
+            obs("b", 900, 905, Role::PendingPrimary, 2),
+        ];
+        for x in &mut o[..2] {
+            x.score = Score::new(80.0).expect("valid");
+        }
+        o[2].score = Score::new(90.0).expect("valid");
+        assert!(failover_only_after_silence(&o, 1000, &[]).is_ok(), "10 points above: preemption");
+        o[2].score = Score::new(85.0).expect("valid");
+        assert!(
+            failover_only_after_silence(&o, 1000, &[]).is_err(),
+            "5 points is below the margin"
+        );
     }
 }

@@ -1,0 +1,330 @@
+//! `chaos`: many simulated adapters across many failover groups, and a client making durable
+//! writes, against a local three-node Baton cluster (real processes), while faults are injected
+//! on a bounded, seeded schedule. Checks online and at the end:
+//! - never two valid grants in a group, epochs only grow, failover only after silence
+//!   (`baton_core::invariants`, over everything the adapters saw);
+//! - every acknowledged write is present on every node after recovery;
+//! - every group has a holder again within FailoverTimeout + election + 1 s of the faults healing;
+//! - all nodes converge to the same applied state (digest).
+//!
+//! Prints a summary table and exits 1 on any violation. Traffic goes only to its own nodes on
+//! loopback; the run is bounded by `--seconds`.
+//!
+//! Usage: chaos [--seconds N] [--groups N] [--seed N]
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use baton_core::invariants::{
+    at_most_one_valid_grant, epochs_only_grow, failover_only_after_silence,
+};
+use baton_e2e::adapter::{Adapter, AdapterConfig, Journal, observations};
+use baton_e2e::{TestCluster, groups_url, send};
+use serde_json::{Value, json};
+
+const FAILOVER_TIMEOUT: Duration = Duration::from_secs(2);
+const ELECTION: Duration = Duration::from_secs(10);
+/// Pause between two faults, so each one heals before the next.
+const FAULT_SPACING: Duration = Duration::from_secs(4);
+const SESSIONS: [(&str, f64); 3] = [("a", 100.0), ("b", 95.0), ("c", 80.0)];
+
+struct Args {
+    seconds: u64,
+    groups: usize,
+    seed: u64,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args { seconds: 60, groups: 8, seed: 1 };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let n: u64 = value.parse().map_err(|_| format!("{flag} {value}: not a number"))?;
+        match flag.as_str() {
+            "--seconds" => args.seconds = n.clamp(10, 3_600),
+            "--groups" => args.groups = usize::try_from(n).unwrap_or(8).clamp(1, 200),
+            "--seed" => args.seed = n,
+            other => return Err(format!("unknown flag {other}; use --seconds, --groups, --seed")),
+        }
+    }
+    Ok(args)
+}
+
+/// A small deterministic generator (xorshift), so that a seed replays the same schedule.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+#[derive(Default)]
+struct Report {
+    faults: BTreeMap<&'static str, u32>,
+    violations: Vec<String>,
+}
+
+fn group_path(g: usize) -> String {
+    format!("/api/v1/tenants/chaos/namespaces/ns/clientfailover/groups/g{g}")
+}
+
+async fn setup(cluster: &TestCluster, groups: usize) -> Result<(), String> {
+    let leader = cluster.wait_for_leader(ELECTION).await;
+    let base = cluster.url(leader);
+    for g in 0..groups {
+        let url = format!("{base}/api/v1/tenants/chaos/namespaces/ns/clientfailover/groups");
+        let r = send(
+            cluster.http(),
+            "POST",
+            &url,
+            Some(json!({"Id": format!("g{g}"), "FailoverTimeout": 2000})),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        if r.status != 201 {
+            return Err(format!("creating group g{g}: {r:?}"));
+        }
+        for (s, _) in SESSIONS {
+            let url = format!("{base}{}/clientsessions", group_path(g));
+            let r = send(cluster.http(), "POST", &url, Some(json!({"Id": s})))
+                .await
+                .map_err(|e| e.to_string())?;
+            if r.status != 201 {
+                return Err(format!("creating session {s} in g{g}: {r:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates groups w0, w1, ... until stopped, retrying each on any node until acknowledged.
+fn start_writer(
+    cluster: &TestCluster,
+) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<Result<Vec<String>, String>>) {
+    let nodes: Vec<String> = cluster.ids().iter().map(|id| cluster.url(*id)).collect();
+    let http = cluster.http().clone();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        for i in 0usize.. {
+            if *stopped.borrow() {
+                return Ok(acknowledged);
+            }
+            let id = format!("w{i}");
+            let body = json!({"Id": id, "FailoverTimeout": "00:00:10"});
+            let mut ok = false;
+            for attempt in 0..100 {
+                let url = groups_url(&nodes[(i + attempt) % nodes.len()], "v1");
+                if let Ok(r) = send(&http, "POST", &url, Some(body.clone())).await
+                    && (r.status == 201 || r.status == 200)
+                {
+                    ok = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if !ok {
+                return Err(format!("write {id} failed 100 times"));
+            }
+            acknowledged.push(id);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(acknowledged)
+    });
+    (stop, task)
+}
+
+/// One fault, healed before it returns.
+async fn inject(cluster: &mut TestCluster, rng: &mut Rng, report: &mut Report) {
+    let leader = cluster.wait_for_leader(ELECTION).await;
+    let ids = cluster.ids();
+    match rng.below(5) {
+        0 => {
+            let victim = ids[rng.below(ids.len())];
+            cluster.kill(victim);
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            cluster.restart(victim);
+            *report.faults.entry("SIGKILL random node").or_default() += 1;
+        }
+        1 => {
+            cluster.kill(leader);
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            cluster.restart(leader);
+            *report.faults.entry("SIGKILL leader").or_default() += 1;
+        }
+        2 => {
+            cluster.pause(leader);
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            cluster.resume(leader);
+            *report.faults.entry("SIGSTOP leader 1.5 s").or_default() += 1;
+        }
+        3 => {
+            let victim = ids[rng.below(ids.len())];
+            cluster.pause(victim);
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            cluster.resume(victim);
+            *report.faults.entry("SIGSTOP random node 0.8 s").or_default() += 1;
+        }
+        _ => {
+            for id in ids {
+                cluster.terminate(id, Duration::from_secs(15));
+                cluster.restart(id);
+                cluster.wait_for_leader(ELECTION).await;
+                cluster.wait_converged(ELECTION).await;
+            }
+            *report.faults.entry("rolling restart").or_default() += 1;
+        }
+    }
+    cluster.wait_for_leader(ELECTION).await;
+}
+
+fn check_invariants(journal: &Journal, report: &mut Report) {
+    let seen = observations(journal);
+    let ft = FAILOVER_TIMEOUT.as_millis() as u64;
+    for result in [
+        at_most_one_valid_grant(&seen),
+        epochs_only_grow(&seen),
+        failover_only_after_silence(&seen, ft, &[]),
+    ] {
+        if let Err(v) = result {
+            let line = format!("{}: {}", v.property, v.detail);
+            if !report.violations.contains(&line) {
+                eprintln!("VIOLATION {line}");
+                report.violations.push(line);
+            }
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<Report, String> {
+    let mut cluster = TestCluster::start(3);
+    setup(&cluster, args.groups).await?;
+    let journal: Journal = Arc::new(Mutex::new(Vec::new()));
+    let epoch = Instant::now();
+    let mut adapters = Vec::new();
+    for g in 0..args.groups {
+        let config = AdapterConfig {
+            nodes: cluster.ids().iter().map(|id| cluster.url(*id)).collect(),
+            group_path: group_path(g),
+            group: format!("g{g}"),
+            interval: FAILOVER_TIMEOUT / 2,
+            epoch,
+        };
+        for (s, score) in SESSIONS {
+            adapters.push(Adapter::start(config.clone(), s, score, journal.clone()));
+        }
+    }
+    let (stop_writer, writer) = start_writer(&cluster);
+    let mut report = Report::default();
+    let mut rng = Rng(args.seed.max(1));
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    while Instant::now() + FAULT_SPACING < deadline {
+        tokio::time::sleep(FAULT_SPACING).await;
+        inject(&mut cluster, &mut rng, &mut report).await;
+        check_invariants(&journal, &mut report);
+    }
+
+    // Heal and check recovery: every group has a holder again within the bound.
+    let healed = Instant::now();
+    cluster.wait_for_leader(ELECTION).await;
+    let bound = FAILOVER_TIMEOUT + ELECTION + Duration::from_secs(1);
+    for g in 0..args.groups {
+        let path = format!("{}/status", group_path(g));
+        let holder = cluster
+            .wait_until(bound, "every group has a holder", || async {
+                let leader = cluster.wait_for_leader(ELECTION).await;
+                let (_, s) = cluster.get_json(leader, &path).await?;
+                (s["Primary"].is_string() || s["PendingPrimary"].is_string()).then_some(s)
+            })
+            .await;
+        let _: Value = holder;
+    }
+    let recovery = healed.elapsed();
+    stop_writer.send(true).map_err(|_| "the writer stopped early")?;
+    let acknowledged = writer.await.map_err(|e| e.to_string())??;
+    for adapter in adapters {
+        adapter.stop().await;
+    }
+    check_invariants(&journal, &mut report);
+
+    let digest = cluster.wait_converged(ELECTION).await;
+    let expected = acknowledged.len() + args.groups;
+    if digest["groups"] != json!(expected) {
+        report
+            .violations
+            .push(format!("nodes hold {} groups, expected {expected}", digest["groups"]));
+    }
+    for id in cluster.ids() {
+        let url = format!("{}?count=1000000", groups_url(&cluster.url(id), "v1"));
+        let reply = send(cluster.http(), "GET", &url, None).await.map_err(|e| e.to_string())?;
+        let present: Vec<&str> =
+            reply.body.as_array().into_iter().flatten().filter_map(|g| g["Id"].as_str()).collect();
+        if let Some(lost) = acknowledged.iter().find(|w| !present.contains(&w.as_str())) {
+            report.violations.push(format!("node {id} lost acknowledged write {lost}"));
+        }
+    }
+
+    let seen = observations(&journal);
+    let failovers: u64 = (0..args.groups)
+        .map(|g| {
+            seen.iter()
+                .filter(|o| o.group == format!("g{g}"))
+                .map(|o| o.epoch.0)
+                .max()
+                .unwrap_or(1)
+                .saturating_sub(1)
+        })
+        .sum();
+    println!();
+    println!(
+        "chaos run: {} s, {} groups x {} adapters, seed {}",
+        args.seconds,
+        args.groups,
+        SESSIONS.len(),
+        args.seed
+    );
+    println!("{:<28} {:>8}", "fault", "count");
+    for (fault, n) in &report.faults {
+        println!("{fault:<28} {n:>8}");
+    }
+    println!("{:<28} {:>8}", "heartbeats answered", seen.len());
+    println!("{:<28} {:>8}", "writes acknowledged", acknowledged.len());
+    println!("{:<28} {:>8}", "failovers (epoch changes)", failovers);
+    println!("{:<28} {:>7.1}s", "recovery after healing", recovery.as_secs_f64());
+    println!("{:<28} {:>8}", "violations", report.violations.len());
+    Ok(report)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("chaos: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match runtime.block_on(run(args)) {
+        Ok(report) if report.violations.is_empty() => ExitCode::SUCCESS,
+        Ok(report) => {
+            for v in &report.violations {
+                eprintln!("violation: {v}");
+            }
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("chaos: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
