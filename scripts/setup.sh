@@ -11,6 +11,7 @@ dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables) # partition tests
 
 if ((${#missing[@]})); then
   sudo=""

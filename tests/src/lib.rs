@@ -50,11 +50,24 @@ pub fn baton_bin() -> &'static Path {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+    free_port_on("127.0.0.1")
+}
+
+fn free_port_on(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
         .expect("bind an ephemeral port")
         .local_addr()
         .expect("local addr")
         .port()
+}
+
+/// A loopback address prefix no other cluster of this process or another test process uses:
+/// `127.A.B.` with A from the process id and B from a counter.
+fn unique_loopback_prefix() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let a = 100 + std::process::id() % 100;
+    let b = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 250 + 1;
+    format!("127.{a}.{b}.")
 }
 
 /// One node of a test cluster.
@@ -76,6 +89,8 @@ pub struct TestCluster {
     nodes: BTreeMap<u64, TestNode>,
     http: reqwest::Client,
     settings: Vec<(String, String)>,
+    /// iptables rules in force (arguments after `-I`/`-D`), removed on heal and on drop.
+    partitions: BTreeMap<u64, Vec<Vec<String>>>,
 }
 
 impl TestCluster {
@@ -86,6 +101,18 @@ impl TestCluster {
 
     /// Starts `n` nodes with extra config keys (TOML values, e.g. `("snapshot_logs_since_last", "20")`).
     pub fn start_with(n: u64, settings: &[(&str, &str)]) -> Self {
+        Self::start_on(n, settings, None)
+    }
+
+    /// Starts `n` nodes whose Raft traffic uses one loopback address per node (`127.A.B.id`,
+    /// also the source of their outbound Raft connections), so that [`TestCluster::partition`]
+    /// can cut one node off from its peers while clients still reach its public API on
+    /// 127.0.0.1.
+    pub fn start_partitionable(n: u64) -> Self {
+        Self::start_on(n, &[], Some(unique_loopback_prefix()))
+    }
+
+    fn start_on(n: u64, settings: &[(&str, &str)], raft_prefix: Option<String>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -97,10 +124,14 @@ impl TestCluster {
             nodes: BTreeMap::new(),
             http,
             settings: settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            partitions: BTreeMap::new(),
         };
+        let raft_ip =
+            |id: u64| raft_prefix.as_ref().map_or("127.0.0.1".to_string(), |p| format!("{p}{id}"));
         let members: Vec<(u64, String, String)> = (1..=n)
             .map(|id| {
-                (id, format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()))
+                let ip = raft_ip(id);
+                (id, format!("{ip}:{}", free_port_on(&ip)), format!("127.0.0.1:{}", free_port()))
             })
             .collect();
         let initial = members
@@ -212,6 +243,40 @@ impl TestCluster {
         self.signal(id, "TERM");
         let status = self.wait_exit(id, within);
         assert!(status.success(), "node {id} exited with {status} after SIGTERM\n{}", self.log(id));
+    }
+
+    /// Cuts a node's Raft traffic off from its peers (both directions) with iptables; its
+    /// public API stays reachable. Needs root and a cluster from `start_partitionable`.
+    pub fn partition(&mut self, id: u64) {
+        let ip = self.nodes[&id].raft_addr.rsplit_once(':').expect("host:port").0.to_string();
+        assert_ne!(ip, "127.0.0.1", "partition needs a cluster from start_partitionable");
+        let tag = format!("baton-e2e-{}", std::process::id());
+        let rules: Vec<Vec<String>> = ["-s", "-d"]
+            .iter()
+            .map(|flag| {
+                ["INPUT", flag, ip.as_str(), "-m", "comment", "--comment", &tag, "-j", "DROP"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            })
+            .collect();
+        for rule in &rules {
+            let status =
+                Command::new("iptables").arg("-I").args(rule).status().expect("run iptables");
+            assert!(
+                status.success(),
+                "iptables -I {} failed (root and iptables are needed)",
+                rule.join(" ")
+            );
+        }
+        self.partitions.insert(id, rules);
+    }
+
+    /// Removes the rules of [`TestCluster::partition`].
+    pub fn heal(&mut self, id: u64) {
+        for rule in self.partitions.remove(&id).unwrap_or_default() {
+            let _ = Command::new("iptables").arg("-D").args(&rule).status();
+        }
     }
 
     /// Freezes a node with SIGSTOP (by PID): it keeps its sockets but does nothing.
@@ -353,6 +418,9 @@ impl TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        for id in self.partitions.keys().copied().collect::<Vec<_>>() {
+            self.heal(id);
+        }
         for node in self.nodes.values_mut() {
             if let Some(mut child) = node.child.take() {
                 let _ = child.kill();

@@ -76,9 +76,12 @@ pub struct RpcClient {
 }
 
 impl RpcClient {
-    /// A client that authenticates with the cluster `secret`.
-    pub fn new(secret: &str) -> Self {
+    /// A client that authenticates with the cluster `secret` and, when `source` is given,
+    /// opens its connections from that local address (the node's Raft address, so that
+    /// firewalls, and partition tests, can tell nodes apart).
+    pub fn new(secret: &str, source: Option<std::net::IpAddr>) -> Self {
         let http = reqwest::Client::builder()
+            .local_address(source)
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .tcp_nodelay(true)
@@ -139,9 +142,9 @@ pub struct Network {
 }
 
 impl Network {
-    /// A network whose RPCs authenticate with the cluster `secret`.
-    pub fn new(secret: &str) -> Self {
-        Self { client: RpcClient::new(secret) }
+    /// A network whose RPCs authenticate with the cluster `secret`, sent from `source`.
+    pub fn new(secret: &str, source: Option<std::net::IpAddr>) -> Self {
+        Self { client: RpcClient::new(secret, source) }
     }
 }
 

@@ -49,7 +49,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let committed = log_store.committed_index();
 
         // 3. Raft.
-        let network = Network::new(&config.cluster_secret);
+        // Outbound Raft traffic leaves from the Raft listener's own address when it is a
+        // specific IP, so that a node's peer traffic can be told apart (and cut off) by address.
+        let source = config
+            .raft_addr
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified());
+        let network = Network::new(&config.cluster_secret, source);
         let raft = Raft::new(config.id, raft_config(&config)?, network, log_store, state_machine)
             .await
             .context("starting Raft")?;
@@ -58,7 +66,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             raft.clone(),
             state,
             committed,
-            RpcClient::new(&config.cluster_secret),
+            RpcClient::new(&config.cluster_secret, source),
             Options {
                 request_timeout: Duration::from_millis(config.request_timeout_ms),
                 leader_wait: Duration::from_millis(2 * config.election_timeout_max_ms),
