@@ -51,6 +51,27 @@ fn ms_since(epoch: Instant) -> u64 {
     u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+impl AdapterConfig {
+    /// Adapters of group `group` (at `group_path`) that talk to `nodes` and heartbeat every
+    /// `failover_timeout / 2`, timing everything from `epoch`.
+    pub fn new(
+        cluster: &crate::TestCluster,
+        nodes: &[u64],
+        group_path: &str,
+        group: &str,
+        failover_timeout: Duration,
+        epoch: Instant,
+    ) -> Self {
+        Self {
+            nodes: nodes.iter().map(|id| cluster.url(*id)).collect(),
+            group_path: group_path.into(),
+            group: group.into(),
+            interval: failover_timeout / 2,
+            epoch,
+        }
+    }
+}
+
 impl Adapter {
     /// Starts heartbeating as `session` with `score`.
     pub fn start(config: AdapterConfig, session: &str, score: f64, journal: Journal) -> Self {

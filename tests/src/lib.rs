@@ -466,6 +466,35 @@ pub async fn send(
     Ok(Reply { status, served_by, location, body })
 }
 
+impl TestCluster {
+    /// Creates an AVEVA v1 failover group `group` (under the collection path `groups`, e.g.
+    /// `/api/v1/tenants/t/namespaces/n/clientfailover/groups`) with `sessions`, through node
+    /// `via`, asserting each is created (201). Returns the group's path.
+    pub async fn create_failover_group(
+        &self,
+        via: u64,
+        groups: &str,
+        group: &str,
+        failover_timeout: Duration,
+        sessions: &[&str],
+    ) -> String {
+        let base = self.url(via);
+        let body = serde_json::json!({"Id": group, "FailoverTimeout": failover_timeout.as_millis() as u64});
+        let r =
+            send(&self.http, "POST", &format!("{base}{groups}"), Some(body)).await.expect("answer");
+        assert_eq!(r.status, 201, "creating group {group}: {r:?}");
+        let path = format!("{groups}/{group}");
+        for s in sessions {
+            let body = serde_json::json!({"Id": s});
+            let r = send(&self.http, "POST", &format!("{base}{path}/clientsessions"), Some(body))
+                .await
+                .expect("answer");
+            assert_eq!(r.status, 201, "creating session {s} in {group}: {r:?}");
+        }
+        path
+    }
+}
+
 /// The AVEVA groups URL of a scope on a node.
 pub fn groups_url(base: &str, version: &str) -> String {
     format!("{base}/api/{version}/tenants/e2e/namespaces/ns/clientfailover/groups")

@@ -10,8 +10,8 @@ use baton_core::Role;
 use baton_core::invariants::{
     at_most_one_valid_grant, epochs_only_grow, failover_only_after_silence,
 };
+use baton_e2e::TestCluster;
 use baton_e2e::adapter::{Adapter, AdapterConfig, Journal, answers_of, observations};
-use baton_e2e::{TestCluster, send};
 use serde_json::json;
 
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -35,37 +35,21 @@ fn last_role(journal: &Journal, session: &str) -> Option<(Role, u64)> {
 async fn adapters_fail_over_and_survive_baton_leader_kill_and_pause() {
     let mut cluster = TestCluster::start(3);
     let leader = cluster.wait_for_leader(ELECTION).await;
-    let base = cluster.url(leader);
     let groups = "/api/v1/tenants/e2e/namespaces/plant/clientfailover/groups";
-    let created = send(
-        cluster.http(),
-        "POST",
-        &format!("{base}{groups}"),
-        Some(json!({"Id": "collectors", "FailoverTimeout": "00:00:02"})),
-    )
-    .await
-    .expect("answer");
-    assert_eq!(created.status, 201, "{created:?}");
-    for s in ["a", "b", "c"] {
-        let r = send(
-            cluster.http(),
-            "POST",
-            &format!("{base}{GROUP_PATH}/clientsessions"),
-            Some(json!({"Id": s})),
-        )
-        .await
-        .expect("answer");
-        assert_eq!(r.status, 201, "{r:?}");
-    }
+    let path = cluster
+        .create_failover_group(leader, groups, "collectors", FAILOVER_TIMEOUT, &["a", "b", "c"])
+        .await;
+    assert_eq!(path, GROUP_PATH);
 
     let journal: Journal = Arc::new(Mutex::new(Vec::new()));
-    let config = AdapterConfig {
-        nodes: cluster.ids().iter().map(|id| cluster.url(*id)).collect(),
-        group_path: GROUP_PATH.into(),
-        group: "collectors".into(),
-        interval: FAILOVER_TIMEOUT / 2,
-        epoch: Instant::now(),
-    };
+    let config = AdapterConfig::new(
+        &cluster,
+        &cluster.ids(),
+        GROUP_PATH,
+        "collectors",
+        FAILOVER_TIMEOUT,
+        Instant::now(),
+    );
     // a joins first and becomes Primary; b (95) and c (80) follow.
     let a = Adapter::start(config.clone(), "a", 100.0, journal.clone());
     cluster

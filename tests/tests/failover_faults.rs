@@ -18,39 +18,11 @@ const GROUPS: &str = "/api/v1/tenants/e2e/namespaces/plant/clientfailover/groups
 
 /// Creates group `g` (2 s timeout) with sessions `a` and `b` through node `via`.
 async fn group_with_two_sessions(cluster: &TestCluster, via: u64) -> String {
-    let base = cluster.url(via);
-    let r = send(
-        cluster.http(),
-        "POST",
-        &format!("{base}{GROUPS}"),
-        Some(json!({"Id": "g", "FailoverTimeout": 2000})),
-    )
-    .await
-    .expect("answer");
-    assert_eq!(r.status, 201, "{r:?}");
-    let group_path = format!("{GROUPS}/g");
-    for s in ["a", "b"] {
-        let r = send(
-            cluster.http(),
-            "POST",
-            &format!("{base}{group_path}/clientsessions"),
-            Some(json!({"Id": s})),
-        )
-        .await
-        .expect("answer");
-        assert_eq!(r.status, 201, "{r:?}");
-    }
-    group_path
+    cluster.create_failover_group(via, GROUPS, "g", FAILOVER_TIMEOUT, &["a", "b"]).await
 }
 
 fn adapter_config(cluster: &TestCluster, nodes: &[u64], group_path: &str) -> AdapterConfig {
-    AdapterConfig {
-        nodes: nodes.iter().map(|id| cluster.url(*id)).collect(),
-        group_path: group_path.into(),
-        group: "g".into(),
-        interval: FAILOVER_TIMEOUT / 2,
-        epoch: Instant::now(),
-    }
+    AdapterConfig::new(cluster, nodes, group_path, "g", FAILOVER_TIMEOUT, Instant::now())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 
 use baton_core::Role;
 use baton_core::invariants::{at_most_one_valid_grant, epochs_only_grow};
+use baton_e2e::TestCluster;
 use baton_e2e::adapter::{Adapter, AdapterConfig, Journal, answers_of, observations};
-use baton_e2e::{TestCluster, send};
-use serde_json::json;
 
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(2);
 const ELECTION: Duration = Duration::from_secs(10);
@@ -20,36 +19,12 @@ const GROUPS: &str = "/api/v1/tenants/e2e/namespaces/plant/clientfailover/groups
 async fn partitioned_leader_stops_granting_and_the_majority_fails_over() {
     let mut cluster = TestCluster::start_partitionable(3);
     let leader = cluster.wait_for_leader(ELECTION).await;
-    let base = cluster.url(leader);
-    let r = send(
-        cluster.http(),
-        "POST",
-        &format!("{base}{GROUPS}"),
-        Some(json!({"Id": "g", "FailoverTimeout": 2000})),
-    )
-    .await
-    .expect("answer");
-    assert_eq!(r.status, 201, "{r:?}");
-    for s in ["a", "b"] {
-        let r = send(
-            cluster.http(),
-            "POST",
-            &format!("{base}{GROUPS}/g/clientsessions"),
-            Some(json!({"Id": s})),
-        )
-        .await
-        .expect("answer");
-        assert_eq!(r.status, 201, "{r:?}");
-    }
+    let path =
+        cluster.create_failover_group(leader, GROUPS, "g", FAILOVER_TIMEOUT, &["a", "b"]).await;
     let journal: Journal = Arc::new(Mutex::new(Vec::new()));
     let epoch = Instant::now();
-    let config = |nodes: Vec<u64>| AdapterConfig {
-        nodes: nodes.iter().map(|id| cluster.url(*id)).collect(),
-        group_path: format!("{GROUPS}/g"),
-        group: "g".into(),
-        interval: FAILOVER_TIMEOUT / 2,
-        epoch,
-    };
+    let config =
+        |nodes: Vec<u64>| AdapterConfig::new(&cluster, &nodes, &path, "g", FAILOVER_TIMEOUT, epoch);
     // a reaches only the leader (it will end up on the minority side); b reaches every node.
     let a = Adapter::start(config(vec![leader]), "a", 100.0, journal.clone());
     cluster

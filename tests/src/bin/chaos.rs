@@ -75,34 +75,21 @@ struct Report {
     violations: Vec<String>,
 }
 
+const GROUPS: &str = "/api/v1/tenants/chaos/namespaces/ns/clientfailover/groups";
+
 fn group_path(g: usize) -> String {
-    format!("/api/v1/tenants/chaos/namespaces/ns/clientfailover/groups/g{g}")
+    format!("{GROUPS}/g{g}")
 }
 
 async fn setup(cluster: &TestCluster, groups: usize) -> Result<(), String> {
     let leader = cluster.wait_for_leader(ELECTION).await;
-    let base = cluster.url(leader);
+    let sessions: Vec<&str> = SESSIONS.iter().map(|(s, _)| *s).collect();
     for g in 0..groups {
-        let url = format!("{base}/api/v1/tenants/chaos/namespaces/ns/clientfailover/groups");
-        let r = send(
-            cluster.http(),
-            "POST",
-            &url,
-            Some(json!({"Id": format!("g{g}"), "FailoverTimeout": 2000})),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        if r.status != 201 {
-            return Err(format!("creating group g{g}: {r:?}"));
-        }
-        for (s, _) in SESSIONS {
-            let url = format!("{base}{}/clientsessions", group_path(g));
-            let r = send(cluster.http(), "POST", &url, Some(json!({"Id": s})))
-                .await
-                .map_err(|e| e.to_string())?;
-            if r.status != 201 {
-                return Err(format!("creating session {s} in g{g}: {r:?}"));
-            }
+        let path = cluster
+            .create_failover_group(leader, GROUPS, &format!("g{g}"), FAILOVER_TIMEOUT, &sessions)
+            .await;
+        if path != group_path(g) {
+            return Err(format!("group g{g} was created at {path}"));
         }
     }
     Ok(())
@@ -221,13 +208,14 @@ async fn run(args: Args) -> Result<Report, String> {
     let epoch = Instant::now();
     let mut adapters = Vec::new();
     for g in 0..args.groups {
-        let config = AdapterConfig {
-            nodes: cluster.ids().iter().map(|id| cluster.url(*id)).collect(),
-            group_path: group_path(g),
-            group: format!("g{g}"),
-            interval: FAILOVER_TIMEOUT / 2,
+        let config = AdapterConfig::new(
+            &cluster,
+            &cluster.ids(),
+            &group_path(g),
+            &format!("g{g}"),
+            FAILOVER_TIMEOUT,
             epoch,
-        };
+        );
         for (s, score) in SESSIONS {
             adapters.push(Adapter::start(config.clone(), s, score, journal.clone()));
         }
