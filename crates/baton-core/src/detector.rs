@@ -18,9 +18,9 @@
 //!    then highest score, then latest last-data-processed time, then lowest id. A group's first
 //!    grant goes straight to Primary; later grants go through PendingPrimary.
 //! 3. The holder is told PendingPrimary (with the group's last data time) and becomes Primary
-//!    at its next heartbeat after that. A hand-over (stale,
-//!    deleted, forced, preempted, override) completes only when the holder's last answered
-//!    grant has lapsed, or when the holder heartbeats and is told Secondary.
+//!    at its next heartbeat after that. A hand-over (stale, deleted, forced, preempted,
+//!    override) completes only when the holder's last answered grant has lapsed, or when the
+//!    holder heartbeats and is told Secondary.
 //! 4. A healthy Primary is preempted only by a member whose score beats its own by
 //!    [`PREEMPTION_MARGIN`] for half a failover timeout (one heartbeat interval).
 //! 5. A holder pinned by a role override keeps the baton even when stale; a member pinned while
@@ -258,13 +258,11 @@ impl Detector {
             }
             return answer;
         }
-        {
-            let epoch = group.holder.as_ref().map_or(group.epoch, |h| h.epoch);
-            watch.grant =
-                Some((session.clone(), epoch, after(now, group.config.failover_timeout_ms())));
-            if answer.role == Role::PendingPrimary {
-                watch.told_pending = Some((session.clone(), epoch));
-            }
+        let epoch = group.holder.as_ref().map_or(group.epoch, |h| h.epoch);
+        watch.grant =
+            Some((session.clone(), epoch, after(now, group.config.failover_timeout_ms())));
+        if answer.role == Role::PendingPrimary {
+            watch.told_pending = Some((session.clone(), epoch));
         }
         answer
     }
