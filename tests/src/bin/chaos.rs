@@ -12,7 +12,10 @@
 //! Prints a summary table and exits 1 on any violation. Traffic goes only to its own nodes on
 //! loopback; the run is bounded by `--seconds`.
 //!
-//! Usage: chaos [--seconds N] [--groups N] [--seed N]
+//! Usage: chaos [--seconds N] [--groups N] [--seed N] [--journal FILE]
+//!
+//! `--journal FILE` writes every heartbeat exchange (times, role, epoch, score) and every
+//! acknowledged write (first sent, acknowledged, attempts) as JSON lines.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -39,19 +42,39 @@ struct Args {
     seconds: u64,
     groups: usize,
     seed: u64,
+    /// Where to write every exchange as JSON lines, if anywhere.
+    journal: Option<std::path::PathBuf>,
+}
+
+/// One acknowledged write: the group id, when it was first sent and when it was acknowledged
+/// (ms since the run's start), and how many attempts it took.
+#[derive(Clone, Debug)]
+struct Write {
+    id: String,
+    sent_at: u64,
+    acked_at: u64,
+    attempts: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { seconds: 60, groups: 8, seed: 1 };
+    let mut args = Args { seconds: 60, groups: 8, seed: 1, journal: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        if flag == "--journal" {
+            args.journal = Some(value.into());
+            continue;
+        }
         let n: u64 = value.parse().map_err(|_| format!("{flag} {value}: not a number"))?;
         match flag.as_str() {
             "--seconds" => args.seconds = n.clamp(10, 3_600),
             "--groups" => args.groups = usize::try_from(n).unwrap_or(8).clamp(1, 200),
             "--seed" => args.seed = n,
-            other => return Err(format!("unknown flag {other}; use --seconds, --groups, --seed")),
+            other => {
+                return Err(format!(
+                    "unknown flag {other}; use --seconds, --groups, --seed, --journal"
+                ));
+            }
         }
     }
     Ok(args)
@@ -98,10 +121,12 @@ async fn setup(cluster: &TestCluster, groups: usize) -> Result<(), String> {
 /// Creates groups w0, w1, ... until stopped, retrying each on any node until acknowledged.
 fn start_writer(
     cluster: &TestCluster,
-) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<Result<Vec<String>, String>>) {
+    epoch: Instant,
+) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<Result<Vec<Write>, String>>) {
     let nodes: Vec<String> = cluster.ids().iter().map(|id| cluster.url(*id)).collect();
     let http = cluster.http().clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let now = move || u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
     let task = tokio::spawn(async move {
         let mut acknowledged = Vec::new();
         for i in 0usize.. {
@@ -110,26 +135,50 @@ fn start_writer(
             }
             let id = format!("w{i}");
             let body = json!({"Id": id, "FailoverTimeout": "00:00:10"});
-            let mut ok = false;
-            for attempt in 0..100 {
-                let url = groups_url(&nodes[(i + attempt) % nodes.len()], "v1");
+            let sent_at = now();
+            let mut attempts = 0;
+            let acked_at = loop {
+                if attempts == 100 {
+                    return Err(format!("write {id} failed 100 times"));
+                }
+                let url = groups_url(&nodes[(i + attempts) % nodes.len()], "v1");
+                attempts += 1;
                 if let Ok(r) = send(&http, "POST", &url, Some(body.clone())).await
                     && (r.status == 201 || r.status == 200)
                 {
-                    ok = true;
-                    break;
+                    break now();
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            if !ok {
-                return Err(format!("write {id} failed 100 times"));
-            }
-            acknowledged.push(id);
+            };
+            acknowledged.push(Write { id, sent_at, acked_at, attempts });
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(acknowledged)
     });
     (stop, task)
+}
+
+/// Writes every heartbeat exchange and every acknowledged write as one JSON object per line.
+fn write_journal(
+    path: &std::path::Path,
+    seen: &[baton_core::invariants::Observation],
+    writes: &[Write],
+) -> Result<(), String> {
+    use std::io::Write as _;
+    let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    for o in seen {
+        let line = json!({"kind": "heartbeat", "group": o.group, "session": o.session,
+            "sent_at_ms": o.sent_at, "received_at_ms": o.received_at, "role": format!("{:?}", o.role),
+            "epoch": o.epoch.0, "valid_for_ms": o.valid_for_ms, "score": o.score.value()});
+        writeln!(out, "{line}").map_err(|e| e.to_string())?;
+    }
+    for w in writes {
+        let line = json!({"kind": "write", "group": w.id, "sent_at_ms": w.sent_at,
+            "acked_at_ms": w.acked_at, "attempts": w.attempts});
+        writeln!(out, "{line}").map_err(|e| e.to_string())?;
+    }
+    out.flush().map_err(|e| e.to_string())
 }
 
 /// One fault, healed before it returns.
@@ -220,7 +269,7 @@ async fn run(args: Args) -> Result<Report, String> {
             adapters.push(Adapter::start(config.clone(), s, score, journal.clone()));
         }
     }
-    let (stop_writer, writer) = start_writer(&cluster);
+    let (stop_writer, writer) = start_writer(&cluster, epoch);
     let mut report = Report::default();
     let mut rng = Rng(args.seed.max(1));
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
@@ -274,8 +323,8 @@ async fn run(args: Args) -> Result<Report, String> {
         let reply = send(cluster.http(), "GET", &url, None).await.map_err(|e| e.to_string())?;
         let present: Vec<&str> =
             reply.body.as_array().into_iter().flatten().filter_map(|g| g["Id"].as_str()).collect();
-        if let Some(lost) = acknowledged.iter().find(|w| !present.contains(&w.as_str())) {
-            report.violations.push(format!("node {id} lost acknowledged write {lost}"));
+        if let Some(lost) = acknowledged.iter().find(|w| !present.contains(&w.id.as_str())) {
+            report.violations.push(format!("node {id} lost acknowledged write {}", lost.id));
         }
     }
 
@@ -304,6 +353,21 @@ async fn run(args: Args) -> Result<Report, String> {
     }
     println!("{:<28} {:>8}", "heartbeats answered", seen.len());
     println!("{:<28} {:>8}", "writes acknowledged", acknowledged.len());
+    let mut latencies: Vec<u64> = acknowledged.iter().map(|w| w.acked_at - w.sent_at).collect();
+    latencies.sort_unstable();
+    let pick =
+        |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0);
+    println!("{:<28} {:>6} ms", "write latency p50", pick(0.5));
+    println!("{:<28} {:>6} ms", "write latency max", pick(1.0));
+    println!(
+        "{:<28} {:>8}",
+        "most attempts for a write",
+        acknowledged.iter().map(|w| w.attempts).max().unwrap_or(0)
+    );
+    if let Some(path) = &args.journal {
+        write_journal(path, &seen, &acknowledged)?;
+        println!("{:<28} {}", "journal", path.display());
+    }
     println!("{:<28} {:>8}", "failovers (epoch changes)", failovers);
     println!("{:<28} {:>7.1}s", "recovery after healing", recovery.as_secs_f64());
     println!("{:<28} {:>8}", "violations", report.violations.len());
