@@ -53,12 +53,25 @@ fn free_port() -> u16 {
     free_port_on("127.0.0.1")
 }
 
+/// Test ports come from below the kernel's ephemeral range (32768 and up by default), so an
+/// outbound connection's source port can never take a port between our check and the node's
+/// bind. Each test process starts at its own offset; a counter keeps clusters of one process
+/// apart; a bind checks that nothing else holds the port.
+const TEST_PORTS: std::ops::Range<u32> = 20_000..32_000;
+
 fn free_port_on(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0))
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let span = TEST_PORTS.end - TEST_PORTS.start;
+    let offset = std::process::id() % 50 * 200;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let port =
+            u16::try_from(TEST_PORTS.start + (offset + n) % span).expect("test ports fit in u16");
+        if TcpListener::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free test port on {ip} in {TEST_PORTS:?}");
 }
 
 /// A loopback address prefix no other cluster of this process or another test process uses:
