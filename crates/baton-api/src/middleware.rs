@@ -22,7 +22,8 @@ const AVEVA_ACTION: usize = 11;
 /// Lowercases the literal words of AVEVA paths so that routing is case-insensitive for them.
 pub fn normalize_path(mut req: Request) -> Request {
     let path = req.uri().path();
-    let is_aveva = path.len() > 4 && path[..5].eq_ignore_ascii_case("/api/");
+    // Compared as bytes: slicing the string could split a multi-byte character.
+    let is_aveva = path.as_bytes().get(..5).is_some_and(|p| p.eq_ignore_ascii_case(b"/api/"));
     if !is_aveva {
         return req;
     }

@@ -38,6 +38,25 @@ pub fn admin_routes<C: Coordinator>() -> Router<AppState<C>> {
         .route("/cluster/snapshot", post(snapshot::<C>))
 }
 
+/// A `{id}` path segment that must be a node id; a bad one gets [`ApiError`]'s body.
+pub struct NodeIdPath(pub NodeId);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NodeIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        raw.parse()
+            .map(NodeIdPath)
+            .map_err(|_| ApiError::BadRequest(format!("node id {raw:?} is not a positive integer")))
+    }
+}
+
 /// A JSON body whose rejections use [`ApiError`]'s body.
 pub struct NativeJson<T>(pub T);
 
@@ -165,14 +184,14 @@ async fn add_learner<C: Coordinator>(
 
 async fn promote<C: Coordinator>(
     State(s): State<AppState<C>>,
-    Path(id): Path<NodeId>,
+    NodeIdPath(id): NodeIdPath,
 ) -> Result<Response, ApiError> {
     Ok(served_status(s.coordinator.promote(id).await?))
 }
 
 async fn remove<C: Coordinator>(
     State(s): State<AppState<C>>,
-    Path(id): Path<NodeId>,
+    NodeIdPath(id): NodeIdPath,
 ) -> Result<Response, ApiError> {
     Ok(served_status(s.coordinator.remove(id).await?))
 }

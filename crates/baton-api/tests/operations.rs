@@ -16,6 +16,23 @@ fn app() -> (Arc<FakeCoordinator>, baton_api::App) {
 const GROUPS: &str = "/api/v1/tenants/t1/namespaces/ns/clientfailover/groups";
 
 #[tokio::test]
+async fn odd_paths_are_answered_without_panicking() {
+    let (_, app) = app();
+    for path in [
+        "/",
+        "/api",
+        "/api/",
+        "/API/v1",
+        "/api//tenants",
+        "/%C3%A9%C3%A9/api",
+        "/api/v1/tenants/%C3%A9/namespaces/n/clientfailover/groups",
+    ] {
+        let reply = call(&app, "GET", path, None).await;
+        assert!(reply.status.is_client_error() || reply.status.is_success(), "{path}: {reply:?}");
+    }
+}
+
+#[tokio::test]
 async fn healthz_answers_with_the_node_id() {
     let (_, app) = app();
     let reply = call(&app, "GET", "/healthz", None).await;
@@ -97,6 +114,10 @@ async fn admin_errors_use_the_native_error_body() {
     .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert!(reply.body["message"].as_str().expect("message").contains("raft_addr"));
+    let reply = call(&app, "POST", "/cluster/nodes/four/promote", None).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.body["error"], json!("bad_request"), "{reply:?}");
+    assert!(reply.body["message"].as_str().expect("message").contains("four"));
     let reply = call(&app, "POST", "/cluster/learners", Some(r#"{"id": "four"}"#)).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(reply.body["error"], json!("bad_request"));
