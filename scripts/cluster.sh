@@ -5,12 +5,16 @@
 #   scripts/cluster.sh down     stop the nodes (SIGTERM, then SIGKILL after 10 s)
 #   scripts/cluster.sh clean    stop the nodes and delete their data
 # Public API: 127.0.0.1:7001-7003. Raft: 127.0.0.1:7101-7103. Data and logs: data/.
+# The first `up` makes the administrator token, data/admin.token (mode 600), that the nodes
+# bootstrap from; use it as `Authorization: Bearer $(cat data/admin.token)`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
 NODES=(1 2 3)
 RUN=data/run
+TOKEN_FILE=data/admin.token
+auth() { [ -f "$TOKEN_FILE" ] && echo "Authorization: Bearer $(cat "$TOKEN_FILE")" || echo "X-No-Token: 1"; }
 
 pid_of() { cat "$RUN/node$1.pid" 2>/dev/null || true; }
 alive() { local pid; pid=$(pid_of "$1"); [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
@@ -18,7 +22,7 @@ alive() { local pid; pid=$(pid_of "$1"); [ -n "$pid" ] && kill -0 "$pid" 2>/dev/
 status() {
   for n in "${NODES[@]}"; do
     local port=$((7000 + n))
-    if body=$(curl -sf --max-time 2 "http://127.0.0.1:$port/cluster/status"); then
+    if body=$(curl -sf --max-time 2 -H "$(auth)" "http://127.0.0.1:$port/cluster/status"); then
       python3 -c 'import json,sys; s=json.loads(sys.argv[1]); print("node %s: %-9s term %-4s leader %s  applied %s  api 127.0.0.1:%s" % (s["id"], s["role"], s["term"], s["leader"], s["applied_index"], sys.argv[2]))' "$body" "$port"
     else
       echo "node $n: not answering on 127.0.0.1:$port"
@@ -31,16 +35,27 @@ up() {
   echo "building (the first build compiles RocksDB: about 12 minutes on 2 cores)"
   build_all --quiet
   mkdir -p "$RUN" data/logs
+  if [ ! -f "$TOKEN_FILE" ]; then
+    (umask 077; "$BATON_BIN" token new admin >"$TOKEN_FILE")
+    echo "administrator token written to $TOKEN_FILE"
+  fi
   for n in "${NODES[@]}"; do
     if alive "$n"; then echo "node $n already running (pid $(pid_of "$n"))"; continue; fi
     # The node reads BATON_* variables as configuration; start it with none from this shell.
-    env $(env | grep -o '^BATON_[A-Z_]*' | sed 's/^/-u /') \
+    env $(env | grep -o '^BATON_[A-Z_]*' | sed 's/^/-u /') BATON_ADMIN_TOKEN="$(cat "$TOKEN_FILE")" \
       "$BATON_BIN" serve --config "config/node$n.toml" >>"data/logs/node$n.log" 2>&1 &
     echo $! >"$RUN/node$n.pid"
     echo "node $n started (pid $!), log data/logs/node$n.log"
   done
+  # Ready: every node answers the administrator (so the bootstrap administrator, made by the
+  # first leader, has reached every node).
   for _ in $(seq 1 100); do
-    if curl -sf --max-time 1 http://127.0.0.1:7001/readyz >/dev/null 2>&1; then
+    local ready=0
+    for n in "${NODES[@]}"; do
+      curl -sf --max-time 1 -H "$(auth)" "http://127.0.0.1:$((7000 + n))/cluster/status" >/dev/null 2>&1 \
+        && ready=$((ready + 1))
+    done
+    if [ "$ready" -eq "${#NODES[@]}" ]; then
       status
       return 0
     fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building Baton needs and is missing on this machine: clang and libclang-dev
 # (RocksDB's bindings are generated with libclang), a C++ compiler, curl, and the Rust
-# components the test suite uses. Safe to run again: it installs only what is missing.
+# components the test suite uses, and the python-cinderclient the Cinder test drives. Safe to
+# run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,7 @@ command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables) # partition tests
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)   # TLS test certificates
 
 if ((${#missing[@]})); then
   sudo=""
@@ -30,3 +32,14 @@ for component in rustfmt clippy; do
     rustup component add "$component"
   fi
 done
+
+# The stock OpenStack client, which the Cinder dialect's end-to-end test drives (PyPI).
+if ! command -v cinder >/dev/null 2>&1; then
+  echo "setup: installing python-cinderclient"
+  python3 -m pip install --quiet --disable-pip-version-check python-cinderclient >/dev/null 2>&1 \
+    || python3 -m pip install --quiet --user python-cinderclient
+  # pyenv puts new console scripts on PATH only after a rehash.
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+  hash -r
+  command -v cinder >/dev/null 2>&1 || echo "setup: warning: the cinder command is not on PATH" >&2
+fi

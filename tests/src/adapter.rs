@@ -79,7 +79,7 @@ impl Adapter {
         let flag = running.clone();
         let session_id = session.to_string();
         let task = tokio::spawn(async move {
-            let http = reqwest::Client::builder().timeout(config.interval).build().expect("client");
+            let http = crate::admin_client(config.interval);
             let url = |node: &str| {
                 format!("{node}{}/clientsessions/{session_id}/heartbeat", config.group_path)
             };

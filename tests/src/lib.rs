@@ -22,6 +22,122 @@ use tempfile::TempDir;
 
 /// The cluster secret every test cluster uses.
 pub const SECRET: &str = "e2e-cluster-secret-0123456789";
+/// The bootstrap administrator of every test cluster.
+pub const ADMIN_TOKEN: &str =
+    "baton_admin.0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+/// An HTTP client that sends the administrator's token with every request, follows no
+/// redirects, and gives up after `timeout`.
+pub fn admin_client(timeout: Duration) -> reqwest::Client {
+    client_with_token(Some(ADMIN_TOKEN), timeout)
+}
+
+/// An HTTP client that sends `token` (if any) as its bearer token.
+pub fn client_with_token(token: Option<&str>, timeout: Duration) -> reqwest::Client {
+    client_builder(token, timeout).build().expect("http client")
+}
+
+/// The builder behind [`client_with_token`], for clients that need more (a TLS root).
+pub fn client_builder(token: Option<&str>, timeout: Duration) -> reqwest::ClientBuilder {
+    baton_net::tls::install_default_provider();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let value = format!("Bearer {token}").parse().expect("a token is a valid header value");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(headers)
+}
+
+/// TLS material for a test cluster, made with the `openssl` command line exactly as the README
+/// shows: a CA, and one certificate for 127.0.0.1/localhost that every node uses.
+pub struct TestTls {
+    /// The CA certificate (PEM file).
+    pub ca: PathBuf,
+    /// The node certificate (PEM file).
+    pub cert: PathBuf,
+    /// The node key (PEM file).
+    pub key: PathBuf,
+}
+
+impl TestTls {
+    /// Makes a CA named `name` and a node certificate signed by it, in `dir`.
+    pub fn make(dir: &Path, name: &str) -> Self {
+        let path = |f: &str| dir.join(format!("{name}-{f}"));
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).output().expect("openssl runs");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let p = |f: &str| path(f).display().to_string();
+        let ext = path("ext.cnf");
+        std::fs::write(&ext, "subjectAltName=DNS:localhost,IP:127.0.0.1\n").expect("write ext");
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}-ca"),
+            "-keyout",
+            &p("ca.key"),
+            "-out",
+            &p("ca.pem"),
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=node",
+            "-keyout",
+            &p("node.key"),
+            "-out",
+            &p("node.csr"),
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &p("node.csr"),
+            "-CA",
+            &p("ca.pem"),
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext.display().to_string(),
+            "-out",
+            &p("node.pem"),
+        ]);
+        Self { ca: path("ca.pem"), cert: path("node.pem"), key: path("node.key") }
+    }
+
+    /// A client trusting this CA, sending `token`.
+    pub fn client(&self, token: Option<&str>) -> reqwest::Client {
+        let ca = std::fs::read(&self.ca).expect("read CA");
+        let ca = reqwest::Certificate::from_pem(&ca).expect("a PEM certificate");
+        client_builder(token, Duration::from_secs(10))
+            .add_root_certificate(ca)
+            .build()
+            .expect("https client")
+    }
+}
 
 /// The `baton` binary, built once per test process so tests never run a stale binary.
 pub fn baton_bin() -> &'static Path {
@@ -101,6 +217,7 @@ pub struct TestCluster {
     dir: TempDir,
     nodes: BTreeMap<u64, TestNode>,
     http: reqwest::Client,
+    scheme: &'static str,
     settings: Vec<(String, String)>,
     /// iptables rules in force (arguments after `-I`/`-D`), removed on heal and on drop.
     partitions: BTreeMap<u64, Vec<Vec<String>>>,
@@ -125,18 +242,45 @@ impl TestCluster {
         Self::start_on(n, &[], Some(unique_loopback_prefix()))
     }
 
+    /// Starts `n` nodes with TLS on the public API and mutual TLS on the Raft port, all with
+    /// certificates from one fresh CA; the cluster's client trusts that CA.
+    pub fn start_tls(n: u64) -> (Self, TestTls) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tls = TestTls::make(dir.path(), "cluster");
+        let quoted = |p: &Path| format!("{:?}", p.display().to_string());
+        let settings = vec![
+            ("tls_cert_file".to_string(), quoted(&tls.cert)),
+            ("tls_key_file".to_string(), quoted(&tls.key)),
+            ("tls_ca_file".to_string(), quoted(&tls.ca)),
+            ("api_tls".to_string(), "true".to_string()),
+            ("raft_tls".to_string(), "true".to_string()),
+        ];
+        let cluster =
+            Self::start_in(dir, n, settings, None, "https", tls.client(Some(ADMIN_TOKEN)));
+        (cluster, tls)
+    }
+
     fn start_on(n: u64, settings: &[(&str, &str)], raft_prefix: Option<String>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("http client");
+        let settings = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let http = admin_client(Duration::from_secs(10));
+        Self::start_in(dir, n, settings, raft_prefix, "http", http)
+    }
+
+    fn start_in(
+        dir: TempDir,
+        n: u64,
+        settings: Vec<(String, String)>,
+        raft_prefix: Option<String>,
+        scheme: &'static str,
+        http: reqwest::Client,
+    ) -> Self {
         let mut cluster = Self {
             dir,
             nodes: BTreeMap::new(),
             http,
-            settings: settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            scheme,
+            settings,
             partitions: BTreeMap::new(),
         };
         let raft_ip =
@@ -168,7 +312,7 @@ impl TestCluster {
         let data_dir = self.dir.path().join(format!("node{id}"));
         let config = self.dir.path().join(format!("node{id}.toml"));
         let mut text = format!(
-            "id = {id}\ncluster_name = \"e2e\"\ncluster_secret = \"{SECRET}\"\napi_addr = \"{api_addr}\"\n\
+            "id = {id}\ncluster_name = \"e2e\"\ncluster_secret = \"{SECRET}\"\nadmin_token = \"{ADMIN_TOKEN}\"\napi_addr = \"{api_addr}\"\n\
              raft_addr = \"{raft_addr}\"\ndata_dir = \"{}\"\ninitial_members = {initial_members}\n",
             data_dir.display()
         );
@@ -210,6 +354,10 @@ impl TestCluster {
         for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("BATON_")) {
             cmd.env_remove(key);
         }
+        // Like the `FROM scratch` image: no system CA certificates to find.
+        let no_certs = self.dir.path().join("no-system-certs");
+        std::fs::create_dir_all(&no_certs).expect("create an empty certificate directory");
+        cmd.env("SSL_CERT_FILE", no_certs.join("none.pem")).env("SSL_CERT_DIR", &no_certs);
         let child = cmd
             .stdout(Stdio::from(log.try_clone().expect("dup log")))
             .stderr(Stdio::from(log))
@@ -233,9 +381,9 @@ impl TestCluster {
         &self.nodes[&id]
     }
 
-    /// `http://api_addr` of a node.
+    /// `http://api_addr` (or `https://` for a TLS cluster) of a node.
     pub fn url(&self, id: u64) -> String {
-        format!("http://{}", self.nodes[&id].api_addr)
+        format!("{}://{}", self.scheme, self.nodes[&id].api_addr)
     }
 
     /// The shared HTTP client (no redirects followed, 10 s timeout).

@@ -4,7 +4,8 @@
 use std::future::Future;
 
 use baton_core::{
-    Command, GroupKey, HeartbeatAnswer, HeartbeatIn, Query, QueryResult, Response, SessionId,
+    Actor, Command, GroupKey, HeartbeatAnswer, HeartbeatIn, Identity, IdentityName, Query,
+    QueryResult, Response, SessionId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +111,9 @@ pub enum HeartbeatOutcome {
     GroupNotFound,
     /// No such session in the group.
     SessionNotFound,
+    /// The caller may not use the group (another tenant's, or not an allowed owner), or is no
+    /// longer an active identity.
+    Forbidden,
     /// The session heartbeats faster than its group allows.
     TooFast {
         /// How long to wait.
@@ -151,11 +155,13 @@ pub trait Coordinator: Send + Sync + 'static {
     /// This node's id.
     fn node_id(&self) -> NodeId;
 
-    /// Replicates a command and returns its committed response. Served by the leader;
+    /// Replicates a command on behalf of `actor` (who is judged again when it applies, and
+    /// recorded in the audit trail) and returns its committed response. Served by the leader;
     /// a follower forwards it.
     fn write(
         &self,
         command: Command,
+        actor: Option<Actor>,
     ) -> impl Future<Output = Result<Served<Response>, CoordinatorError>> + Send;
 
     /// Answers a query at the requested consistency.
@@ -165,17 +171,22 @@ pub trait Coordinator: Send + Sync + 'static {
         consistency: Consistency,
     ) -> impl Future<Output = Result<Served<QueryResult>, CoordinatorError>> + Send;
 
-    /// Delivers a session's heartbeat to the leader, which measures liveness, commits any role
-    /// change, confirms it still leads, and answers.
+    /// Delivers a session's heartbeat, sent by `caller`, to the leader, which checks the
+    /// caller may use the group, measures liveness, commits any role change, confirms it still
+    /// leads, and answers.
     fn heartbeat(
         &self,
         group: GroupKey,
         session: SessionId,
         heartbeat: HeartbeatIn,
+        caller: IdentityName,
     ) -> impl Future<Output = Result<Served<HeartbeatOutcome>, CoordinatorError>> + Send;
 
     /// This node's view of the cluster.
     fn status(&self) -> ClusterStatus;
+
+    /// An identity as this node's applied state has it (to authenticate a request here).
+    fn identity(&self, name: &IdentityName) -> Option<Identity>;
 
     /// A fingerprint of this node's applied state.
     fn digest(&self) -> StateDigest;

@@ -2,7 +2,7 @@
 //! endpoints. Dialects have their own error bodies (see `aveva::error`).
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -20,9 +20,21 @@ pub enum ApiError {
     /// The request was malformed.
     #[error("{0}")]
     BadRequest(String),
-    /// A membership change was refused.
+    /// A membership change or another change was refused by the state.
     #[error("{0}")]
     Conflict(String),
+    /// No valid credential.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such resource (or none the caller may see).
+    #[error("{0}")]
+    NotFound(String),
+    /// The identity sends faster than allowed; retry after this many seconds.
+    #[error("too many requests from this identity; retry after {0} s")]
+    TooManyRequests(u64),
     /// Something failed inside the node; details are in its log.
     #[error("internal error; see the node's log")]
     Internal,
@@ -41,6 +53,10 @@ impl ApiError {
             ApiError::OutcomeUnknown => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -66,7 +82,41 @@ impl From<CoordinatorError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
-        (status, Json(Body { error: code, message: self.to_string() })).into_response()
+        let mut response =
+            (status, Json(Body { error: code, message: self.to_string() })).into_response();
+        let headers = response.headers_mut();
+        match self {
+            ApiError::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::TooManyRequests(seconds) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// How a dialect answers a request the node could not serve: the status and a message safe to
+/// show (the detail is logged here, never shown).
+pub(crate) fn unserved(e: CoordinatorError, dialect: &'static str) -> (StatusCode, &'static str) {
+    match e {
+        CoordinatorError::NoLeader => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The Baton cluster has no leader right now; retry shortly.",
+        ),
+        CoordinatorError::OutcomeUnknown(reason) => {
+            tracing::warn!(%reason, dialect, "request outcome unknown");
+            (
+                StatusCode::GATEWAY_TIMEOUT,
+                "The outcome of the request is unknown; read the resource before retrying.",
+            )
+        }
+        CoordinatorError::Membership(reason) | CoordinatorError::Internal(reason) => {
+            tracing::error!(%reason, dialect, "internal error");
+            (StatusCode::INTERNAL_SERVER_ERROR, "An internal error occurred; see the node's log.")
+        }
     }
 }
 

@@ -6,9 +6,14 @@
 //! in memory.
 //!
 //! ```text
-//!  request ─▶ normalize path words ─▶ router ─┬─ /healthz /readyz /cluster/status|nodes|digest /metrics  (this node's view)
-//!                                             ├─ /cluster/learners|nodes/{id}|snapshot           (leader)
-//!                                             └─ /api/{v1-preview|v1}/.../clientfailover/...       (leader)
+//!  request ─▶ normalize path words ─▶ router ─┬─ /healthz /readyz                         (open probes)
+//!                                             ├─ /cluster/status|nodes|digest /metrics    (this node's view, admins)
+//!                                             ├─ /cluster/learners|nodes/{id}|snapshot    (leader, admins)
+//!                                             ├─ /identities /audit /groups/...           (native, bearer token)
+//!                                             ├─ /api/{v1-preview|v1}/.../clientfailover  (AVEVA, bearer token)
+//!                                             ├─ /hybridity/api/...                       (HCX, x-hm-authorization)
+//!                                             ├─ / /v3/{project}/... /identity/v3/...     (Cinder, X-Auth-Token)
+//!                                             └─ /api/v4/failover-groups/...              (Uplynk, msg/sig)
 //!            every response: x-baton-served-by; `?redirect` on a follower: 307 to the leader
 //! ```
 //!
@@ -23,13 +28,18 @@
 
 #![cfg_attr(not(test), deny(unused_crate_dependencies))]
 
+pub mod auth;
 pub mod aveva;
+pub mod cinder;
 pub mod coordinator;
 pub mod error;
+pub mod hcx;
 pub mod metrics;
 mod middleware;
+pub mod native;
 pub mod ops;
 mod served_by;
+pub mod uplynk;
 
 use std::sync::Arc;
 
@@ -38,6 +48,8 @@ use axum::extract::Request;
 use tower::ServiceExt as _;
 use tower::util::MapRequest;
 
+pub use auth::{Caller, Denied, Gate, RateLimit};
+pub use baton_auth::Sealer;
 pub use coordinator::{
     ClusterStatus, Consistency, Coordinator, CoordinatorError, HeartbeatOutcome, Member, NodeAddrs,
     NodeId, Served, StateDigest,
@@ -52,21 +64,62 @@ pub struct AppState<C> {
     pub coordinator: Arc<C>,
     /// The node's metrics.
     pub metrics: Arc<Metrics>,
+    /// The per-identity rate limiter.
+    pub gate: Arc<Gate>,
+    /// Seals the signing keys of new identities.
+    pub sealer: Arc<Sealer>,
+    /// `https` when the API is served over TLS (for redirects), else `http`.
+    pub scheme: &'static str,
 }
 
 impl<C> Clone for AppState<C> {
     fn clone(&self) -> Self {
-        Self { coordinator: self.coordinator.clone(), metrics: self.metrics.clone() }
+        Self {
+            coordinator: self.coordinator.clone(),
+            metrics: self.metrics.clone(),
+            gate: self.gate.clone(),
+            sealer: self.sealer.clone(),
+            scheme: self.scheme,
+        }
     }
 }
 
+/// How a node's API is set up.
+#[derive(Clone, Debug)]
+pub struct ApiOptions {
+    /// Requests per identity per second.
+    pub rate_limit: RateLimit,
+    /// Seals signing keys; built from the cluster secret.
+    pub sealer: Arc<Sealer>,
+    /// Whether the API is served over TLS (redirects then name `https`).
+    pub https: bool,
+}
+
 /// The router, before path normalization. Use [`app`] to serve it.
-pub fn router<C: Coordinator>(coordinator: Arc<C>) -> Router {
-    let state = AppState { coordinator, metrics: Arc::new(Metrics::default()) };
-    let leader_routes = ops::admin_routes::<C>().nest("/api", aveva::routes::<C>()).layer(
-        axum::middleware::from_fn_with_state(state.clone(), middleware::redirect_to_leader::<C>),
-    );
-    ops::local_routes::<C>()
+pub fn router<C: Coordinator>(coordinator: Arc<C>, options: ApiOptions) -> Router {
+    let state = AppState {
+        coordinator,
+        metrics: Arc::new(Metrics::default()),
+        gate: Arc::new(Gate::new(options.rate_limit)),
+        sealer: options.sealer,
+        scheme: if options.https { "https" } else { "http" },
+    };
+    let native_auth =
+        axum::middleware::from_fn_with_state(state.clone(), native::authenticate::<C>);
+    let leader_routes = ops::admin_routes::<C>()
+        .merge(native::routes::<C>())
+        .layer(axum::extract::DefaultBodyLimit::max(native::MAX_BODY))
+        .layer(native_auth.clone())
+        .nest("/api", aveva::routes::<C>(state.clone()))
+        .nest("/hybridity/api", hcx::routes::<C>(state.clone()))
+        .nest("/api/v4", uplynk::routes::<C>(state.clone()))
+        .merge(cinder::routes::<C>(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::redirect_to_leader::<C>,
+        ));
+    ops::probe_routes::<C>()
+        .merge(ops::local_routes::<C>().layer(native_auth))
         .merge(leader_routes)
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::record::<C>))
         .with_state(state)
@@ -77,6 +130,6 @@ pub fn router<C: Coordinator>(coordinator: Arc<C>) -> Router {
 pub type App = MapRequest<Router, fn(Request) -> Request>;
 
 /// Builds the public API service for a node.
-pub fn app<C: Coordinator>(coordinator: Arc<C>) -> App {
-    router(coordinator).map_request(middleware::normalize_path as fn(Request) -> Request)
+pub fn app<C: Coordinator>(coordinator: Arc<C>, options: ApiOptions) -> App {
+    router(coordinator, options).map_request(middleware::normalize_path as fn(Request) -> Request)
 }

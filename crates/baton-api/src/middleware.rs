@@ -77,7 +77,7 @@ pub async fn redirect_to_leader<C: Coordinator>(
         return no_leader_response();
     };
     let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let location = format!("http://{}{}", leader.api_addr, path_and_query);
+    let location = format!("{}://{}{}", s.scheme, leader.api_addr, path_and_query);
     match HeaderValue::from_str(&location) {
         Ok(location) => {
             (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response()

@@ -16,13 +16,18 @@ use crate::coordinator::{
     ClusterStatus, Coordinator, Member, NodeAddrs, NodeId, Served, StateDigest,
 };
 use crate::error::ApiError;
+use crate::native::Admin;
 use crate::served_by::ServedBy;
 
-/// Routes that any node answers from its own view, without a leader.
+/// Liveness and readiness probes: open to all (load balancers and container health checks
+/// carry no token); they show only this node's id, whether it is ready, and indexes.
+pub fn probe_routes<C: Coordinator>() -> Router<AppState<C>> {
+    Router::new().route("/healthz", get(healthz::<C>)).route("/readyz", get(readyz::<C>))
+}
+
+/// Routes that any node answers from its own view, without a leader (administrators only).
 pub fn local_routes<C: Coordinator>() -> Router<AppState<C>> {
     Router::new()
-        .route("/healthz", get(healthz::<C>))
-        .route("/readyz", get(readyz::<C>))
         .route("/cluster/status", get(status::<C>))
         .route("/cluster/nodes", get(nodes::<C>))
         .route("/cluster/digest", get(digest::<C>))
@@ -111,7 +116,7 @@ async fn readyz<C: Coordinator>(State(s): State<AppState<C>>) -> Response {
     (code, Json(body)).into_response()
 }
 
-async fn status<C: Coordinator>(State(s): State<AppState<C>>) -> Json<ClusterStatus> {
+async fn status<C: Coordinator>(State(s): State<AppState<C>>, _: Admin) -> Json<ClusterStatus> {
     Json(s.coordinator.status())
 }
 
@@ -124,7 +129,7 @@ struct NodeView {
     leader: bool,
 }
 
-async fn nodes<C: Coordinator>(State(s): State<AppState<C>>) -> Json<Vec<NodeView>> {
+async fn nodes<C: Coordinator>(State(s): State<AppState<C>>, _: Admin) -> Json<Vec<NodeView>> {
     let st = s.coordinator.status();
     let view = |m: &Member| NodeView {
         id: m.id,
@@ -136,11 +141,11 @@ async fn nodes<C: Coordinator>(State(s): State<AppState<C>>) -> Json<Vec<NodeVie
     Json(st.members.iter().map(view).collect())
 }
 
-async fn digest<C: Coordinator>(State(s): State<AppState<C>>) -> Json<StateDigest> {
+async fn digest<C: Coordinator>(State(s): State<AppState<C>>, _: Admin) -> Json<StateDigest> {
     Json(s.coordinator.digest())
 }
 
-async fn metrics<C: Coordinator>(State(s): State<AppState<C>>) -> Response {
+async fn metrics<C: Coordinator>(State(s): State<AppState<C>>, _: Admin) -> Response {
     let text = s.metrics.render(&s.coordinator.status());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
@@ -169,6 +174,7 @@ fn served_status(served: Served<ClusterStatus>) -> Response {
 
 async fn add_learner<C: Coordinator>(
     State(s): State<AppState<C>>,
+    _: Admin,
     NativeJson(body): NativeJson<AddLearner>,
 ) -> Result<Response, ApiError> {
     for (name, addr) in [("raft_addr", &body.raft_addr), ("api_addr", &body.api_addr)] {
@@ -184,6 +190,7 @@ async fn add_learner<C: Coordinator>(
 
 async fn promote<C: Coordinator>(
     State(s): State<AppState<C>>,
+    _: Admin,
     NodeIdPath(id): NodeIdPath,
 ) -> Result<Response, ApiError> {
     Ok(served_status(s.coordinator.promote(id).await?))
@@ -191,12 +198,16 @@ async fn promote<C: Coordinator>(
 
 async fn remove<C: Coordinator>(
     State(s): State<AppState<C>>,
+    _: Admin,
     NodeIdPath(id): NodeIdPath,
 ) -> Result<Response, ApiError> {
     Ok(served_status(s.coordinator.remove(id).await?))
 }
 
-async fn snapshot<C: Coordinator>(State(s): State<AppState<C>>) -> Result<Response, ApiError> {
+async fn snapshot<C: Coordinator>(
+    State(s): State<AppState<C>>,
+    _: Admin,
+) -> Result<Response, ApiError> {
     s.coordinator.snapshot().await?;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "snapshot": "started" }))).into_response())
 }

@@ -15,7 +15,7 @@ const PREVIEW: &str = "/api/v1-preview/tenants/t1/namespaces/ns/clientfailover/g
 
 fn app() -> (Arc<FakeCoordinator>, baton_api::App) {
     let fake = Arc::new(FakeCoordinator::leading());
-    (fake.clone(), baton_api::app(fake))
+    (fake.clone(), support::app_for(fake))
 }
 
 fn body(id: &str, timeout: &str) -> String {

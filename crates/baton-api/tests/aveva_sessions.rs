@@ -16,7 +16,7 @@ const PREVIEW_G: &str = "/api/v1-preview/tenants/t1/namespaces/ns/clientfailover
 /// A group `g` with a 30 s failover timeout and sessions `a` and `b`.
 async fn setup() -> (Arc<FakeCoordinator>, baton_api::App) {
     let fake = Arc::new(FakeCoordinator::leading());
-    let app = baton_api::app(fake.clone());
+    let app = support::app_for(fake.clone());
     let groups = "/api/v1/tenants/t1/namespaces/ns/clientfailover/groups";
     let created =
         call(&app, "POST", groups, Some(r#"{"Id":"g","FailoverTimeout":"00:00:30"}"#)).await;

@@ -10,7 +10,7 @@ use support::{FakeCoordinator, ME, OTHER, call};
 
 fn app() -> (Arc<FakeCoordinator>, baton_api::App) {
     let fake = Arc::new(FakeCoordinator::leading());
-    (fake.clone(), baton_api::app(fake))
+    (fake.clone(), support::app_for(fake))
 }
 
 const GROUPS: &str = "/api/v1/tenants/t1/namespaces/ns/clientfailover/groups";
@@ -28,7 +28,8 @@ async fn odd_paths_are_answered_without_panicking() {
         "/api/v1/tenants/%C3%A9/namespaces/n/clientfailover/groups",
     ] {
         let reply = call(&app, "GET", path, None).await;
-        assert!(reply.status.is_client_error() || reply.status.is_success(), "{path}: {reply:?}");
+        // "/" is Cinder's version document (300 Multiple Choices).
+        assert!(!reply.status.is_server_error(), "{path}: {reply:?}");
     }
 }
 

@@ -1,30 +1,41 @@
 //! Commands (the replicated log's payload), their responses, and read-only queries.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 use crate::group::{Group, GroupConfig};
+use crate::identity::{Actor, AuditEntry, Credential, Identity, IdentityName, Sealed};
 use crate::ids::{ClientTime, Epoch, GroupKey, Scope, SessionId, Timestamp};
 use crate::session::{HeartbeatRecord, Reason, Session, Stage};
 
-/// One entry of the replicated log: a command plus the time the leader chose for it.
+/// One entry of the replicated log: a command plus the time the leader chose for it and who
+/// asked for it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     /// Leader time at proposal. Every replica applies the command "at" this time.
     pub at: Timestamp,
     /// What to do.
     pub command: Command,
+    /// The authenticated caller; `None` for Baton's own decisions. A group created by a caller
+    /// is owned by it, and audited changes record it.
+    pub actor: Option<Actor>,
 }
 
 /// A state change. Each command touches exactly one [`RecordKey`], which lets storage persist
 /// the change incrementally and lets a request commit whole or not at all.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Creates a group, or confirms an identical one (AVEVA POST).
+    /// Creates a group, or confirms an identical one (AVEVA POST). With `members`, the group
+    /// is created with them in the same step (HCX's appliances), and an existing group is a
+    /// conflict.
     CreateGroup {
         /// The group's address.
         key: GroupKey,
         /// Its configuration.
         config: GroupConfig,
+        /// Its first members.
+        members: Vec<NewMember>,
     },
     /// Creates or replaces a group's configuration (AVEVA v1-preview PUT).
     PutGroup {
@@ -125,6 +136,47 @@ pub enum Command {
         expected_epoch: Epoch,
         /// Why.
         reason: Reason,
+        /// The member asked for, if any (see [`crate::Handover::to`]).
+        to: Option<SessionId>,
+        /// Refuse unless another member could take the baton now (HCX's "no healthy
+        /// standby"); the leader fills `standby_ready` from its observations.
+        require_standby: bool,
+        /// Whether the leader saw a member ready to take over.
+        standby_ready: bool,
+    },
+    /// Ends a forced hand-over that nobody can complete: the holder keeps the baton, so a
+    /// failing forced failover leaves the group as it was.
+    CancelHandover {
+        /// The group.
+        group: GroupKey,
+        /// The holder's epoch.
+        epoch: Epoch,
+    },
+    /// Changes members' priorities or eligibility, all or none (every member must exist).
+    SetMembers {
+        /// The group.
+        group: GroupKey,
+        /// The changes.
+        members: Vec<MemberChange>,
+    },
+    /// Adds and removes allowed owners (Uplynk's delta form of [`Command::SetAllowedOwners`]).
+    ChangeAllowedOwners {
+        /// The group.
+        group: GroupKey,
+        /// Identities to add.
+        add: BTreeSet<IdentityName>,
+        /// Identities to remove.
+        remove: BTreeSet<IdentityName>,
+    },
+    /// Attaches and detaches channels (resources that follow the holder, Uplynk's live
+    /// channels). A channel belongs to at most one group of a scope.
+    SetChannels {
+        /// The group.
+        group: GroupKey,
+        /// Channels to attach.
+        add: BTreeSet<String>,
+        /// Channels to detach.
+        remove: BTreeSet<String>,
     },
     /// Sets (`Some(expiry)`) or removes (`None`) a Primary role override.
     SetOverride {
@@ -154,6 +206,69 @@ pub enum Command {
         /// The Primary's latest last-data-processed time.
         last_data_processed_time: Option<ClientTime>,
     },
+    /// Replaces the identities allowed to use a group besides its owner (empty: every member
+    /// of the group's tenant).
+    SetAllowedOwners {
+        /// The group.
+        group: GroupKey,
+        /// The allowed owners.
+        owners: BTreeSet<IdentityName>,
+    },
+    /// Creates the first administrator; refused once any identity exists.
+    BootstrapAdmin {
+        /// The administrator.
+        identity: Identity,
+    },
+    /// Creates an identity; refused if the name was ever used.
+    CreateIdentity {
+        /// The identity.
+        identity: Identity,
+    },
+    /// Replaces an active identity's secrets; the old ones stop working.
+    RotateIdentity {
+        /// Whose.
+        name: IdentityName,
+        /// The new token digest.
+        token: Credential,
+        /// The new sealed signing key, if the identity signs requests.
+        signing_key: Option<Sealed>,
+    },
+    /// Revokes an identity for good.
+    RevokeIdentity {
+        /// Whose.
+        name: IdentityName,
+    },
+}
+
+/// A member a group is created with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewMember {
+    /// Its id.
+    pub id: SessionId,
+    /// Its display name.
+    pub name: Option<String>,
+    /// Its priority (see [`crate::Session::priority`]).
+    pub priority: u32,
+    /// Whether it may hold the baton.
+    pub enabled: bool,
+}
+
+impl NewMember {
+    /// A member with defaults: no name, priority 0, enabled.
+    pub fn new(id: SessionId) -> Self {
+        Self { id, name: None, priority: 0, enabled: true }
+    }
+}
+
+/// A change to one member.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MemberChange {
+    /// The member.
+    pub session: SessionId,
+    /// Its new priority, if it changes.
+    pub priority: Option<u32>,
+    /// Whether it may hold the baton, if that changes.
+    pub enabled: Option<bool>,
 }
 
 /// The unit of replicated state a command may touch; storage keeps one record per key.
@@ -161,12 +276,16 @@ pub enum Command {
 pub enum RecordKey {
     /// A group with everything inside it.
     Group(GroupKey),
+    /// An identity.
+    Identity(IdentityName),
+    /// One audit entry, by sequence number.
+    Audit(u64),
 }
 
 impl Command {
-    /// The group this command addresses.
-    pub fn group(&self) -> &GroupKey {
-        match self {
+    /// The group this command addresses, if it addresses one.
+    pub fn group(&self) -> Option<&GroupKey> {
+        Some(match self {
             Command::CreateGroup { key, .. }
             | Command::PutGroup { key, .. }
             | Command::DeleteGroup { key, .. } => key,
@@ -178,15 +297,35 @@ impl Command {
             | Command::Relinquish { group, .. }
             | Command::Expire { group, .. }
             | Command::RequestHandover { group, .. }
+            | Command::SetMembers { group, .. }
+            | Command::ChangeAllowedOwners { group, .. }
+            | Command::SetChannels { group, .. }
+            | Command::CancelHandover { group, .. }
             | Command::SetOverride { group, .. }
             | Command::ClearExpiredOverride { group, .. }
-            | Command::Checkpoint { group, .. } => group,
-        }
+            | Command::Checkpoint { group, .. }
+            | Command::SetAllowedOwners { group, .. } => group,
+            Command::BootstrapAdmin { .. }
+            | Command::CreateIdentity { .. }
+            | Command::RotateIdentity { .. }
+            | Command::RevokeIdentity { .. } => return None,
+        })
     }
 
-    /// The one record this command may change: its group (sessions and baton live inside it).
+    /// The one record this command changes besides the audit trail: its group (sessions and
+    /// baton live inside it) or its identity.
     pub fn record_key(&self) -> RecordKey {
-        RecordKey::Group(self.group().clone())
+        match self {
+            Command::BootstrapAdmin { identity } | Command::CreateIdentity { identity } => {
+                RecordKey::Identity(identity.name.clone())
+            }
+            Command::RotateIdentity { name, .. } | Command::RevokeIdentity { name } => {
+                RecordKey::Identity(name.clone())
+            }
+            command => RecordKey::Group(
+                command.group().expect("every other command addresses a group").clone(),
+            ),
+        }
     }
 }
 
@@ -206,8 +345,8 @@ pub enum Change {
 pub enum Response {
     /// A group was created, updated or confirmed.
     Group {
-        /// The group after the command.
-        group: Group,
+        /// The group after the command (boxed: it is much larger than the other answers).
+        group: Box<Group>,
         /// What happened to it.
         change: Change,
     },
@@ -220,6 +359,8 @@ pub enum Response {
     },
     /// The addressed record was removed.
     Deleted,
+    /// An identity was created, rotated or revoked.
+    Identity(Box<Identity>),
     /// The command was refused; the state did not change.
     Rejected(Rejection),
 }
@@ -258,6 +399,33 @@ pub enum Rejection {
     /// leader decides again.
     #[error("failover group {} changed since this decision was made", .0.group)]
     Superseded(GroupKey),
+    /// An identity with that name exists or existed (names are never reused).
+    #[error("an identity named {0} already exists or existed")]
+    IdentityExists(IdentityName),
+    /// No active identity with that name.
+    #[error("there is no active identity named {0}")]
+    IdentityNotFound(IdentityName),
+    /// The caller is not an active identity (revoked after it was authenticated).
+    #[error("identity {0} is not active")]
+    Unauthenticated(IdentityName),
+    /// The caller may not do this (another tenant's group, not an allowed owner, not an
+    /// administrator).
+    #[error("identity {0} is not allowed to do this")]
+    Forbidden(IdentityName),
+    /// A channel to attach already belongs to another group.
+    #[error("channel {channel} already belongs to failover group {group}")]
+    ChannelTaken {
+        /// The channel.
+        channel: String,
+        /// The group it belongs to.
+        group: crate::GroupId,
+    },
+    /// A forced failover found no member ready to take the baton; nothing changed.
+    #[error("no healthy standby in failover group {} can take over", .0.group)]
+    NoStandby(GroupKey),
+    /// Identities exist already; the bootstrap administrator is not needed.
+    #[error("the cluster already has identities")]
+    AlreadyBootstrapped,
 }
 
 /// A read-only question about the state. Queries are values so that a follower can forward
@@ -268,6 +436,20 @@ pub enum Query {
     Group(GroupKey),
     /// Every group of a scope, ordered by id.
     Groups(Scope),
+    /// Every identity, revoked ones included, ordered by name.
+    Identities,
+    /// One identity.
+    Identity(IdentityName),
+    /// Audit entries with `seq > after`, oldest first, at most `limit`, optionally only those
+    /// of one group.
+    Audit {
+        /// Only this group's entries.
+        group: Option<GroupKey>,
+        /// Entries after this sequence number.
+        after: u64,
+        /// At most this many.
+        limit: usize,
+    },
 }
 
 /// The answer to a [`Query`].
@@ -277,4 +459,10 @@ pub enum QueryResult {
     Group(Option<Box<Group>>),
     /// The groups of the scope.
     Groups(Vec<Group>),
+    /// Identities.
+    Identities(Vec<Identity>),
+    /// The identity, if it exists.
+    Identity(Option<Box<Identity>>),
+    /// Audit entries.
+    Audit(Vec<AuditEntry>),
 }

@@ -45,7 +45,8 @@ use crate::session::{HeartbeatAnswer, HeartbeatIn, HeartbeatRecord, Reason, Role
 use crate::state::State;
 
 /// How much a member's score must beat the Primary's to take the baton (10 points).
-pub const PREEMPTION_MARGIN: Score = Score::from_hundredths(1_000);
+pub const PREEMPTION_MARGIN: Score =
+    Score::from_hundredths(crate::group::DEFAULT_PREEMPTION_MARGIN);
 /// Heartbeats from one session closer together than `FailoverTimeout / RATE_LIMIT_DIVISOR`
 /// are refused (AVEVA's 429). Clients are expected every `FailoverTimeout / 2`.
 pub const RATE_LIMIT_DIVISOR: u64 = 20;
@@ -202,7 +203,12 @@ impl Detector {
         let ldpt = watch.last_data_processed_time;
         match &group.holder {
             Some(h) if &h.session == session => {
-                if group.handover.is_some() {
+                // A forced hand-over nobody can complete now ends, and the holder stays.
+                if group.handover.as_ref().is_some_and(|o| o.reason == Reason::Forced)
+                    && Self::successor_of(group, watch, now).is_none_or(|s| &s == session)
+                {
+                    Some(Command::CancelHandover { group: group.key.clone(), epoch: h.epoch })
+                } else if group.handover.is_some() {
                     Some(Command::Relinquish {
                         group: group.key.clone(),
                         session: session.clone(),
@@ -288,6 +294,34 @@ impl Detector {
                     state.group(&key).map(|g| self.active_sessions(g, now)).unwrap_or_default();
                 Command::DeleteGroup { key, refuse_if_active: true, active }
             }
+            Command::RequestHandover {
+                group,
+                expected_epoch,
+                reason,
+                to,
+                require_standby: true,
+                ..
+            } => {
+                // Ready: the member asked for, or any member but the holder, can take over now.
+                let standby_ready = state.group(&group).is_some_and(|g| {
+                    let holder = g.holder.as_ref().map(|h| &h.session);
+                    self.groups.get(&group).is_some_and(|watch| {
+                        let ranked = Self::ranked(g, watch, now);
+                        match &to {
+                            Some(t) => Some(t) != holder && ranked.contains(t),
+                            None => ranked.iter().any(|s| Some(s) != holder),
+                        }
+                    })
+                });
+                Command::RequestHandover {
+                    group,
+                    expected_epoch,
+                    reason,
+                    to,
+                    require_standby: true,
+                    standby_ready,
+                }
+            }
             other => other,
         }
     }
@@ -360,6 +394,17 @@ impl Detector {
         // from a deleted group or a relinquish the member may not have heard.
         let lapsed = watch.grant.as_ref().is_none_or(|(_, _, until)| *until <= now);
         let leaving = group.handover.is_some();
+        // A suspended group lets its holder go, gracefully, and grants nobody.
+        if group.config.policy.suspended && !leaving && !stale {
+            return Some(Command::RequestHandover {
+                group: key.clone(),
+                expected_epoch: holder.epoch,
+                reason: Reason::Suspended,
+                to: None,
+                require_standby: false,
+                standby_ready: false,
+            });
+        }
         if (leaving || (stale && !pinned)) && lapsed {
             let command = match Self::successor_of(group, watch, now) {
                 Some(next) if next != holder.session => {
@@ -382,13 +427,16 @@ impl Detector {
             return None;
         }
         // Another member is pinned and ready: the baton moves to it.
-        if Self::pinned(group)
-            .is_some_and(|p| p.id != holder.session && Self::eligible(watch, &p.id, now))
-        {
+        if Self::pinned(group).is_some_and(|p| {
+            p.id != holder.session && p.enabled && Self::eligible(watch, &p.id, now)
+        }) {
             return Some(Command::RequestHandover {
                 group: key.clone(),
                 expected_epoch: holder.epoch,
                 reason: Reason::Override,
+                to: None,
+                require_standby: false,
+                standby_ready: false,
             });
         }
         if holder.stage != Stage::Primary {
@@ -418,12 +466,21 @@ impl Detector {
         let score = |id: &SessionId| {
             watch.sessions.get(id).and_then(|s| s.heard.as_ref()).map(|h| h.heartbeat.score)
         };
+        let policy = &group.config.policy;
+        let priority = |id: &SessionId| group.sessions.get(id).map_or(u32::MAX, |s| s.priority);
         let challenger = Self::ranked(group, watch, now).into_iter().find(|id| *id != primary);
         let better = match (challenger, score(&primary)) {
+            // Failback: a healthy member of higher priority takes the baton back.
+            (Some(c), _)
+                if policy.prioritized && policy.failback && priority(&c) < priority(&primary) =>
+            {
+                Some(c)
+            }
             (Some(c), Some(p))
-                if score(&c).is_some_and(|cs| {
-                    cs.hundredths() >= p.hundredths() + PREEMPTION_MARGIN.hundredths()
-                }) =>
+                if policy.preemption_margin.is_some_and(|margin| {
+                    score(&c)
+                        .is_some_and(|cs| cs.hundredths() >= p.hundredths().saturating_add(margin))
+                }) && (!policy.prioritized || priority(&c) == priority(&primary)) =>
             {
                 Some(c)
             }
@@ -445,6 +502,9 @@ impl Detector {
                 group: group.key.clone(),
                 expected_epoch: epoch,
                 reason: Reason::Preempted,
+                to: None,
+                require_standby: false,
+                standby_ready: false,
             }
         })
     }
@@ -486,16 +546,19 @@ impl Detector {
         watch.sessions.get(session).is_some_and(|s| s.heard.is_some() && now < s.deadline)
     }
 
-    /// Eligible members, best first: pinned, score, last-data-processed time, lowest id.
+    /// Enabled, eligible members, best first: pinned, then (in a prioritized group) lowest
+    /// priority, then score, last-data-processed time, lowest id.
     fn ranked(group: &Group, watch: &Watch, now: Timestamp) -> Vec<SessionId> {
+        let prioritized = group.config.policy.prioritized;
         let mut eligible: Vec<_> = group
             .sessions
             .values()
-            .filter(|s| Self::eligible(watch, &s.id, now))
+            .filter(|s| s.enabled && Self::eligible(watch, &s.id, now))
             .map(|s| {
                 let hb = watch.sessions[&s.id].heard.as_ref().map(|h| &h.heartbeat);
                 (
                     s.role_override.is_some(),
+                    if prioritized { s.priority } else { 0 },
                     hb.map(|h| h.score),
                     hb.and_then(|h| h.last_data_processed_time),
                     s.id.clone(),
@@ -503,21 +566,43 @@ impl Detector {
             })
             .collect();
         eligible.sort_by(|a, b| {
-            b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)).then(a.3.cmp(&b.3))
+            b.0.cmp(&a.0)
+                .then(a.1.cmp(&b.1))
+                .then(b.2.cmp(&a.2))
+                .then(b.3.cmp(&a.3))
+                .then(a.4.cmp(&b.4))
         });
-        eligible.into_iter().map(|e| e.3).collect()
+        eligible.into_iter().map(|e| e.4).collect()
     }
 
     /// Who should get the baton next: the best eligible member, passing over the member a
     /// hand-over is moving away from unless nobody else is eligible.
     fn successor_of(group: &Group, watch: &Watch, now: Timestamp) -> Option<SessionId> {
+        if group.config.policy.suspended {
+            return None;
+        }
         // A pinned member is the only successor; until it is eligible, nobody is.
         if let Some(pinned) = Self::pinned(group) {
-            return Self::eligible(watch, &pinned.id, now).then(|| pinned.id.clone());
+            return (pinned.enabled && Self::eligible(watch, &pinned.id, now))
+                .then(|| pinned.id.clone());
         }
         let ranked = Self::ranked(group, watch, now);
-        let leaving =
-            group.handover.as_ref().map(|h| &h.from).or(group.holder.as_ref().map(|h| &h.session));
+        // The member a hand-over asked for, and nobody else: if it cannot take the baton, the
+        // hand-over is cancelled when the holder next heartbeats (or, if the holder went
+        // silent, ends and the group is vacant).
+        if let Some(to) = group.handover.as_ref().and_then(|h| h.to.as_ref()) {
+            return ranked.contains(to).then(|| to.clone());
+        }
+        // A suspension that has let go is over once the group is resumed: its last holder may
+        // have the baton back (the hand-over record stays until the next grant, so that a new
+        // leader still waits out that holder's last grant).
+        let resumed = group.holder.is_none()
+            && group.handover.as_ref().is_some_and(|h| h.reason == Reason::Suspended);
+        let leaving = if resumed {
+            None
+        } else {
+            group.handover.as_ref().map(|h| &h.from).or(group.holder.as_ref().map(|h| &h.session))
+        };
         ranked.iter().find(|id| Some(*id) != leaving).or(ranked.first()).cloned()
     }
 
@@ -534,9 +619,11 @@ impl Detector {
             expected_epoch: group.epoch,
             replaces,
             last_data_processed_time: watch.last_data_processed_time,
+            // After a suspension let go, the baton is simply vacant again.
             reason: group
                 .handover
                 .as_ref()
+                .filter(|h| group.holder.is_some() || h.reason != Reason::Suspended)
                 .map_or(if group.holder.is_some() { Reason::Stale } else { Reason::Vacant }, |h| {
                     h.reason
                 }),

@@ -2,9 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, Result};
+use crate::identity::IdentityName;
 use crate::ids::{ClientTime, Epoch, GroupKey, SessionId, Timestamp};
 use crate::session::{Handover, HeartbeatAnswer, Holder, Role, Session, Stage};
 
@@ -25,6 +26,49 @@ pub struct GroupConfig {
     pub description: Option<String>,
     /// How long a member may stay silent before it is stale, in milliseconds.
     failover_timeout_ms: u64,
+    /// How the baton is assigned (each dialect's rules map onto this).
+    pub policy: Policy,
+    /// Descriptive fields a dialect keeps for the group (HCX's service mesh, Uplynk's name).
+    /// Never used to decide anything.
+    pub labels: BTreeMap<String, String>,
+    /// Only the owner, the allowed owners and administrators may see or use the group, in
+    /// every API (Uplynk's model); otherwise every member of the tenant may while the group
+    /// has no allowed owners.
+    pub owners_only: bool,
+}
+
+/// Score margin (in hundredths of a point) a member must beat the holder by to preempt it, as
+/// AVEVA groups use by default: 10 points.
+pub const DEFAULT_PREEMPTION_MARGIN: u16 = 1_000;
+
+/// How a group assigns the baton. The default is AVEVA's (rules 1 to 6 of the product
+/// decisions); the other dialects set what they document.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Policy {
+    /// A healthy holder is preempted by a member whose score beats its own by this many
+    /// hundredths of a point (for half a failover timeout); `None`: never by score (HCX:
+    /// "no preemption").
+    pub preemption_margin: Option<u16>,
+    /// Members are ranked by their priority (lower first) before their score (Uplynk's
+    /// prioritized mode).
+    pub prioritized: bool,
+    /// In prioritized mode, a healthy member of higher priority takes the baton back from the
+    /// holder (Uplynk's `auto_failback`), gracefully.
+    pub failback: bool,
+    /// Nobody holds the baton: the holder is asked to let go and nobody is granted it
+    /// (Uplynk's `no_slicer`).
+    pub suspended: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            preemption_margin: Some(DEFAULT_PREEMPTION_MARGIN),
+            prioritized: false,
+            failback: false,
+            suspended: false,
+        }
+    }
 }
 
 impl GroupConfig {
@@ -39,7 +83,30 @@ impl GroupConfig {
         }
         check_text("name", name.as_deref())?;
         check_text("description", description.as_deref())?;
-        Ok(Self { name, description, failover_timeout_ms })
+        Ok(Self {
+            name,
+            description,
+            failover_timeout_ms,
+            policy: Policy::default(),
+            labels: BTreeMap::new(),
+            owners_only: false,
+        })
+    }
+
+    /// This configuration with another policy.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// This configuration with these labels, each checked like a name.
+    pub fn with_labels(mut self, labels: BTreeMap<String, String>) -> Result<Self> {
+        for (key, value) in &labels {
+            check_text("label", Some(key))?;
+            check_text("label", Some(value))?;
+        }
+        self.labels = labels;
+        Ok(self)
     }
 
     /// The group's failover timeout in milliseconds.
@@ -81,6 +148,14 @@ pub struct Group {
     /// timeout was lowered while it held the baton (0 otherwise). A new leader re-arms grants
     /// with the longer of this and the current timeout.
     pub grace_ms: u64,
+    /// The identity that created the group, if it was created by a caller.
+    pub owner: Option<IdentityName>,
+    /// Identities besides the owner that may use the group. Empty: every member of the
+    /// group's tenant may.
+    pub allowed_owners: BTreeSet<IdentityName>,
+    /// Channels attached to the group (resources that follow its holder); each belongs to at
+    /// most one group of a scope.
+    pub channels: BTreeSet<String>,
 }
 
 /// What is left of a deleted group: enough that a group re-created under the same key continues
@@ -95,9 +170,47 @@ pub struct Tombstone {
     pub failover_timeout_ms: u64,
 }
 
+/// Why an operator's forced failover cannot even be asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForceRefused {
+    /// Nobody holds the baton: there is nothing to fail over from.
+    NoHolder,
+    /// A hand-over is already under way.
+    AlreadyMoving,
+}
+
 impl Group {
+    /// The command for an operator's forced failover away from the holder (to `to`, if named),
+    /// refused whole by the leader unless a standby (or `to`) is ready to take over. `Ok(None)`
+    /// when `to` already holds the baton: there is nothing to do.
+    pub fn forced_handover(
+        &self,
+        to: Option<SessionId>,
+    ) -> std::result::Result<Option<crate::Command>, ForceRefused> {
+        let holder = self.holder.as_ref().ok_or(ForceRefused::NoHolder)?;
+        if to.as_ref() == Some(&holder.session) {
+            return Ok(None);
+        }
+        if self.handover.is_some() {
+            return Err(ForceRefused::AlreadyMoving);
+        }
+        Ok(Some(crate::Command::RequestHandover {
+            group: self.key.clone(),
+            expected_epoch: holder.epoch,
+            reason: crate::Reason::Forced,
+            to,
+            require_standby: true,
+            standby_ready: false,
+        }))
+    }
+
     /// A new, empty group.
-    pub fn new(key: GroupKey, config: GroupConfig, at: Timestamp) -> Self {
+    pub fn new(
+        key: GroupKey,
+        config: GroupConfig,
+        at: Timestamp,
+        owner: Option<IdentityName>,
+    ) -> Self {
         Self {
             key,
             config,
@@ -109,6 +222,9 @@ impl Group {
             epoch: Epoch(0),
             last_data_processed_time: None,
             grace_ms: 0,
+            owner,
+            allowed_owners: BTreeSet::new(),
+            channels: BTreeSet::new(),
         }
     }
 

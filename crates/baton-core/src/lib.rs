@@ -13,8 +13,11 @@
 //! ## Invariants
 //! - `State::apply` is deterministic: the same state and request give the same state and
 //!   response on every replica. Time comes only from `Request::at`, chosen by the leader.
-//! - A command changes at most the one record named by [`Command::record_key`], so a request
-//!   commits whole or not at all, and storage can persist exactly that record.
+//! - A command changes at most the one record named by [`Command::record_key`] plus its audit
+//!   entry ([`State::apply_tracked`] names them), so a request commits whole or not at all, and
+//!   storage can persist exactly those records.
+//! - Identities are state like groups; the core stores only digests and sealed keys, and the
+//!   access rules live in one place, [`identity::Principal`].
 //! - Domain refusals are [`Response::Rejected`] values, committed like any other outcome; they
 //!   never leave a partial change.
 //! - Every id is valid by construction (see [`ids`]), including ids decoded from the log.
@@ -26,15 +29,24 @@ mod command;
 pub mod detector;
 mod error;
 mod group;
+pub mod identity;
 pub mod ids;
 pub mod invariants;
 mod session;
 mod state;
 
-pub use command::{Change, Command, Query, QueryResult, RecordKey, Rejection, Request, Response};
+pub use command::{
+    Change, Command, MemberChange, NewMember, Query, QueryResult, RecordKey, Rejection, Request,
+    Response,
+};
 pub use error::{Error, Result};
 pub use group::{
-    Group, GroupConfig, MAX_FAILOVER_TIMEOUT_MS, MAX_TEXT_LEN, MIN_FAILOVER_TIMEOUT_MS, Tombstone,
+    DEFAULT_PREEMPTION_MARGIN, ForceRefused, Group, GroupConfig, MAX_FAILOVER_TIMEOUT_MS,
+    MAX_TEXT_LEN, MIN_FAILOVER_TIMEOUT_MS, Policy, Tombstone,
+};
+pub use identity::{
+    AccessRole, Actor, AuditAction, AuditEntry, Credential, Identity, IdentityName, Principal,
+    Sealed,
 };
 pub use ids::{
     ClientTime, Epoch, GroupId, GroupKey, NamespaceId, Scope, SessionId, TenantId, Timestamp,

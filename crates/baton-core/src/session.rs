@@ -95,6 +95,10 @@ pub struct Session {
     pub role_override: Option<RoleOverride>,
     /// Its last checkpointed heartbeat; `None` until it has heartbeated.
     pub last_heartbeat: Option<HeartbeatRecord>,
+    /// Rank in a prioritized group (lower first; Uplynk's `order`).
+    pub priority: u32,
+    /// Whether it may be given the baton at all (Uplynk's slicer `enabled`).
+    pub enabled: bool,
 }
 
 /// How far along a grant of the baton is.
@@ -121,6 +125,8 @@ pub enum Reason {
     Preempted,
     /// A role override pinned the baton to another member.
     Override,
+    /// The group was suspended: nobody may hold the baton.
+    Suspended,
 }
 
 /// The member that holds the baton.
@@ -146,6 +152,10 @@ pub struct Handover {
     pub from: SessionId,
     /// Why.
     pub reason: Reason,
+    /// The member asked for (Uplynk's `activate_slicer`, Cinder's failover target), if any;
+    /// it gets the baton if it is eligible when the holder's grant has lapsed, else the best
+    /// eligible member does.
+    pub to: Option<SessionId>,
 }
 
 /// A heartbeat's answer.

@@ -8,6 +8,9 @@ use crate::command::{
     Change, Command, Query, QueryResult, RecordKey, Rejection, Request, Response,
 };
 use crate::group::{Group, GroupConfig, Tombstone};
+use crate::identity::{
+    AUDIT_CAPACITY, Actor, AuditAction, AuditEntry, Identity, IdentityName, Principal,
+};
 use crate::ids::{Epoch, GroupKey, Scope, SessionId, Timestamp};
 use crate::session::{Handover, Holder, Reason, RoleOverride, Session, Stage};
 
@@ -18,6 +21,10 @@ pub enum Record {
     Group(Group),
     /// What is left of a deleted group.
     Tombstone(GroupKey, Tombstone),
+    /// An identity.
+    Identity(Identity),
+    /// An audit entry.
+    Audit(AuditEntry),
 }
 
 /// Everything Baton replicates, apart from Raft's own metadata.
@@ -25,7 +32,10 @@ pub enum Record {
 /// Invariants:
 /// - every group is stored under its own key;
 /// - no scope maps to an empty set of groups;
-/// - `apply` changes at most the record named by `Command::record_key`;
+/// - `apply` changes at most the record named by `Command::record_key` and the audit trail
+///   (one entry added, the oldest dropped beyond [`AUDIT_CAPACITY`]); [`State::apply_tracked`]
+///   names every record it changed;
+/// - audit sequence numbers are consecutive;
 /// - a group's epoch never decreases, and each grant of the baton increments it;
 /// - a group has at most one holder, and a grant is only applied when the group has no holder
 ///   or when the grant names the holder it replaces, at the epoch the decision saw.
@@ -33,6 +43,8 @@ pub enum Record {
 pub struct State {
     groups: BTreeMap<Scope, BTreeMap<crate::GroupId, Group>>,
     tombstones: BTreeMap<GroupKey, Tombstone>,
+    identities: BTreeMap<IdentityName, Identity>,
+    audit: BTreeMap<u64, AuditEntry>,
 }
 
 type Outcome = Result<Response, Rejection>;
@@ -46,24 +58,71 @@ fn session_not_found(group: &Group, session: &SessionId) -> Rejection {
 }
 
 fn updated(group: &Group) -> Outcome {
-    Ok(Response::Group { group: group.clone(), change: Change::Updated })
+    Ok(Response::Group { group: Box::new(group.clone()), change: Change::Updated })
 }
 
 impl State {
     /// Applies one command at the leader-chosen time in `request.at`.
     pub fn apply(&mut self, request: &Request) -> Response {
+        self.apply_tracked(request).0
+    }
+
+    /// Applies one command and names every record it may have changed, for storage to persist.
+    pub fn apply_tracked(&mut self, request: &Request) -> (Response, Vec<RecordKey>) {
+        let response = self.apply_command(request);
+        let mut touched = vec![request.command.record_key()];
+        if let Some(action) = audit_action(&request.command, &response) {
+            let seq = self.audit.last_key_value().map_or(1, |(seq, _)| seq + 1);
+            let entry = AuditEntry {
+                seq,
+                at: request.at,
+                actor: request.actor.clone(),
+                group: request.command.group().cloned(),
+                action,
+            };
+            self.audit.insert(seq, entry);
+            touched.push(RecordKey::Audit(seq));
+            if seq > AUDIT_CAPACITY {
+                self.audit.remove(&(seq - AUDIT_CAPACITY));
+                touched.push(RecordKey::Audit(seq - AUDIT_CAPACITY));
+            }
+        }
+        (response, touched)
+    }
+
+    fn apply_command(&mut self, request: &Request) -> Response {
+        if let Some(actor) = &request.actor
+            && let Err(refusal) = self.check_access(actor, &request.command)
+        {
+            return Response::Rejected(refusal);
+        }
         let at = request.at;
         let outcome = match &request.command {
-            Command::CreateGroup { key, config } => Ok(match self.group(key) {
-                Some(group) if &group.config == config => {
-                    Response::Group { group: group.clone(), change: Change::Unchanged }
+            Command::CreateGroup { key, config, members } => Ok(match self.group(key) {
+                Some(group) if &group.config == config && members.is_empty() => {
+                    Response::Group { group: Box::new(group.clone()), change: Change::Unchanged }
                 }
                 Some(_) => Response::Rejected(Rejection::GroupExists { key: key.clone() }),
-                None => self.insert_new(key, config, at),
+                None => {
+                    let created = self.insert_new(key, config, request);
+                    let group = self.group_mut(key).expect("just inserted");
+                    for m in members {
+                        insert_session(group, &m.id, &m.name, request.at);
+                        let s = group.sessions.get_mut(&m.id).expect("just inserted");
+                        s.priority = m.priority;
+                        s.enabled = m.enabled;
+                    }
+                    match created {
+                        Response::Group { change, .. } => {
+                            Response::Group { group: Box::new(group.clone()), change }
+                        }
+                        other => other,
+                    }
+                }
             }),
             Command::PutGroup { key, config } => Ok(match self.group_mut(key) {
                 Some(group) if &group.config == config => {
-                    Response::Group { group: group.clone(), change: Change::Unchanged }
+                    Response::Group { group: Box::new(group.clone()), change: Change::Unchanged }
                 }
                 Some(group) => {
                     if group.holder.is_some() {
@@ -71,9 +130,9 @@ impl State {
                     }
                     group.config = config.clone();
                     group.updated_at = at;
-                    Response::Group { group: group.clone(), change: Change::Updated }
+                    Response::Group { group: Box::new(group.clone()), change: Change::Updated }
                 }
-                None => self.insert_new(key, config, at),
+                None => self.insert_new(key, config, request),
             }),
             Command::DeleteGroup { key, refuse_if_active, active } => {
                 if self.group(key).is_none() {
@@ -87,12 +146,108 @@ impl State {
                     Ok(Response::Deleted)
                 }
             }
-            command => match self.group_mut(command.group()) {
-                Some(group) => apply_to_group(group, command, at),
-                None => Err(Rejection::GroupNotFound(command.group().clone())),
-            },
+            Command::BootstrapAdmin { identity } => {
+                if self.identities.is_empty() {
+                    self.insert_identity(identity, at)
+                } else {
+                    Err(Rejection::AlreadyBootstrapped)
+                }
+            }
+            Command::CreateIdentity { identity } => {
+                if self.identities.contains_key(&identity.name) {
+                    Err(Rejection::IdentityExists(identity.name.clone()))
+                } else {
+                    self.insert_identity(identity, at)
+                }
+            }
+            Command::RotateIdentity { name, token, signing_key } => {
+                self.active_identity_mut(name).map(|identity| {
+                    identity.token = token.clone();
+                    identity.signing_key = signing_key.clone();
+                    identity.rotated_at = Some(at);
+                    Response::Identity(Box::new(identity.clone()))
+                })
+            }
+            Command::RevokeIdentity { name } => self.active_identity_mut(name).map(|identity| {
+                identity.revoked_at = Some(at);
+                Response::Identity(Box::new(identity.clone()))
+            }),
+            Command::SetChannels { group, add, remove } => self.set_channels(group, add, remove),
+            command => {
+                let key = command.group().expect("every other command addresses a group");
+                match self.group_mut(key) {
+                    Some(group) => apply_to_group(group, command, at),
+                    None => Err(Rejection::GroupNotFound(key.clone())),
+                }
+            }
         };
         outcome.unwrap_or_else(Response::Rejected)
+    }
+
+    /// Whether `actor` may run `command`, judged at apply time so that a revocation or an
+    /// allowed-owners change committed before the command always wins.
+    fn check_access(&self, actor: &Actor, command: &Command) -> Result<(), Rejection> {
+        let principal = self
+            .principal(&actor.identity)
+            .ok_or_else(|| Rejection::Unauthenticated(actor.identity.clone()))?;
+        let allowed = match command {
+            Command::RotateIdentity { name, .. } => principal.is_admin() || &principal.name == name,
+            Command::BootstrapAdmin { .. }
+            | Command::CreateIdentity { .. }
+            | Command::RevokeIdentity { .. } => principal.is_admin(),
+            Command::SetAllowedOwners { group, .. }
+            | Command::ChangeAllowedOwners { group, .. } => {
+                self.group(group).is_none_or(|g| principal.may_share(g))
+            }
+            command => {
+                let key = command.group().expect("every other command addresses a group");
+                match self.group(key) {
+                    Some(group) => principal.may_use(group),
+                    None => principal.may_enter(&key.scope.tenant),
+                }
+            }
+        };
+        if allowed { Ok(()) } else { Err(Rejection::Forbidden(actor.identity.clone())) }
+    }
+
+    /// Attaches and detaches channels, refusing a channel that another group of the scope has.
+    fn set_channels(
+        &mut self,
+        key: &GroupKey,
+        add: &std::collections::BTreeSet<String>,
+        remove: &std::collections::BTreeSet<String>,
+    ) -> Outcome {
+        if self.group(key).is_none() {
+            return Err(Rejection::GroupNotFound(key.clone()));
+        }
+        for other in self.groups_in(&key.scope).filter(|g| &g.key != key) {
+            if let Some(channel) = add.iter().find(|c| other.channels.contains(*c)) {
+                return Err(Rejection::ChannelTaken {
+                    channel: channel.clone(),
+                    group: other.key.group.clone(),
+                });
+            }
+        }
+        let group = self.group_mut(key).expect("checked above");
+        group.channels.extend(add.iter().cloned());
+        group.channels.retain(|c| !remove.contains(c));
+        Ok(Response::Group { group: Box::new(group.clone()), change: Change::Updated })
+    }
+
+    fn insert_identity(&mut self, identity: &Identity, at: Timestamp) -> Outcome {
+        let mut identity = identity.clone();
+        identity.created_at = at;
+        identity.rotated_at = None;
+        identity.revoked_at = None;
+        self.identities.insert(identity.name.clone(), identity.clone());
+        Ok(Response::Identity(Box::new(identity)))
+    }
+
+    fn active_identity_mut(&mut self, name: &IdentityName) -> Result<&mut Identity, Rejection> {
+        self.identities
+            .get_mut(name)
+            .filter(|identity| identity.is_active())
+            .ok_or_else(|| Rejection::IdentityNotFound(name.clone()))
     }
 
     /// Answers a read-only query.
@@ -100,7 +255,37 @@ impl State {
         match query {
             Query::Group(key) => QueryResult::Group(self.group(key).cloned().map(Box::new)),
             Query::Groups(scope) => QueryResult::Groups(self.groups_in(scope).cloned().collect()),
+            Query::Identities => {
+                QueryResult::Identities(self.identities.values().cloned().collect())
+            }
+            Query::Identity(name) => {
+                QueryResult::Identity(self.identity(name).cloned().map(Box::new))
+            }
+            Query::Audit { group, after, limit } => QueryResult::Audit(
+                self.audit
+                    .range(after.saturating_add(1)..)
+                    .map(|(_, entry)| entry)
+                    .filter(|entry| group.is_none() || entry.group.as_ref() == group.as_ref())
+                    .take(*limit)
+                    .cloned()
+                    .collect(),
+            ),
         }
+    }
+
+    /// The caller an active identity authenticates as; `None` if unknown or revoked.
+    pub fn principal(&self, name: &IdentityName) -> Option<Principal> {
+        self.identities.get(name).filter(|i| i.is_active()).map(Identity::principal)
+    }
+
+    /// Whether the active identity `name` may use `group`.
+    pub fn may_use(&self, name: &IdentityName, group: &Group) -> bool {
+        self.identities.get(name).is_some_and(|identity| identity.may_use(group))
+    }
+
+    /// One identity, revoked or not.
+    pub fn identity(&self, name: &IdentityName) -> Option<&Identity> {
+        self.identities.get(name)
     }
 
     /// One group, if it exists.
@@ -126,6 +311,8 @@ impl State {
                 Some(g) => Some(Record::Group(g.clone())),
                 None => self.tombstones.get(k).map(|t| Record::Tombstone(k.clone(), t.clone())),
             },
+            RecordKey::Identity(name) => self.identity(name).cloned().map(Record::Identity),
+            RecordKey::Audit(seq) => self.audit.get(seq).cloned().map(Record::Audit),
         }
     }
 
@@ -142,7 +329,13 @@ impl State {
             self.tombstones.iter().filter(|(k, _)| self.group(k).is_none()).map(|(k, t)| {
                 (RecordKey::Group(k.clone()), Record::Tombstone(k.clone(), t.clone()))
             });
-        groups.chain(tombstones)
+        let identities = self
+            .identities
+            .values()
+            .map(|i| (RecordKey::Identity(i.name.clone()), Record::Identity(i.clone())));
+        let audit =
+            self.audit.values().map(|e| (RecordKey::Audit(e.seq), Record::Audit(e.clone())));
+        groups.chain(tombstones).chain(identities).chain(audit)
     }
 
     /// Puts a record back when storage reloads the state. Panics if the record is not stored
@@ -157,6 +350,15 @@ impl State {
                 assert_eq!(k, key, "a stored tombstone must live under its own key");
                 self.tombstones.insert(k, t);
             }
+            (RecordKey::Identity(name), Record::Identity(identity)) => {
+                assert_eq!(name, identity.name, "a stored identity must live under its own key");
+                self.identities.insert(name, identity);
+            }
+            (RecordKey::Audit(seq), Record::Audit(entry)) => {
+                assert_eq!(seq, entry.seq, "a stored audit entry must live under its own key");
+                self.audit.insert(seq, entry);
+            }
+            (key, _) => panic!("a stored record does not match its key {key:?}"),
         }
     }
 
@@ -170,7 +372,14 @@ impl State {
             group.hash(&mut hasher);
         }
         self.tombstones.hash(&mut hasher);
+        self.identities.hash(&mut hasher);
+        self.audit.hash(&mut hasher);
         hasher.finish()
+    }
+
+    /// Number of identities, revoked ones included.
+    pub fn identity_count(&self) -> usize {
+        self.identities.len()
     }
 
     /// Number of groups, across all scopes.
@@ -182,15 +391,16 @@ impl State {
         self.groups.get_mut(&key.scope)?.get_mut(&key.group)
     }
 
-    fn insert_new(&mut self, key: &GroupKey, config: &GroupConfig, at: Timestamp) -> Response {
-        let mut group = Group::new(key.clone(), config.clone(), at);
+    fn insert_new(&mut self, key: &GroupKey, config: &GroupConfig, request: &Request) -> Response {
+        let owner = request.actor.as_ref().map(|actor| actor.identity.clone());
+        let mut group = Group::new(key.clone(), config.clone(), request.at, owner);
         // A group re-created under a deleted one's key continues its epoch (the tombstone stays,
         // for the detector, until the key is deleted again).
         if let Some(t) = self.tombstones.get(key) {
             group.epoch = t.epoch;
         }
         self.groups.entry(key.scope.clone()).or_default().insert(key.group.clone(), group.clone());
-        Response::Group { group, change: Change::Created }
+        Response::Group { group: Box::new(group), change: Change::Created }
     }
 
     fn remove(&mut self, key: &GroupKey) -> Option<Group> {
@@ -231,7 +441,8 @@ fn apply_to_group(group: &mut Group, command: &Command, at: Timestamp) -> Outcom
             // A deleted holder keeps the baton until its last grant lapses; the detector then
             // hands it over.
             if group.holder.as_ref().is_some_and(|h| &h.session == session) {
-                group.handover = Some(Handover { from: session.clone(), reason: Reason::Deleted });
+                group.handover =
+                    Some(Handover { from: session.clone(), reason: Reason::Deleted, to: None });
             }
             Ok(Response::Deleted)
         }
@@ -288,14 +499,59 @@ fn apply_to_group(group: &mut Group, command: &Command, at: Timestamp) -> Outcom
             }
             updated(group)
         }
-        Command::RequestHandover { expected_epoch, reason, .. } => {
+        Command::RequestHandover {
+            expected_epoch,
+            reason,
+            to,
+            require_standby,
+            standby_ready,
+            ..
+        } => {
             let Some(holder) = &group.holder else { return Err(superseded(group)) };
             if holder.epoch != *expected_epoch || group.handover.is_some() {
                 return Err(superseded(group));
             }
-            group.handover = Some(Handover { from: holder.session.clone(), reason: *reason });
+            if *require_standby && !*standby_ready {
+                return Err(Rejection::NoStandby(group.key.clone()));
+            }
+            if let Some(to) = to
+                && !group.sessions.contains_key(to)
+            {
+                return Err(session_not_found(group, to));
+            }
+            group.handover =
+                Some(Handover { from: holder.session.clone(), reason: *reason, to: to.clone() });
             updated(group)
         }
+        Command::CancelHandover { epoch, .. } => {
+            if group.holder.as_ref().is_none_or(|h| h.epoch != *epoch) || group.handover.is_none() {
+                return Err(superseded(group));
+            }
+            group.handover = None;
+            updated(group)
+        }
+        Command::SetMembers { members, .. } => {
+            if let Some(missing) = members.iter().find(|m| !group.sessions.contains_key(&m.session))
+            {
+                return Err(session_not_found(group, &missing.session));
+            }
+            for m in members {
+                let s = group.sessions.get_mut(&m.session).expect("checked above");
+                if let Some(p) = m.priority {
+                    s.priority = p;
+                }
+                if let Some(e) = m.enabled {
+                    s.enabled = e;
+                }
+            }
+            updated(group)
+        }
+        Command::ChangeAllowedOwners { add, remove, .. } => {
+            group.allowed_owners.extend(add.iter().cloned());
+            group.allowed_owners.retain(|o| !remove.contains(o));
+            updated(group)
+        }
+
         Command::SetOverride { session, primary_for_ms, .. } => {
             let Some(s) = group.sessions.get_mut(session) else {
                 return Err(session_not_found(group, session));
@@ -335,10 +591,90 @@ fn apply_to_group(group: &mut Group, command: &Command, at: Timestamp) -> Outcom
             }
             updated(group)
         }
-        Command::CreateGroup { .. } | Command::PutGroup { .. } | Command::DeleteGroup { .. } => {
-            unreachable!("group commands are applied by State::apply")
+        Command::SetAllowedOwners { owners, .. } => {
+            group.allowed_owners = owners.clone();
+            updated(group)
+        }
+        Command::CreateGroup { .. }
+        | Command::PutGroup { .. }
+        | Command::DeleteGroup { .. }
+        | Command::SetChannels { .. }
+        | Command::BootstrapAdmin { .. }
+        | Command::CreateIdentity { .. }
+        | Command::RotateIdentity { .. }
+        | Command::RevokeIdentity { .. } => {
+            unreachable!("group and identity commands are applied by State::apply_command")
         }
     }
+}
+
+/// The audit entry a command's response calls for: operator changes that took effect.
+fn audit_action(command: &Command, response: &Response) -> Option<AuditAction> {
+    let changed = match response {
+        Response::Rejected(_) => return None,
+        Response::Group { change, .. } | Response::Session { change, .. } => {
+            *change != Change::Unchanged
+        }
+        Response::Deleted | Response::Identity(_) => true,
+    };
+    if !changed {
+        return None;
+    }
+    Some(match command {
+        Command::CreateGroup { config, .. } => AuditAction::GroupCreated { config: config.clone() },
+        Command::PutGroup { config, .. } => match response {
+            Response::Group { change: Change::Created, .. } => {
+                AuditAction::GroupCreated { config: config.clone() }
+            }
+            _ => AuditAction::GroupUpdated { config: config.clone() },
+        },
+        Command::DeleteGroup { .. } => AuditAction::GroupDeleted,
+        Command::CreateSession { session, .. } | Command::PutSession { session, .. } => {
+            match response {
+                Response::Session { change: Change::Created, .. } => {
+                    AuditAction::SessionCreated { session: session.clone() }
+                }
+                _ => return None,
+            }
+        }
+        Command::DeleteSession { session, .. } => {
+            AuditAction::SessionDeleted { session: session.clone() }
+        }
+        Command::SetOverride { session, primary_for_ms, .. } => {
+            AuditAction::OverrideSet { session: session.clone(), primary_for_ms: *primary_for_ms }
+        }
+        Command::ClearExpiredOverride { session, .. } => {
+            AuditAction::OverrideExpired { session: session.clone() }
+        }
+        Command::RequestHandover { reason: reason @ Reason::Forced, to, .. } => {
+            AuditAction::FailoverForced { reason: *reason, to: to.clone() }
+        }
+        Command::SetMembers { members, .. } => AuditAction::MembersSet { members: members.clone() },
+        Command::ChangeAllowedOwners { add, remove, .. } => {
+            AuditAction::AllowedOwnersChanged { add: add.clone(), remove: remove.clone() }
+        }
+        Command::SetChannels { add, remove, .. } => {
+            AuditAction::ChannelsSet { add: add.clone(), remove: remove.clone() }
+        }
+        Command::SetAllowedOwners { owners, .. } => {
+            AuditAction::AllowedOwnersSet { owners: owners.clone() }
+        }
+        Command::BootstrapAdmin { identity } | Command::CreateIdentity { identity } => {
+            AuditAction::IdentityCreated {
+                name: identity.name.clone(),
+                role: identity.role.clone(),
+            }
+        }
+        Command::RotateIdentity { name, .. } => AuditAction::IdentityRotated { name: name.clone() },
+        Command::RevokeIdentity { name } => AuditAction::IdentityRevoked { name: name.clone() },
+        Command::RequestHandover { .. }
+        | Command::CancelHandover { .. }
+        | Command::Grant { .. }
+        | Command::Promote { .. }
+        | Command::Relinquish { .. }
+        | Command::Expire { .. }
+        | Command::Checkpoint { .. } => return None,
+    })
 }
 
 fn insert_session(
@@ -353,6 +689,8 @@ fn insert_session(
         created_at: at,
         role_override: None,
         last_heartbeat: None,
+        priority: 0,
+        enabled: true,
     };
     group.sessions.insert(session.clone(), s.clone());
     Response::Session { session: s, change: Change::Created }

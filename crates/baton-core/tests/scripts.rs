@@ -26,7 +26,8 @@ fn run_script(path: &std::path::Path) {
 enum Cmd {
     /// `at <ms>`: the leader's clock for the following commands.
     At(u64),
-    /// `create <group> timeout=<ms> [name=<text>] [tenant=<t>] [ns=<n>]`
+    /// `create <group> timeout=<ms> [name=<text>] [tenant=<t>] [ns=<n>] [margin=<points>|never]
+    /// [prioritized=true] [failback=true]`
     Create {
         group: String,
         #[arg(key)]
@@ -37,6 +38,27 @@ enum Cmd {
         tenant: Option<String>,
         #[arg(key, optional)]
         ns: Option<String>,
+        #[arg(key, optional)]
+        margin: Option<String>,
+        #[arg(key, optional)]
+        prioritized: bool,
+        #[arg(key, optional)]
+        failback: bool,
+    },
+    /// `suspend <group> [off=true]`: nobody may hold the baton (or anyone may again).
+    Suspend {
+        group: String,
+        #[arg(key, optional)]
+        off: bool,
+    },
+    /// `member <group> <session> [priority=<n>] [enabled=<bool>]`
+    Member {
+        group: String,
+        session: String,
+        #[arg(key, optional)]
+        priority: Option<u32>,
+        #[arg(key, optional)]
+        enabled: Option<bool>,
     },
     /// `put <group> timeout=<ms> [name=<text>]`
     Put {
@@ -89,8 +111,15 @@ enum Cmd {
     Commit,
     /// `leader_change`: a new leader re-arms its detector from the replicated state.
     LeaderChange,
-    /// `force <group>`: an operator forces a failover.
-    Force(String),
+    /// `force <group> [to=<session>] [standby=true]`: an operator forces a failover (to a
+    /// member; only if another member can take over now).
+    Force {
+        group: String,
+        #[arg(key, optional)]
+        to: Option<String>,
+        #[arg(key, optional)]
+        standby: bool,
+    },
     /// `lost_relinquish <group> <session>`: the holder's Relinquish commits, but the answer
     /// never reaches it (a timeout, a lost connection, the leader dying).
     LostRelinquish(String, String),
@@ -159,6 +188,7 @@ fn show_command(c: &Command) -> String {
                 heartbeats.iter().map(|(s, _)| s.to_string()).collect::<Vec<_>>().join(", ")
             )
         }
+        Command::CancelHandover { epoch, .. } => format!("CancelHandover (epoch {})", epoch.0),
         other => format!("{other:?}"),
     }
 }
@@ -175,6 +205,7 @@ fn show(response: &Response) -> String {
         }
         Response::Session { session, change } => format!("{change:?} session {}", session.id),
         Response::Deleted => "Deleted".into(),
+        Response::Identity(identity) => format!("Identity {}", identity.name),
         Response::Rejected(r) => format!("Rejected: {r}"),
     }
 }
@@ -185,7 +216,7 @@ impl Runner {
     }
 
     fn apply(&mut self, command: Command) -> Result<Response, Box<dyn Error>> {
-        let response = self.state.apply(&Request { at: self.now(), command });
+        let response = self.state.apply(&Request { at: self.now(), command, actor: None });
         for group in self.state.all_groups() {
             let last = self.epochs.insert(group.key.clone(), group.epoch).unwrap_or_default();
             if group.epoch < last {
@@ -250,10 +281,25 @@ impl goldenscript::Runner for Runner {
         let mut out = String::new();
         match command {
             Cmd::At(ms) => self.now = *ms,
-            Cmd::Create { group, timeout, name, tenant, ns } => {
-                let config = GroupConfig::new(name.clone(), None, *timeout)?;
+            Cmd::Create { group, timeout, name, tenant, ns, margin, prioritized, failback } => {
+                let preemption_margin = match margin.as_deref() {
+                    None => Some(baton_core::DEFAULT_PREEMPTION_MARGIN),
+                    Some("never") => None,
+                    Some(points) => Some(points.parse::<u16>()? * 100),
+                };
+                let policy = baton_core::Policy {
+                    preemption_margin,
+                    prioritized: *prioritized,
+                    failback: *failback,
+                    suspended: false,
+                };
+                let config = GroupConfig::new(name.clone(), None, *timeout)?.with_policy(policy);
                 let key = scoped_key(group, tenant, ns)?;
-                writeln!(out, "{}", show(&self.apply(Command::CreateGroup { key, config })?))?;
+                writeln!(
+                    out,
+                    "{}",
+                    show(&self.apply(Command::CreateGroup { key, config, members: vec![] })?)
+                )?;
             }
             Cmd::Put { group, timeout, name } => {
                 let config = GroupConfig::new(name.clone(), None, *timeout)?;
@@ -334,13 +380,35 @@ impl goldenscript::Runner for Runner {
                 self.detector = Detector::new(&self.state, self.now());
                 writeln!(out, "new leader re-armed every deadline to {}+timeout", self.now)?;
             }
-            Cmd::Force(group) => {
+            Cmd::Suspend { group, off } => {
+                let mut config =
+                    self.state.group(&key(group)?).ok_or("no such group")?.config.clone();
+                config.policy.suspended = !*off;
+                let command = Command::PutGroup { key: key(group)?, config };
+                writeln!(out, "{}", show(&self.apply(command)?))?;
+            }
+            Cmd::Member { group, session, priority, enabled } => {
+                let command = Command::SetMembers {
+                    group: key(group)?,
+                    members: vec![baton_core::MemberChange {
+                        session: SessionId::new(session.as_str())?,
+                        priority: *priority,
+                        enabled: *enabled,
+                    }],
+                };
+                writeln!(out, "{}", show(&self.apply(command)?))?;
+            }
+            Cmd::Force { group, to, standby } => {
                 let epoch = self.state.group(&key(group)?).ok_or("no such group")?.epoch;
                 let command = Command::RequestHandover {
                     group: key(group)?,
                     expected_epoch: epoch,
                     reason: Reason::Forced,
+                    to: to.as_deref().map(SessionId::new).transpose()?,
+                    require_standby: *standby,
+                    standby_ready: false,
                 };
+                let command = self.detector.prepare(command, &self.state, self.now());
                 writeln!(
                     out,
                     "commit {}: {}",

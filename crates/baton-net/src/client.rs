@@ -73,25 +73,33 @@ pub enum CallError {
 pub struct RpcClient {
     http: reqwest::Client,
     secret: Arc<str>,
+    scheme: &'static str,
 }
 
 impl RpcClient {
     /// A client that authenticates with the cluster `secret` and, when `source` is given,
     /// opens its connections from that local address (the node's Raft address, so that
     /// firewalls, and partition tests, can tell nodes apart).
-    pub fn new(secret: &str, source: Option<std::net::IpAddr>) -> Self {
-        let http = reqwest::Client::builder()
+    /// With `tls`, it speaks mutual TLS (see [`crate::tls::raft_client_config`]).
+    pub fn new(
+        secret: &str,
+        source: Option<std::net::IpAddr>,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Self {
+        let mut builder = reqwest::Client::builder()
             .local_address(source)
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .tcp_nodelay(true)
-            .http2_prior_knowledge()
-            .build()
-            .expect("an HTTP client without TLS always builds");
-        Self { http, secret: secret.into() }
+            .http2_prior_knowledge();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        builder =
+            builder.tls_backend_preconfigured(tls.unwrap_or_else(crate::tls::plain_http_only));
+        let http = builder.build().expect("a client with a ready TLS configuration always builds");
+        Self { http, secret: secret.into(), scheme }
     }
 
-    /// Posts `request` postcard-encoded to `http://{addr}{path}` and decodes the answer.
+    /// Posts `request` postcard-encoded to `{http|https}://{addr}{path}` and decodes the answer.
     pub async fn call<Req, Resp>(
         &self,
         addr: &str,
@@ -107,7 +115,7 @@ impl RpcClient {
             .expect("postcard encodes Baton's RPC types without failing");
         let send = self
             .http
-            .post(format!("http://{addr}{path}"))
+            .post(format!("{}://{addr}{path}", self.scheme))
             .header(SECRET_HEADER, &*self.secret)
             .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
             .body(body)
@@ -142,9 +150,9 @@ pub struct Network {
 }
 
 impl Network {
-    /// A network whose RPCs authenticate with the cluster `secret`, sent from `source`.
-    pub fn new(secret: &str, source: Option<std::net::IpAddr>) -> Self {
-        Self { client: RpcClient::new(secret, source) }
+    /// A network whose RPCs go through `client`.
+    pub fn new(client: RpcClient) -> Self {
+        Self { client }
     }
 }
 

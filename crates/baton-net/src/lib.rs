@@ -2,8 +2,8 @@
 //!
 //! Raft RPCs (append entries, vote, install snapshot) travel between nodes on each node's
 //! internal listener (`raft_addr`), never on the public API port. Bodies are postcard-encoded;
-//! the transport is HTTP/2 without TLS over pooled, reused connections, with a deadline per RPC
-//! taken from openraft's `RPCOption`.
+//! the transport is HTTP/2 (over mutual TLS when configured, see [`tls`]) on pooled, reused
+//! connections, with a deadline per RPC taken from openraft's `RPCOption`.
 //!
 //! ```text
 //!  openraft ─▶ Network::new_client ─▶ Connection ─┐  POST /raft/{append,vote,snapshot}
@@ -25,6 +25,7 @@
 
 mod client;
 mod server;
+pub mod tls;
 
 pub use client::{CallError, Connection, Network, RpcClient};
 pub use server::{MAX_RPC_BODY, Postcard, raft_routes, secured};

@@ -58,17 +58,22 @@ pub fn raft_routes(raft: Raft) -> Router {
         .with_state(raft)
 }
 
-/// Requires the cluster secret on every request of `router` and raises the body limit to
-/// [`MAX_RPC_BODY`]. A request without the right secret gets 401 and reaches no handler.
-pub fn secured(router: Router, secret: &str) -> Router {
-    let secret: Arc<[u8]> = secret.as_bytes().into();
+/// Requires one of the cluster `secrets` (the current one and any still accepted during a
+/// rotation) on every request of `router` and raises the body limit to [`MAX_RPC_BODY`]. A
+/// request without a right secret gets 401 and reaches no handler.
+pub fn secured(router: Router, secrets: &[String]) -> Router {
+    let secrets: Arc<[Vec<u8>]> = secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
     router
         .layer(DefaultBodyLimit::max(MAX_RPC_BODY))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
-            let secret = secret.clone();
+            let secrets = secrets.clone();
             async move {
                 let presented = req.headers().get(SECRET_HEADER).map(HeaderValue::as_bytes).unwrap_or_default();
-                if !constant_time_eq::constant_time_eq(presented, &secret) {
+                // Every secret is compared, so the time taken does not tell which one matched.
+                let matched = secrets
+                    .iter()
+                    .fold(false, |any, s| constant_time_eq::constant_time_eq(presented, s) | any);
+                if !matched {
                     tracing::warn!(path = %req.uri().path(), "refused an internal request without the cluster secret");
                     return StatusCode::UNAUTHORIZED.into_response();
                 }

@@ -25,9 +25,18 @@ pub struct InitialMember {
     pub api_addr: String,
 }
 
+/// Keys whose values are secrets: never shown by `Debug`, logs or errors.
+pub const SECRET_KEYS: [&str; 5] = [
+    "cluster_secret",
+    "previous_cluster_secrets",
+    "admin_token",
+    "sealing_secret",
+    "previous_sealing_secrets",
+];
+
 /// A node's configuration. Every key is documented, with its default and env override, in
-/// `config/node.example.toml`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `config/node.example.toml`. Its `Debug` output redacts [`SECRET_KEYS`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// This node's id; unique in the cluster, never reused. Required.
@@ -36,6 +45,38 @@ pub struct Config {
     pub cluster_name: String,
     /// Shared secret every internal (Raft) request must carry. Required, 16+ characters.
     pub cluster_secret: String,
+    /// Earlier cluster secrets, still accepted on the Raft port and for opening sealed keys
+    /// while a rotation rolls through the cluster.
+    pub previous_cluster_secrets: Vec<String>,
+    /// Secret from which the key that encrypts stored signing keys (Uplynk API keys) is
+    /// derived. Empty: the cluster secret (which crosses the network in every Raft request
+    /// unless `raft_tls` is on, so set this when it is off). The same on every node.
+    pub sealing_secret: String,
+    /// Earlier sealing secrets, still used to open keys sealed before a rotation.
+    pub previous_sealing_secrets: Vec<String>,
+    /// The first administrator's token (`baton_<name>.<secret>`, made by `baton token new`).
+    /// Used once: the first leader of a cluster without identities creates this administrator.
+    pub admin_token: String,
+    /// Requests per second each identity may send to this node (0: unlimited).
+    pub rate_limit_per_second: u32,
+    /// Requests an identity may send at once before the per-second rate applies.
+    pub rate_limit_burst: u32,
+    /// Open connections per listener; more are closed on accept.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers, in milliseconds.
+    pub header_read_timeout_ms: u64,
+    /// Most bytes of request headers.
+    pub max_header_bytes: usize,
+    /// This node's TLS certificate chain (PEM); needed by `api_tls` and `raft_tls`.
+    pub tls_cert_file: String,
+    /// Its private key (PEM).
+    pub tls_key_file: String,
+    /// The CA certificate that signed every node's certificate (PEM); needed by `raft_tls`.
+    pub tls_ca_file: String,
+    /// Serve the public API over TLS.
+    pub api_tls: bool,
+    /// Use mutual TLS between nodes on the Raft port.
+    pub raft_tls: bool,
     /// Address the public API listens on.
     pub api_addr: String,
     /// Address the internal Raft listener listens on.
@@ -69,6 +110,20 @@ impl Default for Config {
             id: 0,
             cluster_name: "baton".into(),
             cluster_secret: String::new(),
+            previous_cluster_secrets: Vec::new(),
+            admin_token: String::new(),
+            sealing_secret: String::new(),
+            previous_sealing_secrets: Vec::new(),
+            rate_limit_per_second: 2_000,
+            rate_limit_burst: 4_000,
+            max_connections: 4_096,
+            header_read_timeout_ms: 5_000,
+            max_header_bytes: 16 * 1024,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_ca_file: String::new(),
+            api_tls: false,
+            raft_tls: false,
             api_addr: "127.0.0.1:7001".into(),
             raft_addr: "127.0.0.1:7101".into(),
             data_dir: PathBuf::new(),
@@ -82,6 +137,38 @@ impl Default for Config {
             shutdown_timeout_ms: 5_000,
             log_level: "info,openraft=warn".into(),
         }
+    }
+}
+
+impl Config {
+    /// The secret signing keys are sealed under, and the earlier ones that still open them.
+    pub fn sealing_secrets(&self) -> (&str, Vec<String>) {
+        if self.sealing_secret.is_empty() {
+            (&self.cluster_secret, self.previous_cluster_secrets.clone())
+        } else {
+            (&self.sealing_secret, self.previous_sealing_secrets.clone())
+        }
+    }
+
+    /// The TLS files, if a certificate is configured.
+    pub fn tls_files(&self) -> Option<baton_net::tls::TlsFiles> {
+        (!self.tls_cert_file.is_empty()).then(|| baton_net::tls::TlsFiles {
+            cert: self.tls_cert_file.clone().into(),
+            key: self.tls_key_file.clone().into(),
+            ca: self.tls_ca_file.clone().into(),
+        })
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut table = toml::Table::try_from(self).map_err(|_| std::fmt::Error)?;
+        for key in SECRET_KEYS {
+            if let Some(value) = table.get_mut(key) {
+                *value = toml::Value::String("<redacted>".into());
+            }
+        }
+        write!(f, "Config {table}")
     }
 }
 
@@ -193,6 +280,38 @@ impl Config {
                 "cluster_secret",
                 format!("is required and must have at least {MIN_SECRET_LEN} characters"),
             );
+        }
+        if let Some(short) =
+            self.previous_cluster_secrets.iter().find(|s| s.chars().count() < MIN_SECRET_LEN)
+        {
+            let _ = short;
+            return rule(
+                "previous_cluster_secrets",
+                format!("must hold secrets of at least {MIN_SECRET_LEN} characters each"),
+            );
+        }
+        if !self.sealing_secret.is_empty() && self.sealing_secret.chars().count() < MIN_SECRET_LEN {
+            return rule(
+                "sealing_secret",
+                format!("must have at least {MIN_SECRET_LEN} characters when set"),
+            );
+        }
+        if !self.admin_token.is_empty() && baton_auth::parse_token(&self.admin_token).is_err() {
+            return rule(
+                "admin_token",
+                "is not a token of the form baton_<name>.<64 hex digits> (make one with `baton token new`)".into(),
+            );
+        }
+        if (self.api_tls || self.raft_tls)
+            && (self.tls_cert_file.is_empty() || self.tls_key_file.is_empty())
+        {
+            return rule(
+                "tls_cert_file",
+                "and `tls_key_file` are required when api_tls or raft_tls is on".into(),
+            );
+        }
+        if self.raft_tls && self.tls_ca_file.is_empty() {
+            return rule("tls_ca_file", "is required when raft_tls is on".into());
         }
         if self.cluster_name.is_empty() {
             return rule("cluster_name", "must not be empty".into());

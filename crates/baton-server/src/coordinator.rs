@@ -12,7 +12,8 @@ use baton_api::{
 };
 use baton_core::detector::{Detector, Refusal};
 use baton_core::{
-    Command, GroupKey, HeartbeatIn, Query, QueryResult, Rejection, Request, Response, SessionId,
+    Actor, Command, GroupKey, HeartbeatIn, Identity, IdentityName, Query, QueryResult, Rejection,
+    Request, Response, SessionId,
 };
 use baton_net::{CallError, RpcClient};
 use baton_raft::typ::{ClientWriteError, Raft, RaftError};
@@ -34,8 +35,8 @@ const REROUTE_PAUSE: Duration = Duration::from_millis(50);
 /// A request only the leader may serve.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum LeaderRequest {
-    /// Replicate a command.
-    Write(Command),
+    /// Replicate a command on behalf of an actor.
+    Write(Command, Option<Actor>),
     /// Answer a query linearizably.
     Read(Query),
     /// Add a learner.
@@ -57,6 +58,8 @@ pub enum LeaderRequest {
         session: SessionId,
         /// What it reported.
         heartbeat: HeartbeatIn,
+        /// Who sent it.
+        caller: IdentityName,
     },
 }
 
@@ -99,6 +102,9 @@ pub struct Options {
     pub leader_wait: Duration,
     /// How long a quorum confirmation lets the leader answer without asking again.
     pub lease: Duration,
+    /// The first administrator, created by whichever node first leads a cluster that has no
+    /// identities (from the `admin_token` setting).
+    pub bootstrap_admin: Option<Identity>,
 }
 
 /// The node's coordinator.
@@ -219,13 +225,27 @@ impl RaftCoordinator {
             *self.armed() = Armed { term: Some(term), detector: Some(detector) };
             tracing::info!(term, "became leader; failure detector armed, every deadline re-armed");
         }
+        if let Some(admin) = &self.options.bootstrap_admin
+            && self.state.read().state.identity_count() == 0
+        {
+            let command = Command::BootstrapAdmin { identity: admin.clone() };
+            match self.propose(command, None).await {
+                Ok(Response::Identity(_)) => {
+                    tracing::info!(name = %admin.name, "created the bootstrap administrator");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not create the bootstrap administrator")
+                }
+            }
+        }
         let now = self.clock.now();
         let commands = {
             let applied = self.state.read();
             self.with_detector(|d| d.tick(&applied.state, now)).unwrap_or_default()
         };
         for command in commands {
-            match self.propose(command.clone()).await {
+            match self.propose(command.clone(), None).await {
                 Ok(Response::Rejected(reason)) => {
                     tracing::debug!(%reason, "detector decision superseded");
                     self.with_detector(|d| d.refused(&command));
@@ -237,8 +257,12 @@ impl RaftCoordinator {
     }
 
     /// Proposes a command at the current leader time and waits for its response.
-    async fn propose(&self, command: Command) -> Result<Response, CoordinatorError> {
-        let request = Request { at: self.clock.now(), command };
+    async fn propose(
+        &self,
+        command: Command,
+        actor: Option<Actor>,
+    ) -> Result<Response, CoordinatorError> {
+        let request = Request { at: self.clock.now(), command, actor };
         match tokio::time::timeout(self.options.request_timeout, self.raft.client_write(request))
             .await
         {
@@ -307,7 +331,7 @@ impl RaftCoordinator {
             // The request may have reached the leader: a write's outcome is unknown; a read or
             // a membership change can be repeated.
             Err(e) => match request {
-                LeaderRequest::Write(_) => {
+                LeaderRequest::Write(..) => {
                     Outcome::Failed(CoordinatorError::OutcomeUnknown(e.to_string()))
                 }
                 _ => Outcome::NotLeader,
@@ -322,9 +346,9 @@ impl RaftCoordinator {
             return Outcome::NotLeader;
         }
         match request {
-            LeaderRequest::Write(command) => self.write_here(command).await,
-            LeaderRequest::Heartbeat { group, session, heartbeat } => {
-                self.heartbeat_here(group, session, heartbeat).await
+            LeaderRequest::Write(command, actor) => self.write_here(command, actor).await,
+            LeaderRequest::Heartbeat { group, session, heartbeat, caller } => {
+                self.heartbeat_here(group, session, heartbeat, caller).await
             }
             LeaderRequest::Read(query) => self.read_here(query).await,
             LeaderRequest::AddLearner { id, node } => {
@@ -360,7 +384,7 @@ impl RaftCoordinator {
         }
     }
 
-    async fn write_here(&self, command: Command) -> Outcome {
+    async fn write_here(&self, command: Command, actor: Option<Actor>) -> Outcome {
         let now = self.clock.now();
         let prepared = {
             let applied = self.state.read();
@@ -368,7 +392,7 @@ impl RaftCoordinator {
         };
         // Not armed yet: this node has just become leader and is catching up.
         let Some(command) = prepared else { return Outcome::NotLeader };
-        match self.propose(command).await {
+        match self.propose(command, actor).await {
             Ok(response) => Outcome::done(LeaderAnswer::Written(response)),
             Err(e) => Outcome::Failed(e),
         }
@@ -379,12 +403,20 @@ impl RaftCoordinator {
         key: GroupKey,
         session: SessionId,
         heartbeat: HeartbeatIn,
+        caller: IdentityName,
     ) -> Outcome {
         let done = |o| Outcome::done(LeaderAnswer::Heartbeat(o));
         for attempt in 0..MAX_HEARTBEAT_ATTEMPTS {
             let now = self.clock.now();
-            let Some(group) = self.state.read().state.group(&key).cloned() else {
-                return done(HeartbeatOutcome::GroupNotFound);
+            let group = {
+                let applied = self.state.read();
+                match applied.state.group(&key) {
+                    None => return done(HeartbeatOutcome::GroupNotFound),
+                    Some(g) if !applied.state.may_use(&caller, g) => {
+                        return done(HeartbeatOutcome::Forbidden);
+                    }
+                    Some(g) => g.clone(),
+                }
             };
             if !group.sessions.contains_key(&session) {
                 return done(HeartbeatOutcome::SessionNotFound);
@@ -407,7 +439,7 @@ impl RaftCoordinator {
             };
             if let Some(command) = command {
                 let proposed = Instant::now();
-                match self.propose(command).await {
+                match self.propose(command, None).await {
                     Ok(Response::Rejected(Rejection::Superseded(_))) => continue,
                     Ok(Response::Rejected(Rejection::SessionNotFound { .. })) => {
                         return done(HeartbeatOutcome::SessionNotFound);
@@ -432,6 +464,9 @@ impl RaftCoordinator {
                 let applied = self.state.read();
                 match applied.state.group(&key) {
                     None => Some(HeartbeatOutcome::GroupNotFound),
+                    Some(g) if !applied.state.may_use(&caller, g) => {
+                        Some(HeartbeatOutcome::Forbidden)
+                    }
                     Some(g) if !g.sessions.contains_key(&session) => {
                         Some(HeartbeatOutcome::SessionNotFound)
                     }
@@ -452,6 +487,22 @@ impl RaftCoordinator {
     }
 
     async fn read_here(&self, query: Query) -> Outcome {
+        // Lease read: while a quorum confirmed this leadership within the lease (the leader
+        // tick renews it every TICK), no other leader can have committed anything, so once
+        // everything this leader knows committed is applied, its state answers linearizably.
+        // One quorum round per tick serves every read, instead of one round per read.
+        if self.lease.valid()
+            && let Some(index) = self.committed.get()
+        {
+            let applied = self
+                .raft
+                .wait(Some(self.options.request_timeout))
+                .applied_index_at_least(Some(index), "the read index is applied")
+                .await;
+            if applied.is_ok() && self.lease.valid() {
+                return Outcome::done(LeaderAnswer::Read(self.state.query(&query)));
+            }
+        }
         let confirmed =
             tokio::time::timeout(self.options.request_timeout, self.raft.ensure_linearizable())
                 .await;
@@ -511,8 +562,12 @@ impl Coordinator for RaftCoordinator {
         self.id
     }
 
-    async fn write(&self, command: Command) -> Result<Served<Response>, CoordinatorError> {
-        let served = self.route(LeaderRequest::Write(command)).await?;
+    async fn write(
+        &self,
+        command: Command,
+        actor: Option<Actor>,
+    ) -> Result<Served<Response>, CoordinatorError> {
+        let served = self.route(LeaderRequest::Write(command, actor)).await?;
         Self::expect_answer(served, |a| match a {
             LeaderAnswer::Written(r) => Some(r),
             _ => None,
@@ -539,12 +594,18 @@ impl Coordinator for RaftCoordinator {
         group: GroupKey,
         session: SessionId,
         heartbeat: HeartbeatIn,
+        caller: IdentityName,
     ) -> Result<Served<HeartbeatOutcome>, CoordinatorError> {
-        let served = self.route(LeaderRequest::Heartbeat { group, session, heartbeat }).await?;
+        let request = LeaderRequest::Heartbeat { group, session, heartbeat, caller };
+        let served = self.route(request).await?;
         Self::expect_answer(served, |a| match a {
             LeaderAnswer::Heartbeat(o) => Some(o),
             _ => None,
         })
+    }
+
+    fn identity(&self, name: &IdentityName) -> Option<Identity> {
+        self.state.read().state.identity(name).cloned()
     }
 
     fn status(&self) -> ClusterStatus {

@@ -11,8 +11,10 @@
 //!  peers  ─▶ raft_addr ─▶ baton-net (secret check) ─▶ /raft/{append,vote,snapshot}, /forward
 //! ```
 
+pub mod cli;
 pub mod config;
 pub mod coordinator;
 pub mod identity;
 pub mod leader;
+pub mod listener;
 pub mod node;

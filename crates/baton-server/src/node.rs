@@ -19,6 +19,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::coordinator::{LeaderRequest, Options, PATH_FORWARD, RaftCoordinator};
 use crate::identity;
+use crate::listener;
 
 fn raft_config(config: &Config) -> anyhow::Result<Arc<openraft::Config>> {
     let raft = openraft::Config {
@@ -57,7 +58,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .ok()
             .map(|a| a.ip())
             .filter(|ip| !ip.is_unspecified());
-        let network = Network::new(&config.cluster_secret, source);
+        let tls = config.tls_files();
+        let raft_client_tls = match (&tls, config.raft_tls) {
+            (Some(files), true) => Some(baton_net::tls::raft_client_config(files)?),
+            _ => None,
+        };
+        let rpc = RpcClient::new(&config.cluster_secret, source, raft_client_tls);
+        let network = Network::new(rpc.clone());
         let raft = Raft::new(config.id, raft_config(&config)?, network, log_store, state_machine)
             .await
             .context("starting Raft")?;
@@ -66,11 +73,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             raft.clone(),
             state,
             committed,
-            RpcClient::new(&config.cluster_secret, source),
+            rpc,
             Options {
                 request_timeout: Duration::from_millis(config.request_timeout_ms),
                 leader_wait: Duration::from_millis(2 * config.election_timeout_max_ms),
                 lease: Duration::from_millis(config.election_timeout_min_ms / 2),
+                bootstrap_admin: bootstrap_admin(&config)?,
             },
         ));
         let (stop_duties, duties_stopped) = watch::channel(false);
@@ -92,12 +100,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                     Postcard(forward_coordinator.execute(request).await)
                 }),
             )),
-            &config.cluster_secret,
+            &accepted_secrets(&config),
         );
+        let raft_server_tls = match (&tls, config.raft_tls) {
+            (Some(files), true) => Some(baton_net::tls::raft_server_config(files)?),
+            _ => None,
+        };
         let (stop_internal, internal_stopped) = watch::channel(false);
         let internal_task = tokio::spawn(
-            serve(raft_listener, internal, internal_stopped)
-                .instrument(tracing::info_span!("raft_listener")),
+            listener::serve(
+                raft_listener,
+                internal,
+                limits(&config),
+                raft_server_tls,
+                wait_true(internal_stopped),
+            )
+            .instrument(tracing::info_span!("raft_listener")),
         );
 
         // 5. Form the cluster on first start, from the configured initial members.
@@ -108,11 +126,28 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .await
             .with_context(|| format!("cannot listen on api_addr {}", config.api_addr))?;
         let (stop_api, api_stopped) = watch::channel(false);
-        let app = baton_api::app(coordinator.clone());
+        let (sealing, previous_sealing) = config.sealing_secrets();
+        if config.sealing_secret.is_empty() && !config.raft_tls {
+            tracing::warn!(
+                "signing keys are sealed under the cluster secret, which crosses the network in \
+                 every Raft request without raft_tls: set sealing_secret (or raft_tls)"
+            );
+        }
+        let sealer = Arc::new(baton_api::Sealer::new(sealing, &previous_sealing));
+        let rate_limit = baton_api::RateLimit {
+            per_second: config.rate_limit_per_second,
+            burst: config.rate_limit_burst,
+        };
+        let api_tls = match (&tls, config.api_tls) {
+            (Some(files), true) => Some(baton_net::tls::api_server_config(files)?),
+            _ => None,
+        };
+        let options = baton_api::ApiOptions { rate_limit, sealer, https: api_tls.is_some() };
+        let app = baton_api::app(coordinator.clone(), options);
+        let limits = limits(&config);
         let api_task = tokio::spawn(
             async move {
-                let stopped = wait_true(api_stopped);
-                axum::serve(api_listener, tower_make(app)).with_graceful_shutdown(stopped).await
+                listener::serve(api_listener, app, limits, api_tls, wait_true(api_stopped)).await
             }
             .instrument(tracing::info_span!("api_listener")),
         );
@@ -147,26 +182,46 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     .await
 }
 
-type MakeService = axum::extract::connect_info::IntoMakeServiceWithConnectInfo<
-    baton_api::App,
-    std::net::SocketAddr,
->;
-
-fn tower_make(app: baton_api::App) -> MakeService {
-    use axum::ServiceExt as _;
-    app.into_make_service_with_connect_info::<std::net::SocketAddr>()
+fn limits(config: &Config) -> listener::Limits {
+    listener::Limits {
+        max_connections: config.max_connections,
+        header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+        max_header_bytes: config.max_header_bytes,
+        // A write may wait `request_timeout_ms` for its commit, plus a leader election.
+        request_timeout: Duration::from_millis(
+            config.request_timeout_ms + 2 * config.election_timeout_max_ms + 1_000,
+        ),
+        drain: Duration::from_millis(config.shutdown_timeout_ms),
+    }
 }
 
 async fn wait_true(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-async fn serve(
-    listener: TcpListener,
-    router: Router,
-    stopped: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(wait_true(stopped)).await
+fn accepted_secrets(config: &Config) -> Vec<String> {
+    std::iter::once(config.cluster_secret.clone())
+        .chain(config.previous_cluster_secrets.iter().cloned())
+        .collect()
+}
+
+/// The administrator the `admin_token` setting asks for, with the token's digest (the token
+/// itself goes no further).
+fn bootstrap_admin(config: &Config) -> anyhow::Result<Option<baton_core::Identity>> {
+    if config.admin_token.is_empty() {
+        return Ok(None);
+    }
+    let parsed = baton_auth::parse_token(&config.admin_token)
+        .map_err(|_| anyhow::anyhow!("admin_token is not a valid token"))?;
+    Ok(Some(baton_core::Identity {
+        name: parsed.name.clone(),
+        role: baton_core::AccessRole::Admin,
+        token: baton_auth::credential_for(parsed.secret),
+        signing_key: None,
+        created_at: baton_core::Timestamp(0),
+        rotated_at: None,
+        revoked_at: None,
+    }))
 }
 
 async fn form_cluster(config: &Config, raft: &Raft) -> anyhow::Result<()> {

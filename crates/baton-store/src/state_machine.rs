@@ -11,7 +11,7 @@
 use std::io::Cursor;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use baton_core::{Query, QueryResult, Record, RecordKey, Response, State};
+use baton_core::{Query, QueryResult, Record, Response, State};
 use baton_raft::TypeConfig;
 use baton_raft::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
 use openraft::storage::RaftStateMachine;
@@ -190,11 +190,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let response = match entry.payload {
                 EntryPayload::Blank => None,
                 EntryPayload::Normal(request) => {
-                    let response = applied.state.apply(&request);
-                    let key: RecordKey = request.command.record_key();
-                    match applied.state.record(&key) {
-                        Some(record) => batch.put_cf(sm, encode(&key), encode::<Record>(&record)),
-                        None => batch.delete_cf(sm, encode(&key)),
+                    let (response, touched) = applied.state.apply_tracked(&request);
+                    for key in touched {
+                        match applied.state.record(&key) {
+                            Some(record) => {
+                                batch.put_cf(sm, encode(&key), encode::<Record>(&record))
+                            }
+                            None => batch.delete_cf(sm, encode(&key)),
+                        }
                     }
                     Some(response)
                 }

@@ -35,7 +35,8 @@ fn entry(index: u64) -> Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
         payload: EntryPayload::Normal(Request {
             at: Timestamp(index),
-            command: CoreCommand::CreateGroup { key, config },
+            command: CoreCommand::CreateGroup { key, config, members: vec![] },
+            actor: None,
         }),
     }
 }
@@ -87,7 +88,7 @@ async fn sigkill_mid_write_stream_loses_no_acknowledged_entry() {
     assert!(last_acked >= KILL_AFTER_ACKS, "the child stopped before it was killed");
 
     let store = baton_store::open(dir.path()).expect("reopen after crash");
-    let (mut log, mut sm) = (store.log, store.state_machine);
+    let (mut log, mut sm, closer) = (store.log, store.state_machine, store.closer);
     let state = log.get_log_state().await.expect("log state");
     let last = state.last_log_id.expect("entries survived").index;
     assert!(last >= last_acked, "acknowledged up to {last_acked} but the log ends at {last}");
@@ -117,4 +118,7 @@ async fn sigkill_mid_write_stream_loses_no_acknowledged_entry() {
             "group g{index} is missing"
         );
     }
+    // Close the database here, not on its sync thread while the process exits.
+    drop((log, sm, reader));
+    assert!(closer.close(std::time::Duration::from_secs(10)), "the store is still in use");
 }

@@ -57,6 +57,39 @@ impl AvevaError {
         }
     }
 
+    /// 401: no valid credential.
+    pub fn unauthorized(reason: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            error: "The request is not authenticated.",
+            reason: reason.into(),
+            resolution: "Send a valid token in the Authorization header: Bearer <token>.",
+        }
+    }
+
+    /// 403: the caller may not do this.
+    pub fn forbidden(reason: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            error: "Forbidden.",
+            reason: reason.into(),
+            resolution: "Ask an administrator for access.",
+        }
+    }
+
+    /// 403 for a tenant the caller does not belong to.
+    pub fn other_tenant(tenant: &baton_core::TenantId) -> Self {
+        Self::forbidden(format!("This identity is not a member of tenant {:?}.", tenant.as_str()))
+    }
+
+    /// 403 for a group of the caller's tenant that admits only its allowed owners.
+    pub fn not_allowed_owner(group: &baton_core::GroupId) -> Self {
+        Self::forbidden(format!(
+            "This identity is not an allowed owner of failover group {:?}.",
+            group.as_str()
+        ))
+    }
+
     /// 429: the client sends faster than allowed.
     pub fn too_many_requests(reason: impl Into<String>) -> Self {
         Self {

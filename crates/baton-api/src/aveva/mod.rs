@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderName, StatusCode};
+use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use baton_core::{Change, Command, Query, QueryResult, Rejection, Response as CoreResponse};
@@ -21,14 +21,16 @@ use self::wire::{
     AvevaJson, AvevaPath, GroupConfigurationIn, GroupConfigurationOut, Paging, Version,
 };
 use crate::AppState;
+use crate::auth::Denied;
 use crate::coordinator::{Consistency, Coordinator, Served};
 use crate::served_by::ServedBy;
 
 /// Header carrying the total number of items of a v1 list.
 const TOTAL_COUNT: HeaderName = HeaderName::from_static("total-count");
 
-/// The AVEVA routes, to be nested under `/api`.
-pub fn routes<C: Coordinator>() -> Router<AppState<C>> {
+/// The AVEVA routes, to be nested under `/api`. Every request, known path or not, is
+/// authenticated first (`Authorization: Bearer <token>`).
+pub fn routes<C: Coordinator>(state: AppState<C>) -> Router<AppState<C>> {
     let base = "/{version}/tenants/{tenant}/namespaces/{namespace}/clientfailover";
     Router::new()
         .route(base, get(endpoint_info))
@@ -61,6 +63,36 @@ pub fn routes<C: Coordinator>() -> Router<AppState<C>> {
         })
         .method_not_allowed_fallback(|| async { AvevaError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(wire::MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(state, authenticate::<C>))
+}
+
+/// Lets in only callers with a valid token, answering AVEVA's 401 (with `WWW-Authenticate`)
+/// or 429 otherwise; the [`Caller`] is left in the request for [`AvevaPath`].
+async fn authenticate<C: Coordinator>(
+    State(state): State<AppState<C>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    crate::auth::let_in(&state, request, next, crate::auth::bearer, denied_answer).await
+}
+
+/// This API's answer to a request that was not let in.
+fn denied_answer(denied: Denied) -> Response {
+    match denied {
+        denied @ Denied::Throttled { .. } => {
+            let mut response = AvevaError::too_many_requests(format!(
+                "This identity sends requests faster than allowed; retry after {} s.",
+                denied.retry_after_secs()
+            ))
+            .into_response();
+            response.headers_mut().insert(header::RETRY_AFTER, denied.retry_after_secs().into());
+            response
+        }
+        denied => {
+            ([(header::WWW_AUTHENTICATE, "Bearer")], AvevaError::unauthorized(format!("{denied}.")))
+                .into_response()
+        }
+    }
 }
 
 type Result<T> = std::result::Result<T, AvevaError>;
@@ -82,7 +114,9 @@ async fn list_groups<C: Coordinator>(
     let QueryResult::Groups(groups) = value else {
         return Err(AvevaError::internal("a groups query answered with one group"));
     };
-    let all: Vec<GroupConfigurationOut> = groups.iter().map(GroupConfigurationOut::from).collect();
+    let principal = &path.caller.principal;
+    let all: Vec<GroupConfigurationOut> =
+        groups.iter().filter(|g| principal.may_use(g)).map(GroupConfigurationOut::from).collect();
     Ok(list_response(path.version, &paging, by, all))
 }
 
@@ -105,15 +139,8 @@ pub(crate) fn list_response<T: serde::Serialize>(
 }
 
 async fn get_group<C: Coordinator>(State(c): State<Arc<C>>, path: AvevaPath) -> Result<Response> {
-    let key = path.group_key();
-    let Served { value, by } = c.read(Query::Group(key.clone()), Consistency::Linearizable).await?;
-    match value {
-        QueryResult::Group(Some(group)) => {
-            Ok((ServedBy(by), axum::Json(GroupConfigurationOut::from(&*group))).into_response())
-        }
-        QueryResult::Group(None) => Err(group_not_found(&key.group)),
-        QueryResult::Groups(_) => Err(AvevaError::internal("a group query answered with a list")),
-    }
+    let Served { value: group, by } = sessions::read_group(&*c, &path).await?;
+    Ok((ServedBy(by), axum::Json(GroupConfigurationOut::from(&group))).into_response())
 }
 
 async fn post_group<C: Coordinator>(
@@ -122,15 +149,17 @@ async fn post_group<C: Coordinator>(
     AvevaJson(body): AvevaJson<GroupConfigurationIn>,
 ) -> Result<Response> {
     let (id, config) = body.into_config(None)?;
-    let key = baton_core::GroupKey { scope: path.scope, group: id };
-    let Served { value, by } = c.write(Command::CreateGroup { key, config }).await?;
+    let key = baton_core::GroupKey { scope: path.scope.clone(), group: id };
+    let actor = Some(path.caller.actor());
+    let Served { value, by } =
+        c.write(Command::CreateGroup { key, config, members: vec![] }, actor).await?;
     match value {
         CoreResponse::Group { group, change } => {
             let status = match (path.version, change) {
                 (Version::V1, Change::Created) => StatusCode::CREATED,
                 _ => StatusCode::OK,
             };
-            Ok((status, ServedBy(by), axum::Json(GroupConfigurationOut::from(&group)))
+            Ok((status, ServedBy(by), axum::Json(GroupConfigurationOut::from(&*group)))
                 .into_response())
         }
         other => Err(rejected(other)),
@@ -147,11 +176,21 @@ async fn put_group<C: Coordinator>(
         return Err(AvevaError::method_not_allowed());
     }
     let key = path.group_key();
-    let (_, config) = body.into_config(Some(&key.group))?;
-    let Served { value, by } = c.write(Command::PutGroup { key, config }).await?;
+    let (_, mut config) = body.into_config(Some(&key.group))?;
+    // AVEVA configures name, description and timeout; what another dialect set on the same
+    // group (its policy, labels, visibility) is kept.
+    let Served { value: current, .. } =
+        c.read(Query::Group(key.clone()), Consistency::Linearizable).await?;
+    if let QueryResult::Group(Some(current)) = current {
+        config.policy = current.config.policy.clone();
+        config.labels = current.config.labels.clone();
+        config.owners_only = current.config.owners_only;
+    }
+    let actor = Some(path.caller.actor());
+    let Served { value, by } = c.write(Command::PutGroup { key, config }, actor).await?;
     match value {
         CoreResponse::Group { group, .. } => {
-            Ok((ServedBy(by), axum::Json(GroupConfigurationOut::from(&group))).into_response())
+            Ok((ServedBy(by), axum::Json(GroupConfigurationOut::from(&*group))).into_response())
         }
         other => Err(rejected(other)),
     }
@@ -167,7 +206,7 @@ async fn delete_group<C: Coordinator>(
         refuse_if_active: path.version == Version::V1,
         active: Vec::new(),
     };
-    let Served { value, by } = c.write(command).await?;
+    let Served { value, by } = c.write(command, Some(path.caller.actor())).await?;
     match value {
         CoreResponse::Deleted => Ok(match path.version {
             Version::V1Preview => (StatusCode::OK, ServedBy(by), ()).into_response(),
@@ -202,6 +241,12 @@ pub(crate) fn rejected(response: CoreResponse) -> AvevaError {
                 "A client session {:?} with a different configuration already exists.",
                 session.as_str()
             ))
+        }
+        CoreResponse::Rejected(Rejection::Forbidden(_)) => AvevaError::forbidden(
+            "This identity may not use this failover group (it is not an allowed owner).",
+        ),
+        CoreResponse::Rejected(Rejection::Unauthenticated(_)) => {
+            AvevaError::unauthorized("The credential is not valid.")
         }
         other => AvevaError::internal(format!("unexpected answer {other:?}")),
     }

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use baton_core::{
-    Change, Command, GroupKey, Query, QueryResult, Response as CoreResponse, SessionId,
-};
+use baton_core::{Change, Command, Query, QueryResult, Response as CoreResponse, SessionId};
 
 use super::error::AvevaError;
 use super::wire::{
@@ -27,13 +25,22 @@ fn session_not_found(session: &SessionId) -> AvevaError {
     ))
 }
 
-/// Reads a group linearizably, or answers 404.
-async fn read_group<C: Coordinator>(c: &C, key: &GroupKey) -> Result<Served<baton_core::Group>> {
+/// Reads a group linearizably, or answers 404, or 403 if the caller may not use it.
+pub(super) async fn read_group<C: Coordinator>(
+    c: &C,
+    path: &AvevaPath,
+) -> Result<Served<baton_core::Group>> {
+    let key = path.group_key();
     let Served { value, by } = c.read(Query::Group(key.clone()), Consistency::Linearizable).await?;
     match value {
-        QueryResult::Group(Some(group)) => Ok(Served { value: *group, by }),
-        QueryResult::Group(None) => Err(group_not_found(&key.group)),
-        QueryResult::Groups(_) => Err(AvevaError::internal("a group query answered with a list")),
+        QueryResult::Group(Some(group)) if path.caller.principal.may_use(&group) => {
+            Ok(Served { value: *group, by })
+        }
+        QueryResult::Group(Some(group)) if path.caller.principal.may_know(&group) => {
+            Err(AvevaError::not_allowed_owner(&key.group))
+        }
+        QueryResult::Group(_) => Err(group_not_found(&key.group)),
+        _ => Err(AvevaError::internal("a group query got another kind of answer")),
     }
 }
 
@@ -42,7 +49,7 @@ pub(super) async fn list_sessions<C: Coordinator>(
     path: AvevaPath,
     paging: Paging,
 ) -> Result<Response> {
-    let Served { value: group, by } = read_group(&*c, &path.group_key()).await?;
+    let Served { value: group, by } = read_group(&*c, &path).await?;
     let all: Vec<_> = group.sessions.values().map(|s| ClientSessionOut::new(&group, s)).collect();
     Ok(list_response(path.version, &paging, by, all))
 }
@@ -51,7 +58,7 @@ pub(super) async fn get_session<C: Coordinator>(
     State(c): State<Arc<C>>,
     p: SessionPath,
 ) -> Result<Response> {
-    let Served { value: group, by } = read_group(&*c, &p.path.group_key()).await?;
+    let Served { value: group, by } = read_group(&*c, &p.path).await?;
     let session = group.sessions.get(&p.session).ok_or_else(|| session_not_found(&p.session))?;
     Ok((ServedBy(by), axum::Json(ClientSessionOut::new(&group, session))).into_response())
 }
@@ -100,7 +107,7 @@ async fn write_session<C: Coordinator>(
     } else {
         Command::CreateSession { group, session, name }
     };
-    let Served { value, by } = c.write(command).await?;
+    let Served { value, by } = c.write(command, Some(path.caller.actor())).await?;
     let CoreResponse::Session { session, change } = value else { return Err(rejected(value)) };
     let status = match (path.version, change) {
         (Version::V1, Change::Created) => StatusCode::CREATED,
@@ -120,7 +127,7 @@ pub(super) async fn delete_session<C: Coordinator>(
     p: SessionPath,
 ) -> Result<Response> {
     let command = Command::DeleteSession { group: p.path.group_key(), session: p.session };
-    let Served { value, by } = c.write(command).await?;
+    let Served { value, by } = c.write(command, Some(p.path.caller.actor())).await?;
     match value {
         CoreResponse::Deleted => Ok(match p.path.version {
             Version::V1Preview => (StatusCode::OK, ServedBy(by), ()).into_response(),
@@ -137,13 +144,16 @@ pub(super) async fn heartbeat<C: Coordinator>(
 ) -> Result<Response> {
     let heartbeat = body.into_core()?;
     let group = p.path.group_key();
-    let Served { value, by } = c.heartbeat(group.clone(), p.session.clone(), heartbeat).await?;
+    let caller = p.path.caller.principal.name.clone();
+    let Served { value, by } =
+        c.heartbeat(group.clone(), p.session.clone(), heartbeat, caller).await?;
     match value {
         HeartbeatOutcome::Answered(answer) => {
             Ok((ServedBy(by), axum::Json(FailoverResponseOut::from(&answer))).into_response())
         }
         HeartbeatOutcome::GroupNotFound => Err(group_not_found(&group.group)),
         HeartbeatOutcome::SessionNotFound => Err(session_not_found(&p.session)),
+        HeartbeatOutcome::Forbidden => Err(AvevaError::not_allowed_owner(&group.group)),
         HeartbeatOutcome::TooFast { retry_after_ms } => {
             let mut response = AvevaError::too_many_requests(format!(
                 "Client session {:?} sends heartbeats faster than its group allows; retry after {retry_after_ms} ms.",
@@ -168,7 +178,7 @@ pub(super) async fn role_override<C: Coordinator>(
     let primary_for_ms = body.into_override()?;
     let command =
         Command::SetOverride { group: p.path.group_key(), session: p.session, primary_for_ms };
-    let Served { value, by } = c.write(command).await?;
+    let Served { value, by } = c.write(command, Some(p.path.caller.actor())).await?;
     let CoreResponse::Session { session, .. } = value else { return Err(rejected(value)) };
     let expiry = session
         .role_override
@@ -189,6 +199,6 @@ pub(super) async fn group_status<C: Coordinator>(
     if path.version == Version::V1Preview {
         return Err(AvevaError::not_found("Group status exists in API version v1 only."));
     }
-    let Served { value: group, by } = read_group(&*c, &path.group_key()).await?;
+    let Served { value: group, by } = read_group(&*c, &path).await?;
     Ok((ServedBy(by), axum::Json(GroupStatusOut::from(&group))).into_response())
 }

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use super::error::AvevaError;
 use super::timespan;
+use crate::auth::Caller;
 
 /// Largest AVEVA request body.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -36,6 +37,8 @@ pub struct AvevaPath {
     pub scope: Scope,
     /// The group id, for routes under `groups/{groupId}`.
     pub group: Option<GroupId>,
+    /// The authenticated caller, who may enter the path's tenant.
+    pub caller: Caller,
 }
 
 impl AvevaPath {
@@ -71,11 +74,19 @@ impl<S: Send + Sync> FromRequestParts<S> for AvevaPath {
             tenant: TenantId::new(param("tenant")).map_err(bad)?,
             namespace: NamespaceId::new(param("namespace")).map_err(bad)?,
         };
+        let caller = parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| AvevaError::unauthorized("The request is not authenticated."))?;
+        if !caller.principal.may_enter(&scope.tenant) {
+            return Err(AvevaError::other_tenant(&scope.tenant));
+        }
         let group = match params.get("group") {
             Some(g) => Some(GroupId::new(g.clone()).map_err(bad)?),
             None => None,
         };
-        Ok(Self { version, scope, group })
+        Ok(Self { version, scope, group, caller })
     }
 }
 

@@ -15,8 +15,8 @@ use baton_api::{
 };
 use baton_core::detector::{Detector, Refusal};
 use baton_core::{
-    Command, GroupKey, HeartbeatIn, Query, QueryResult, Rejection, Request as CoreRequest,
-    Response, SessionId, State, Timestamp,
+    AccessRole, Actor, Command, GroupKey, HeartbeatIn, Identity, IdentityName, Query, QueryResult,
+    Rejection, Request as CoreRequest, Response, SessionId, State, TenantId, Timestamp,
 };
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -35,14 +35,48 @@ pub struct FakeCoordinator {
     pub leader: Mutex<Option<NodeId>>,
 }
 
+/// The administrator every fake cluster starts with.
+pub const ROOT_TOKEN: &str =
+    "baton_root.00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// The cluster secret the fake's sealer uses.
+pub const CLUSTER_SECRET: &str = "fake-cluster-secret-0123456789";
+
 impl FakeCoordinator {
     pub fn leading() -> Self {
-        Self {
+        let fake = Self {
             state: Mutex::new(State::default()),
             detector: Mutex::new(Detector::default()),
             clock: AtomicU64::new(1_700_000_000_000),
             leader: Mutex::new(Some(ME)),
-        }
+        };
+        let root = baton_auth::parse_token(ROOT_TOKEN).expect("a valid token");
+        let admin = identity(root.name.clone(), AccessRole::Admin, root.secret);
+        let created = fake.apply(Command::BootstrapAdmin { identity: admin }, None);
+        assert!(matches!(created, Response::Identity(_)), "{created:?}");
+        fake
+    }
+
+    /// Creates a member of `tenant` and returns its token.
+    pub fn member(&self, name: &str, tenant: &str) -> String {
+        let name = IdentityName::new(name).expect("valid name");
+        let (token, credential) = baton_auth::issue_token(&name);
+        let role = AccessRole::Member { tenant: TenantId::new(tenant).expect("valid tenant") };
+        let mut member = identity(name, role, "");
+        member.token = credential;
+        let created = self.apply(Command::CreateIdentity { identity: member }, self.root());
+        assert!(matches!(created, Response::Identity(_)), "{created:?}");
+        token
+    }
+
+    /// The administrator, as an actor.
+    pub fn root(&self) -> Option<Actor> {
+        Some(Actor { identity: IdentityName::new("root").expect("valid"), from: None })
+    }
+
+    /// Applies a command on behalf of an actor, bypassing HTTP (for test setup).
+    pub fn apply_as(&self, command: Command, actor: Option<Actor>) -> Response {
+        self.apply(command, actor)
     }
 
     /// Moves the fake leader's clock forward.
@@ -55,11 +89,11 @@ impl FakeCoordinator {
     }
 
     /// Applies a command as the leader would, after the detector prepared it.
-    fn apply(&self, command: Command) -> Response {
+    fn apply(&self, command: Command, actor: Option<Actor>) -> Response {
         let now = self.now();
         let mut state = self.state.lock().expect("lock");
         let command = self.detector.lock().expect("lock").prepare(command, &state, now);
-        state.apply(&CoreRequest { at: now, command })
+        state.apply(&CoreRequest { at: now, command, actor })
     }
 
     /// Runs the detector's tick and applies its decisions.
@@ -68,7 +102,7 @@ impl FakeCoordinator {
         let commands =
             self.detector.lock().expect("lock").tick(&self.state.lock().expect("lock"), now);
         for command in commands {
-            self.apply(command);
+            self.apply(command, None);
         }
     }
 
@@ -87,9 +121,13 @@ impl Coordinator for FakeCoordinator {
         ME
     }
 
-    async fn write(&self, command: Command) -> Result<Served<Response>, CoordinatorError> {
+    async fn write(
+        &self,
+        command: Command,
+        actor: Option<Actor>,
+    ) -> Result<Served<Response>, CoordinatorError> {
         let by = self.leader().ok_or(CoordinatorError::NoLeader)?;
-        Ok(Served { value: self.apply(command), by })
+        Ok(Served { value: self.apply(command, actor), by })
     }
 
     async fn heartbeat(
@@ -97,12 +135,16 @@ impl Coordinator for FakeCoordinator {
         group: GroupKey,
         session: SessionId,
         heartbeat: HeartbeatIn,
+        caller: IdentityName,
     ) -> Result<Served<HeartbeatOutcome>, CoordinatorError> {
         let by = self.leader().ok_or(CoordinatorError::NoLeader)?;
         let now = self.now();
         let Some(g) = self.state.lock().expect("lock").group(&group).cloned() else {
             return Ok(Served { value: HeartbeatOutcome::GroupNotFound, by });
         };
+        if !self.state.lock().expect("lock").may_use(&caller, &g) {
+            return Ok(Served { value: HeartbeatOutcome::Forbidden, by });
+        }
         if !g.sessions.contains_key(&session) {
             return Ok(Served { value: HeartbeatOutcome::SessionNotFound, by });
         }
@@ -116,7 +158,7 @@ impl Coordinator for FakeCoordinator {
             d.plan_heartbeat(&g, &session, now)
         };
         if let Some(command) = plan
-            && let Response::Rejected(r @ Rejection::Superseded(_)) = self.apply(command)
+            && let Response::Rejected(r @ Rejection::Superseded(_)) = self.apply(command, None)
         {
             return Err(CoordinatorError::Internal(r.to_string()));
         }
@@ -137,6 +179,10 @@ impl Coordinator for FakeCoordinator {
         _: Consistency,
     ) -> Result<Served<QueryResult>, CoordinatorError> {
         self.serve(|s| s.query(&query))
+    }
+
+    fn identity(&self, name: &IdentityName) -> Option<Identity> {
+        self.state.lock().expect("lock").identity(name).cloned()
     }
 
     fn status(&self) -> ClusterStatus {
@@ -194,7 +240,30 @@ pub struct Reply {
     pub text: String,
 }
 
-/// Sends one request through the full app (path normalization included).
+fn identity(name: IdentityName, role: AccessRole, secret: &str) -> Identity {
+    Identity {
+        name,
+        role,
+        token: baton_auth::credential_for(secret),
+        signing_key: None,
+        created_at: Timestamp(0),
+        rotated_at: None,
+        revoked_at: None,
+    }
+}
+
+/// The app over a fake node, as a real node builds it.
+pub fn app_for(fake: std::sync::Arc<FakeCoordinator>) -> baton_api::App {
+    let options = baton_api::ApiOptions {
+        rate_limit: baton_api::RateLimit::default(),
+        sealer: std::sync::Arc::new(baton_api::Sealer::new(CLUSTER_SECRET, &[])),
+        https: false,
+    };
+    baton_api::app(fake, options)
+}
+
+/// Sends one request through the full app (path normalization included), as the
+/// administrator.
 pub async fn call(app: &baton_api::App, method: &str, uri: &str, body: Option<&str>) -> Reply {
     call_with(app, method, uri, body, Some("application/json")).await
 }
@@ -207,7 +276,39 @@ pub async fn call_with(
     body: Option<&str>,
     content_type: Option<&str>,
 ) -> Reply {
+    call_as(app, Some(ROOT_TOKEN), method, uri, body, content_type).await
+}
+
+/// Sends one request with `token` as the bearer token (or none).
+pub async fn call_as(
+    app: &baton_api::App,
+    token: Option<&str>,
+    method: &str,
+    uri: &str,
+    body: Option<&str>,
+    content_type: Option<&str>,
+) -> Reply {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers = Vec::new();
+    if let Some(b) = &bearer {
+        headers.push(("authorization", b.as_str()));
+    }
+    send(app, method, uri, &headers, body, content_type).await
+}
+
+/// Sends one request with exactly these headers.
+pub async fn send(
+    app: &baton_api::App,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+    content_type: Option<&str>,
+) -> Reply {
     let mut req = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
     if let (Some(ct), Some(_)) = (content_type, body) {
         req = req.header("content-type", ct);
     }

@@ -1,0 +1,184 @@
+//! Authentication and per-identity rate limiting, shared by every API.
+//!
+//! Each API takes its credential from its own place (a bearer token for the native and AVEVA
+//! APIs; the other dialects bring theirs) and answers failures in its own format; this module
+//! does the checking. A request is authenticated against this node's applied state, so any
+//! node can check it; what it may then do is judged again by the core when a change applies
+//! (see `baton_core::identity`), so a revocation committed first always wins.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use baton_core::{Actor, IdentityName, Principal};
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::coordinator::Coordinator;
+
+/// An authenticated caller, as handlers see it.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// Who.
+    pub principal: Principal,
+    /// The client's address, when the server knows it.
+    pub from: Option<SocketAddr>,
+}
+
+impl Caller {
+    /// The audit trail's view of this caller.
+    pub fn actor(&self) -> Actor {
+        Actor { identity: self.principal.name.clone(), from: self.from.map(|a| a.to_string()) }
+    }
+}
+
+/// Why a request was not let in. Messages name no secret.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// No credential was presented.
+    #[error("the request carries no credential")]
+    Missing,
+    /// The credential is malformed, unknown, wrong or revoked (not told apart, so a caller
+    /// learns nothing about which identities exist).
+    #[error("the credential is not valid")]
+    Invalid,
+    /// The identity sends faster than allowed.
+    #[error("too many requests from this identity")]
+    Throttled {
+        /// When to retry.
+        retry_after: Duration,
+    },
+}
+
+impl Denied {
+    /// Whole seconds to put in `Retry-After` (at least 1).
+    pub fn retry_after_secs(&self) -> u64 {
+        match self {
+            Denied::Throttled { retry_after } => retry_after.as_secs_f64().ceil().max(1.0) as u64,
+            _ => 1,
+        }
+    }
+}
+
+/// Requests per second each identity may send, and the burst it may use up at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained requests per second; 0 turns limiting off.
+    pub per_second: u32,
+    /// Requests allowed at once.
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self { per_second: 2_000, burst: 4_000 }
+    }
+}
+
+/// The node's gate: the rate limiter, keyed by identity name.
+pub struct Gate {
+    limiter: Option<DefaultKeyedRateLimiter<IdentityName>>,
+}
+
+impl Gate {
+    /// A gate with the given limit.
+    pub fn new(limit: RateLimit) -> Self {
+        let limiter = NonZeroU32::new(limit.per_second).map(|rate| {
+            let burst = NonZeroU32::new(limit.burst.max(limit.per_second)).unwrap_or(rate);
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
+        Self { limiter }
+    }
+
+    fn admit(&self, principal: &Principal) -> Result<(), Denied> {
+        let Some(limiter) = &self.limiter else { return Ok(()) };
+        limiter.check_key(&principal.name).map_err(|not_until| Denied::Throttled {
+            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+        })
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new(RateLimit::default())
+    }
+}
+
+/// The bearer token of `Authorization: Bearer <token>`, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Checks `token` against this node's applied state, then the identity's rate.
+pub fn authenticate<C: Coordinator>(
+    coordinator: &C,
+    gate: &Gate,
+    token: Option<&str>,
+    from: Option<SocketAddr>,
+) -> Result<Caller, Denied> {
+    let token = token.ok_or(Denied::Missing)?;
+    let parsed = baton_auth::parse_token(token).map_err(|_| Denied::Invalid)?;
+    let identity = coordinator.identity(&parsed.name).ok_or(Denied::Invalid)?;
+    if !identity.is_active() || !baton_auth::verify_token(&identity.token, parsed.secret) {
+        return Err(Denied::Invalid);
+    }
+    let principal = identity.principal();
+    gate.admit(&principal)?;
+    Ok(Caller { principal, from })
+}
+
+/// Checks Uplynk-style signed parameters (`msg`, `sig`) against this node's applied state:
+/// the owner must be an active identity with a signing key, which `sealer` opens; then the
+/// identity's rate.
+pub fn authenticate_signed<C: Coordinator>(
+    coordinator: &C,
+    gate: &Gate,
+    sealer: &baton_auth::Sealer,
+    msg: Option<&str>,
+    sig: Option<&str>,
+    from: Option<SocketAddr>,
+) -> Result<Caller, Denied> {
+    let (Some(msg), Some(sig)) = (msg, sig) else { return Err(Denied::Missing) };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let params = baton_auth::signed::decode_msg(msg, now).map_err(|_| Denied::Invalid)?;
+    let identity = coordinator.identity(&params.owner).ok_or(Denied::Invalid)?;
+    let sealed = identity.signing_key.as_ref().filter(|_| identity.is_active());
+    let key = sealed.and_then(|s| sealer.open(s).ok()).ok_or(Denied::Invalid)?;
+    baton_auth::signed::verify_sig(&key, msg, sig).map_err(|_| Denied::Invalid)?;
+    let principal = identity.principal();
+    gate.admit(&principal)?;
+    Ok(Caller { principal, from })
+}
+
+/// A middleware's whole job for the token-based APIs: authenticate the token `token_of` finds,
+/// leave the [`Caller`] in the request and run the rest, or answer `refuse` (the API's own
+/// 401 or 429).
+pub async fn let_in<C: Coordinator>(
+    state: &crate::AppState<C>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+    token_of: fn(&HeaderMap) -> Option<&str>,
+    refuse: fn(Denied) -> axum::response::Response,
+) -> axum::response::Response {
+    let (mut parts, body) = request.into_parts();
+    let from = client_addr(&parts);
+    match authenticate(&*state.coordinator, &state.gate, token_of(&parts.headers), from) {
+        Ok(caller) => {
+            parts.extensions.insert(caller);
+            next.run(axum::extract::Request::from_parts(parts, body)).await
+        }
+        Err(denied) => refuse(denied),
+    }
+}
+
+/// The client's address, if the server recorded it.
+pub fn client_addr(parts: &Parts) -> Option<SocketAddr> {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr)
+}

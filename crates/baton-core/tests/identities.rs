@@ -1,0 +1,418 @@
+//! Identities, group ownership, access rules and the audit trail, applied to the state.
+
+use std::collections::BTreeSet;
+
+use baton_core::identity::AUDIT_CAPACITY;
+use baton_core::{
+    AccessRole, Actor, AuditAction, Command, Credential, GroupConfig, GroupId, GroupKey, Identity,
+    IdentityName, NamespaceId, Query, QueryResult, Reason, Rejection, Request, Response, Scope,
+    SessionId, State, TenantId, Timestamp,
+};
+
+fn name(s: &str) -> IdentityName {
+    IdentityName::new(s).expect("valid")
+}
+
+fn identity(n: &str, role: AccessRole) -> Identity {
+    Identity {
+        name: name(n),
+        role,
+        token: Credential { salt: vec![1], digest: vec![2] },
+        signing_key: None,
+        created_at: Timestamp(0),
+        rotated_at: None,
+        revoked_at: None,
+    }
+}
+
+fn member(n: &str, tenant: &str) -> Identity {
+    identity(n, AccessRole::Member { tenant: TenantId::new(tenant).expect("valid") })
+}
+
+fn key(tenant: &str, group: &str) -> GroupKey {
+    GroupKey {
+        scope: Scope {
+            tenant: TenantId::new(tenant).expect("valid"),
+            namespace: NamespaceId::new("ns").expect("valid"),
+        },
+        group: GroupId::new(group).expect("valid"),
+    }
+}
+
+fn by(who: &str) -> Option<Actor> {
+    Some(Actor { identity: name(who), from: Some("10.0.0.9:5000".into()) })
+}
+
+fn apply(state: &mut State, at: u64, command: Command, actor: Option<Actor>) -> Response {
+    state.apply(&Request { at: Timestamp(at), command, actor })
+}
+
+fn audit(state: &State) -> Vec<baton_core::AuditEntry> {
+    match state.query(&Query::Audit { group: None, after: 0, limit: usize::MAX }) {
+        QueryResult::Audit(entries) => entries,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// A state with an administrator `root`, `alice`, `bob` and `carol` in tenant t1, and `eve` in t2.
+fn populated() -> State {
+    let mut state = State::default();
+    apply(
+        &mut state,
+        0,
+        Command::BootstrapAdmin { identity: identity("root", AccessRole::Admin) },
+        None,
+    );
+    for (n, t) in [("alice", "t1"), ("bob", "t1"), ("carol", "t1"), ("eve", "t2")] {
+        let created =
+            apply(&mut state, 0, Command::CreateIdentity { identity: member(n, t) }, by("root"));
+        assert!(matches!(created, Response::Identity(_)), "{created:?}");
+    }
+    state
+}
+
+fn after_setup(state: &State) -> Vec<baton_core::AuditEntry> {
+    audit(state).into_iter().filter(|e| e.group.is_some()).collect()
+}
+
+fn config() -> GroupConfig {
+    GroupConfig::new(None, None, 5_000).expect("valid")
+}
+
+#[test]
+fn the_bootstrap_administrator_is_created_once() {
+    let mut state = State::default();
+    let first = apply(
+        &mut state,
+        1,
+        Command::BootstrapAdmin { identity: identity("root", AccessRole::Admin) },
+        None,
+    );
+    assert!(matches!(first, Response::Identity(_)));
+    let again = apply(
+        &mut state,
+        2,
+        Command::BootstrapAdmin { identity: identity("root2", AccessRole::Admin) },
+        None,
+    );
+    assert_eq!(again, Response::Rejected(Rejection::AlreadyBootstrapped));
+    assert_eq!(state.identity_count(), 1);
+}
+
+#[test]
+fn names_are_never_reused_and_a_revoked_identity_cannot_be_rotated() {
+    let mut state = populated();
+    let dup = apply(
+        &mut state,
+        2,
+        Command::CreateIdentity { identity: member("alice", "t2") },
+        by("root"),
+    );
+    assert_eq!(dup, Response::Rejected(Rejection::IdentityExists(name("alice"))));
+
+    let revoked = apply(&mut state, 3, Command::RevokeIdentity { name: name("alice") }, by("root"));
+    let Response::Identity(revoked) = revoked else { panic!("revoked: {revoked:?}") };
+    assert_eq!(revoked.revoked_at, Some(Timestamp(3)));
+    assert!(!state.identity(&name("alice")).expect("kept").is_active());
+
+    let rotate = Command::RotateIdentity {
+        name: name("alice"),
+        token: Credential { salt: vec![9], digest: vec![9] },
+        signing_key: None,
+    };
+    assert_eq!(
+        apply(&mut state, 4, rotate, by("root")),
+        Response::Rejected(Rejection::IdentityNotFound(name("alice")))
+    );
+    let recreate = apply(
+        &mut state,
+        5,
+        Command::CreateIdentity { identity: member("alice", "t1") },
+        by("root"),
+    );
+    assert_eq!(recreate, Response::Rejected(Rejection::IdentityExists(name("alice"))));
+}
+
+#[test]
+fn a_group_is_owned_by_its_creator_and_allowed_owners_narrow_access() {
+    let mut state = populated();
+    apply(
+        &mut state,
+        1,
+        Command::CreateGroup { key: key("t1", "g"), config: config(), members: vec![] },
+        by("alice"),
+    );
+    let group = state.group(&key("t1", "g")).expect("created").clone();
+    assert_eq!(group.owner, Some(name("alice")));
+
+    let alice = member("alice", "t1").principal();
+    let bob = member("bob", "t1").principal();
+    let eve = member("eve", "t2").principal();
+    let root = identity("root", AccessRole::Admin).principal();
+    assert!(alice.may_use(&group) && bob.may_use(&group) && root.may_use(&group));
+    assert!(!eve.may_use(&group), "another tenant never may");
+
+    let owners = BTreeSet::from([name("carol")]);
+    apply(&mut state, 2, Command::SetAllowedOwners { group: key("t1", "g"), owners }, by("alice"));
+    let group = state.group(&key("t1", "g")).expect("exists").clone();
+    assert!(alice.may_use(&group), "the owner keeps access");
+    assert!(member("carol", "t1").principal().may_use(&group));
+    assert!(!bob.may_use(&group), "a tenant member outside the list is refused");
+    assert!(root.may_use(&group));
+    assert!(!member("carol", "t2").principal().may_use(&group), "the tenant still bounds access");
+}
+
+#[test]
+fn operator_changes_are_audited_with_who_and_from_where_and_decisions_are_not() {
+    let mut state = populated();
+    let g = key("t1", "g");
+    let s = SessionId::new("s1").expect("valid");
+    apply(
+        &mut state,
+        1,
+        Command::CreateGroup { key: g.clone(), config: config(), members: vec![] },
+        by("alice"),
+    );
+    apply(
+        &mut state,
+        2,
+        Command::CreateGroup { key: g.clone(), config: config(), members: vec![] },
+        by("alice"),
+    );
+    apply(
+        &mut state,
+        3,
+        Command::CreateSession { group: g.clone(), session: s.clone(), name: None },
+        by("alice"),
+    );
+    apply(
+        &mut state,
+        4,
+        Command::SetOverride { group: g.clone(), session: s.clone(), primary_for_ms: Some(None) },
+        by("bob"),
+    );
+    apply(
+        &mut state,
+        5,
+        Command::Grant {
+            group: g.clone(),
+            session: s.clone(),
+            stage: baton_core::Stage::Primary,
+            expected_epoch: baton_core::Epoch(0),
+            replaces: None,
+            last_data_processed_time: None,
+            reason: Reason::Vacant,
+        },
+        None,
+    );
+    apply(
+        &mut state,
+        6,
+        Command::RequestHandover {
+            group: g.clone(),
+            expected_epoch: baton_core::Epoch(1),
+            reason: Reason::Forced,
+            to: None,
+            require_standby: false,
+            standby_ready: false,
+        },
+        by("root"),
+    );
+    apply(
+        &mut state,
+        7,
+        Command::DeleteGroup { key: g.clone(), refuse_if_active: false, active: vec![] },
+        by("root"),
+    );
+
+    let entries = after_setup(&state);
+    let actions: Vec<_> = entries
+        .iter()
+        .map(|e| {
+            (e.seq, e.at.0, e.actor.as_ref().map(|a| a.identity.to_string()), e.action.clone())
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            (6, 1, Some("alice".into()), AuditAction::GroupCreated { config: config() }),
+            (7, 3, Some("alice".into()), AuditAction::SessionCreated { session: s.clone() }),
+            (
+                8,
+                4,
+                Some("bob".into()),
+                AuditAction::OverrideSet { session: s.clone(), primary_for_ms: Some(None) }
+            ),
+            (
+                9,
+                6,
+                Some("root".into()),
+                AuditAction::FailoverForced { reason: Reason::Forced, to: None }
+            ),
+            (10, 7, Some("root".into()), AuditAction::GroupDeleted),
+        ]
+    );
+    assert!(entries.iter().all(|e| e.group.as_ref() == Some(&g)));
+    assert_eq!(entries[0].actor.as_ref().and_then(|a| a.from.as_deref()), Some("10.0.0.9:5000"));
+}
+
+#[test]
+fn the_audit_trail_keeps_the_newest_entries_and_storage_is_told_what_changed() {
+    let mut state = populated();
+    let g = key("t1", "g");
+    for i in 0..AUDIT_CAPACITY + 3 {
+        let ms = 1_000 + i;
+        let config = GroupConfig::new(None, None, ms).expect("valid");
+        let (_, touched) = state.apply_tracked(&Request {
+            at: Timestamp(i),
+            command: Command::PutGroup { key: g.clone(), config },
+            actor: by("alice"),
+        });
+        let expected = if i + 6 > AUDIT_CAPACITY { 3 } else { 2 };
+        assert_eq!(touched.len(), expected, "group, new entry and, once full, the dropped one");
+    }
+    let entries = audit(&state);
+    assert_eq!(entries.len() as u64, AUDIT_CAPACITY);
+    assert_eq!(entries.first().map(|e| e.seq), Some(9));
+    assert_eq!(entries.last().map(|e| e.seq), Some(AUDIT_CAPACITY + 8));
+
+    // Records round-trip through storage's view.
+    let mut restored = State::default();
+    for (key, record) in state.records() {
+        restored.restore(key, record);
+    }
+    assert_eq!(restored, state);
+    assert_eq!(restored.digest(), state.digest());
+}
+
+#[test]
+fn access_is_judged_when_the_command_applies() {
+    let mut state = populated();
+    let g = key("t1", "g");
+    apply(
+        &mut state,
+        1,
+        Command::CreateGroup { key: g.clone(), config: config(), members: vec![] },
+        by("alice"),
+    );
+    let delete =
+        || Command::DeleteGroup { key: g.clone(), refuse_if_active: false, active: vec![] };
+
+    // Another tenant's member can neither create in nor change t1.
+    let forbidden = Response::Rejected(Rejection::Forbidden(name("eve")));
+    let create_h = Command::CreateGroup { key: key("t1", "h"), config: config(), members: vec![] };
+    assert_eq!(apply(&mut state, 2, create_h, by("eve")), forbidden);
+    assert_eq!(apply(&mut state, 2, delete(), by("eve")), forbidden);
+
+    // Narrowed to carol: bob's change is refused, and the group is as it was.
+    let owners = BTreeSet::from([name("carol")]);
+    apply(&mut state, 3, Command::SetAllowedOwners { group: g.clone(), owners }, by("alice"));
+    let before = state.group(&g).cloned();
+    let config = GroupConfig::new(None, None, 9_000).expect("valid");
+    let put = Command::PutGroup { key: g.clone(), config };
+    assert_eq!(
+        apply(&mut state, 4, put, by("bob")),
+        Response::Rejected(Rejection::Forbidden(name("bob")))
+    );
+    assert_eq!(state.group(&g).cloned(), before);
+
+    // A member cannot manage identities, but may rotate its own token.
+    let revoke_carol = Command::RevokeIdentity { name: name("carol") };
+    assert_eq!(
+        apply(&mut state, 5, revoke_carol, by("bob")),
+        Response::Rejected(Rejection::Forbidden(name("bob")))
+    );
+    let rotate = |n: &str| Command::RotateIdentity {
+        name: name(n),
+        token: Credential { salt: vec![3], digest: vec![4] },
+        signing_key: None,
+    };
+    assert!(matches!(apply(&mut state, 6, rotate("bob"), by("bob")), Response::Identity(_)));
+    assert_eq!(
+        apply(&mut state, 6, rotate("carol"), by("bob")),
+        Response::Rejected(Rejection::Forbidden(name("bob")))
+    );
+
+    // Once revoked, a caller's commands are refused even if a node authenticated it earlier.
+    apply(&mut state, 7, Command::RevokeIdentity { name: name("alice") }, by("root"));
+    let refused = apply(&mut state, 8, delete(), by("alice"));
+    assert_eq!(refused, Response::Rejected(Rejection::Unauthenticated(name("alice"))));
+    assert!(state.group(&g).is_some());
+}
+
+#[test]
+fn identities_and_audit_entries_survive_the_logs_encoding() {
+    // The log and snapshots are postcard, which cannot decode every serde shape (internally
+    // tagged enums, for one); every new record type is round-tripped here.
+    let mut state = populated();
+    let g = key("t1", "g");
+    apply(
+        &mut state,
+        1,
+        Command::CreateGroup { key: g.clone(), config: config(), members: vec![] },
+        by("alice"),
+    );
+    let owners = BTreeSet::from([name("bob")]);
+    apply(&mut state, 2, Command::SetAllowedOwners { group: g, owners }, by("alice"));
+    for (key, record) in state.records() {
+        let bytes = postcard::to_allocvec(&(key.clone(), record.clone())).expect("encode");
+        let decoded: (baton_core::RecordKey, baton_core::Record) =
+            postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!(decoded, (key, record));
+    }
+    let request = Request {
+        at: Timestamp(3),
+        command: Command::CreateIdentity { identity: member("zed", "t9") },
+        actor: by("root"),
+    };
+    let bytes = postcard::to_allocvec(&request).expect("encode");
+    assert_eq!(postcard::from_bytes::<Request>(&bytes).expect("decode"), request);
+}
+
+#[test]
+fn owners_only_groups_and_sharing_belong_to_the_owner() {
+    let mut state = populated();
+    let g = key("t1", "g");
+    let mut config = config();
+    config.owners_only = true;
+    apply(
+        &mut state,
+        1,
+        Command::CreateGroup { key: g.clone(), config, members: vec![] },
+        by("alice"),
+    );
+    let group = state.group(&g).expect("created").clone();
+    assert!(member("alice", "t1").principal().may_use(&group));
+    assert!(!member("bob", "t1").principal().may_use(&group), "a fellow member is not admitted");
+    assert!(identity("root", AccessRole::Admin).principal().may_use(&group));
+
+    // bob cannot admit himself, by either form of the command; alice can.
+    let add_bob = || Command::ChangeAllowedOwners {
+        group: g.clone(),
+        add: BTreeSet::from([name("bob")]),
+        remove: BTreeSet::new(),
+    };
+    assert_eq!(
+        apply(&mut state, 2, add_bob(), by("bob")),
+        Response::Rejected(Rejection::Forbidden(name("bob")))
+    );
+    let set_bob =
+        Command::SetAllowedOwners { group: g.clone(), owners: BTreeSet::from([name("bob")]) };
+    assert_eq!(
+        apply(&mut state, 2, set_bob, by("bob")),
+        Response::Rejected(Rejection::Forbidden(name("bob")))
+    );
+    assert!(matches!(apply(&mut state, 3, add_bob(), by("alice")), Response::Group { .. }));
+    let group = state.group(&g).expect("exists").clone();
+    assert!(member("bob", "t1").principal().may_use(&group));
+    // An allowed owner uses the group but does not decide who else may.
+    let add_carol = Command::ChangeAllowedOwners {
+        group: g.clone(),
+        add: BTreeSet::from([name("carol")]),
+        remove: BTreeSet::new(),
+    };
+    assert_eq!(
+        apply(&mut state, 4, add_carol, by("bob")),
+        Response::Rejected(Rejection::Forbidden(name("bob")))
+    );
+}

@@ -1,0 +1,387 @@
+//! `bench`: Baton's benchmark harness. Starts a local three-node cluster (real processes on
+//! loopback, rate limits off), drives it over HTTP with many concurrent simulated clients on
+//! keep-alive connections, and reports ops/s and latency p50/p99/p999 for:
+//! - AVEVA heartbeats that change no role (1, 16, 64, 256 clients);
+//! - durable writes: session creation, each synced on a quorum (1, 64, 256 clients);
+//! - linearizable reads (64 clients);
+//! - failover detection: from a Primary's last heartbeat to its successor being told
+//!   PendingPrimary, over many groups;
+//! - Baton leader SIGKILL to the first successful write (repeated).
+//!
+//! Each load runs a warm-up, then a fixed duration, bounded by a request count. This is a
+//! measuring tool, not a test: it asserts nothing and always exits 0 unless the cluster fails.
+//! `scripts/bench.sh` runs it and writes `BENCHMARKS.md`.
+//!
+//! Usage: bench [--seconds N] [--quick] [--markdown FILE]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use baton_e2e::{TestCluster, admin_client, send};
+use serde_json::json;
+
+const ELECTION: Duration = Duration::from_secs(10);
+/// The most requests one load sends, whatever its duration.
+const MAX_REQUESTS: u64 = 2_000_000;
+const GROUPS: &str = "/api/v1/tenants/bench/namespaces/ns/clientfailover/groups";
+
+struct Args {
+    seconds: u64,
+    quick: bool,
+    markdown: Option<std::path::PathBuf>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args { seconds: 5, quick: false, markdown: None };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--seconds" => {
+                args.seconds = it.next().and_then(|v| v.parse().ok()).ok_or("--seconds N")?
+            }
+            "--quick" => args.quick = true,
+            "--markdown" => args.markdown = Some(it.next().ok_or("--markdown FILE")?.into()),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(args)
+}
+
+/// One measured load.
+struct Row {
+    name: String,
+    clients: usize,
+    ops: u64,
+    errors: u64,
+    seconds: f64,
+    latencies_us: Vec<u64>,
+}
+
+impl Row {
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.seconds
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_us[i] as f64 / 1_000.0
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            self.name,
+            self.clients,
+            self.rate(),
+            self.percentile_ms(0.50),
+            self.percentile_ms(0.99),
+            self.percentile_ms(0.999),
+            self.errors
+        )
+    }
+}
+
+/// Runs `clients` concurrent loops of `op` for `warmup` then `duration`, and measures the
+/// second part. `op(client, i)` returns whether the request succeeded.
+async fn load<F, Fut>(
+    name: &str,
+    clients: usize,
+    warmup: Duration,
+    duration: Duration,
+    op: F,
+) -> Row
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let op = Arc::new(op);
+    let count = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let (op, count) = (op.clone(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let (mut ok, mut failed, mut i) = (0u64, 0u64, 0u64);
+            while Instant::now() < end && count.fetch_add(1, Ordering::Relaxed) < MAX_REQUESTS {
+                let sent = Instant::now();
+                let success = op(client, i).await;
+                i += 1;
+                if sent >= measure_from {
+                    if success {
+                        ok += 1;
+                        latencies.push(sent.elapsed().as_micros() as u64);
+                    } else {
+                        failed += 1;
+                    }
+                }
+            }
+            (ok, failed, latencies)
+        }));
+    }
+    let mut row = Row {
+        name: name.into(),
+        clients,
+        ops: 0,
+        errors: 0,
+        seconds: duration.as_secs_f64(),
+        latencies_us: Vec::new(),
+    };
+    for task in tasks {
+        let (ok, failed, latencies) = task.await.expect("a load task");
+        row.ops += ok;
+        row.errors += failed;
+        row.latencies_us.extend(latencies);
+    }
+    row.latencies_us.sort_unstable();
+    row
+}
+
+/// A client per simulated caller: its own keep-alive connection pool.
+fn clients(n: usize) -> Vec<reqwest::Client> {
+    (0..n).map(|_| admin_client(Duration::from_secs(10))).collect()
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: &serde_json::Value) -> bool {
+    http.post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let duration = Duration::from_secs(args.seconds);
+    let warmup = Duration::from_secs(1);
+    let mut cluster = TestCluster::start_with(3, &[("rate_limit_per_second", "0")]);
+    let leader = cluster.wait_for_leader(ELECTION).await;
+    eprintln!("bench: cluster up, leader {leader}; creating groups");
+    let leader_url = cluster.url(leader);
+    let mut rows = Vec::new();
+    let many = if args.quick { vec![1, 16] } else { vec![1, 16, 64, 256] };
+
+    // Heartbeats that change no role: groups of one session with the shortest timeout (1 s,
+    // so the per-session rate limit is 50 ms), enough of them that each client cycles through
+    // its own without hitting that limit; each session holds the baton throughout.
+    let groups = if args.quick { 512usize } else { 2048 };
+    setup_heartbeat_groups(&leader_url, groups).await;
+    eprintln!("bench: {groups} heartbeat groups ready");
+    let admin = admin_client(Duration::from_secs(10));
+    for &n in &many {
+        let pool = Arc::new(clients(n));
+        let leader_url = leader_url.clone();
+        let per = (groups / n).max(1);
+        let row = load("heartbeat (no role change)", n, warmup, duration, move |c, i| {
+            let pool = pool.clone();
+            let g = (c * per + (i as usize % per)) % groups;
+            let url = format!("{leader_url}{GROUPS}/hb{g}/clientsessions/s/heartbeat");
+            async move { post(&pool[c], &url, &json!({"FailoverScore": 100})).await }
+        })
+        .await;
+        println!("{}", row.line());
+        rows.push(row);
+    }
+
+    // Durable writes: each creates a new session (one Raft entry, synced on a quorum).
+    send(
+        &admin,
+        "POST",
+        &format!("{leader_url}{GROUPS}"),
+        Some(json!({"Id": "w", "FailoverTimeout": "00:01:00"})),
+    )
+    .await
+    .expect("create w");
+    let writes = if args.quick { vec![1, 64] } else { vec![1, 64, 256] };
+    for &n in &writes {
+        let pool = Arc::new(clients(n));
+        let url = format!("{leader_url}{GROUPS}/w/clientsessions");
+        let row = load("durable write (session create)", n, warmup, duration, move |c, i| {
+            let (pool, url) = (pool.clone(), url.clone());
+            async move { post(&pool[c], &url, &json!({"Id": format!("n{n}c{c}i{i}")})).await }
+        })
+        .await;
+        println!("{}", row.line());
+        rows.push(row);
+    }
+
+    // Linearizable reads.
+    {
+        let n = 64;
+        let pool = Arc::new(clients(n));
+        let url = format!("{leader_url}{GROUPS}/hb0");
+        let row = load("linearizable read (group)", n, warmup, duration, move |c, _| {
+            let (pool, url) = (pool.clone(), url.clone());
+            async move { pool[c].get(&url).send().await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .await;
+        println!("{}", row.line());
+        rows.push(row);
+    }
+
+    // Failover detection: groups with a 1 s timeout and two members; the Primary stops, the
+    // other keeps heartbeating every 100 ms; measure from the Primary's last heartbeat to the
+    // successor's first PendingPrimary answer.
+    let detection = failover_detection(&cluster, leader, if args.quick { 5 } else { 20 }).await;
+    println!("{}", detection.line());
+    rows.push(detection);
+
+    // Leader SIGKILL to first successful write (through the survivors).
+    let mut kill = Row {
+        name: "leader SIGKILL → first successful write".into(),
+        clients: 1,
+        ops: 0,
+        errors: 0,
+        seconds: 1.0,
+        latencies_us: Vec::new(),
+    };
+    for round in 0..(if args.quick { 2 } else { 5 }) {
+        let leader = cluster.wait_for_leader(ELECTION).await;
+        let survivors: Vec<u64> = cluster.live().into_iter().filter(|id| *id != leader).collect();
+        let killed = Instant::now();
+        cluster.kill(leader);
+        let mut i = 0u64;
+        loop {
+            let url = format!("{}{GROUPS}", cluster.url(survivors[(i as usize) % survivors.len()]));
+            let body = json!({"Id": format!("k{round}-{i}"), "FailoverTimeout": "00:01:00"});
+            if send(&admin, "POST", &url, Some(body)).await.is_ok_and(|r| r.status == 201) {
+                break;
+            }
+            i += 1;
+            if killed.elapsed() > Duration::from_secs(30) {
+                kill.errors += 1;
+                break;
+            }
+        }
+        kill.latencies_us.push(killed.elapsed().as_micros() as u64);
+        kill.ops += 1;
+        cluster.restart(leader);
+        cluster.wait_converged(ELECTION).await;
+    }
+    kill.latencies_us.sort_unstable();
+    println!("{}", kill.line());
+    rows.push(kill);
+
+    if let Some(path) = args.markdown {
+        let mut text = String::from(
+            "| measurement | clients | ops/s | p50 ms | p99 ms | p999 ms | errors |\n|---|---|---|---|---|---|---|\n",
+        );
+        for row in &rows {
+            text.push_str(&row.line());
+            text.push('\n');
+        }
+        std::fs::write(&path, text).expect("write the markdown table");
+    }
+}
+
+/// Creates `groups` one-session groups `hb{i}` with a 1 s timeout, 32 at a time, and makes
+/// each session Primary.
+async fn setup_heartbeat_groups(leader_url: &str, groups: usize) {
+    let mut tasks = Vec::new();
+    for worker in 0..32usize {
+        let leader_url = leader_url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let http = admin_client(Duration::from_secs(30));
+            for g in (worker..groups).step_by(32) {
+                let body = json!({"Id": format!("hb{g}"), "FailoverTimeout": 1000});
+                send(&http, "POST", &format!("{leader_url}{GROUPS}"), Some(body))
+                    .await
+                    .expect("create");
+                let url = format!("{leader_url}{GROUPS}/hb{g}/clientsessions");
+                send(&http, "POST", &url, Some(json!({"Id": "s"}))).await.expect("join");
+                let hb = format!("{url}/s/heartbeat");
+                send(&http, "POST", &hb, Some(json!({"FailoverScore": 100})))
+                    .await
+                    .expect("heartbeat");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("a setup task");
+    }
+}
+
+async fn failover_detection(cluster: &TestCluster, leader: u64, groups: usize) -> Row {
+    let admin = admin_client(Duration::from_secs(10));
+    let url = cluster.url(leader);
+    let mut row = Row {
+        name: "failover detection beyond the 1 s timeout".into(),
+        clients: groups * 2,
+        ops: 0,
+        errors: 0,
+        seconds: 1.0,
+        latencies_us: Vec::new(),
+    };
+    let mut tasks = Vec::new();
+    for g in 0..groups {
+        let base = format!("{url}{GROUPS}/fd{g}");
+        send(
+            &admin,
+            "POST",
+            &format!("{url}{GROUPS}"),
+            Some(json!({"Id": format!("fd{g}"), "FailoverTimeout": 1000})),
+        )
+        .await
+        .expect("create");
+        for s in ["p", "q"] {
+            send(&admin, "POST", &format!("{base}/clientsessions"), Some(json!({"Id": s})))
+                .await
+                .expect("join");
+        }
+        let http = admin.clone();
+        tasks.push(tokio::spawn(async move {
+            let hb = |s: &str| format!("{base}/clientsessions/{s}/heartbeat");
+            let beat = |s: &'static str| {
+                let (http, url) = (http.clone(), hb(s));
+                async move {
+                    send(&http, "POST", &url, Some(json!({"FailoverScore": 100})))
+                        .await
+                        .ok()
+                        .and_then(|r| r.body["Role"].as_u64())
+                }
+            };
+            // p becomes Primary; both heartbeat a while; then p stops.
+            beat("p").await;
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                beat("p").await;
+                beat("q").await;
+            }
+            let last = Instant::now();
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if beat("q").await == Some(2) {
+                    // Beyond the timeout itself: what Baton adds to it.
+                    let beyond = last.elapsed().saturating_sub(Duration::from_millis(1000));
+                    return Some(beyond.as_micros() as u64);
+                }
+            }
+            None
+        }));
+    }
+    for task in tasks {
+        match task.await.expect("a detection task") {
+            Some(us) => {
+                row.ops += 1;
+                row.latencies_us.push(us);
+            }
+            None => row.errors += 1,
+        }
+    }
+    row.latencies_us.sort_unstable();
+    row
+}
