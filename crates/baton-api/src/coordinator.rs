@@ -191,6 +191,9 @@ pub trait Coordinator: Send + Sync + 'static {
     /// A fingerprint of this node's applied state.
     fn digest(&self) -> StateDigest;
 
+    /// The decisions this node has applied, for event streams.
+    fn feed(&self) -> &crate::events::Feed;
+
     /// Adds a learner and waits until it has caught up with the log.
     fn add_learner(
         &self,

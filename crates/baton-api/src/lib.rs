@@ -10,6 +10,7 @@
 //!                                             ├─ /cluster/status|nodes|digest /metrics    (this node's view, admins)
 //!                                             ├─ /cluster/learners|nodes/{id}|snapshot    (leader, admins)
 //!                                             ├─ /identities /audit /groups/...           (native, bearer token)
+//!                                             ├─ /events /groups/.../events|history       (decisions: SSE, history)
 //!                                             ├─ /api/{v1-preview|v1}/.../clientfailover  (AVEVA, bearer token)
 //!                                             ├─ /hybridity/api/...                       (HCX, x-hm-authorization)
 //!                                             ├─ / /v3/{project}/... /identity/v3/...     (Cinder, X-Auth-Token)
@@ -33,6 +34,7 @@ pub mod aveva;
 pub mod cinder;
 pub mod coordinator;
 pub mod error;
+pub mod events;
 pub mod hcx;
 pub mod metrics;
 mod middleware;
@@ -108,6 +110,7 @@ pub fn router<C: Coordinator>(coordinator: Arc<C>, options: ApiOptions) -> Route
         axum::middleware::from_fn_with_state(state.clone(), native::authenticate::<C>);
     let leader_routes = ops::admin_routes::<C>()
         .merge(native::routes::<C>())
+        .merge(events::routes::<C>())
         .layer(axum::extract::DefaultBodyLimit::max(native::MAX_BODY))
         .layer(native_auth.clone())
         .nest("/api", aveva::routes::<C>(state.clone()))

@@ -354,7 +354,7 @@ fn parse_group_key(text: &str) -> Result<GroupKey, ApiError> {
     key(t.into(), n.into(), g.into())
 }
 
-fn key(tenant: String, namespace: String, group: String) -> Result<GroupKey, ApiError> {
+pub(crate) fn key(tenant: String, namespace: String, group: String) -> Result<GroupKey, ApiError> {
     Ok(GroupKey {
         scope: Scope {
             tenant: TenantId::new(tenant).map_err(bad)?,
@@ -418,7 +418,7 @@ async fn audit<C: Coordinator>(
 }
 
 /// Reads a group the caller may use; 404 for one it may not see at all.
-async fn usable_group<C: Coordinator>(
+pub(crate) async fn usable_group<C: Coordinator>(
     c: &C,
     caller: &Caller,
     key: &GroupKey,

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::group::{Group, GroupConfig};
+use crate::history::{Candidate, Decision};
 use crate::identity::{Actor, AuditEntry, Credential, Identity, IdentityName, Sealed};
 use crate::ids::{ClientTime, Epoch, GroupKey, Scope, SessionId, Timestamp};
 use crate::session::{HeartbeatRecord, Reason, Session, Stage};
@@ -96,6 +97,9 @@ pub enum Command {
         last_data_processed_time: Option<ClientTime>,
         /// Why.
         reason: Reason,
+        /// Every member the detector considered, with why it was or was not chosen (recorded
+        /// in the group's history).
+        considered: Vec<Candidate>,
     },
     /// Makes a PendingPrimary Primary (its heartbeat after the grant).
     Promote {
@@ -280,6 +284,8 @@ pub enum RecordKey {
     Identity(IdentityName),
     /// One audit entry, by sequence number.
     Audit(u64),
+    /// A group's decision history.
+    History(GroupKey),
 }
 
 impl Command {
@@ -450,6 +456,9 @@ pub enum Query {
         /// At most this many.
         limit: usize,
     },
+    /// A group's last decisions, oldest first (empty for a group that has none, or none
+    /// left).
+    History(GroupKey),
 }
 
 /// The answer to a [`Query`].
@@ -465,4 +474,6 @@ pub enum QueryResult {
     Identity(Option<Box<Identity>>),
     /// Audit entries.
     Audit(Vec<AuditEntry>),
+    /// Decisions, oldest first.
+    History(Vec<Decision>),
 }

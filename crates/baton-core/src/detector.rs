@@ -40,6 +40,7 @@ use std::collections::BTreeMap;
 
 use crate::command::Command;
 use crate::group::Group;
+use crate::history::{Candidate, Verdict};
 use crate::ids::{ClientTime, Epoch, GroupKey, SessionId, Timestamp};
 use crate::session::{HeartbeatAnswer, HeartbeatIn, HeartbeatRecord, Reason, Role, Score, Stage};
 use crate::state::State;
@@ -230,7 +231,7 @@ impl Detector {
             Some(_) => None,
             None => (Self::successor_of(group, watch, now).as_ref() == Some(session)
                 && !Self::grant_live_for_other(watch, session, now))
-            .then(|| Self::grant_of(group, watch, session, None)),
+            .then(|| Self::grant_of(group, watch, session, None, now)),
         }
     }
 
@@ -380,7 +381,7 @@ impl Detector {
             if Self::grant_live_for_other(watch, &successor, now) {
                 return None;
             }
-            return Some(Self::grant_of(group, watch, &successor, None));
+            return Some(Self::grant_of(group, watch, &successor, None, now));
         };
         match &watch.retiring {
             // A proposal replacing this holder is in flight: wait for it.
@@ -408,7 +409,7 @@ impl Detector {
         if (leaving || (stale && !pinned)) && lapsed {
             let command = match Self::successor_of(group, watch, now) {
                 Some(next) if next != holder.session => {
-                    Self::grant_of(group, watch, &next, Some(holder.session.clone()))
+                    Self::grant_of(group, watch, &next, Some(holder.session.clone()), now)
                 }
                 _ if leaving => Command::Expire {
                     group: key.clone(),
@@ -606,13 +607,59 @@ impl Detector {
         ranked.iter().find(|id| Some(*id) != leaving).or(ranked.first()).cloned()
     }
 
+    /// Every member of `group` with why it was or was not given the baton, `chosen` being the
+    /// successor [`Detector::successor_of`] picked.
+    fn considered(
+        group: &Group,
+        watch: &Watch,
+        chosen: &SessionId,
+        now: Timestamp,
+    ) -> Vec<Candidate> {
+        let pinned = Self::pinned(group).map(|s| &s.id);
+        let requested = group.handover.as_ref().and_then(|h| h.to.as_ref());
+        let leaving =
+            group.handover.as_ref().map(|h| &h.from).or(group.holder.as_ref().map(|h| &h.session));
+        group
+            .sessions
+            .values()
+            .map(|s| {
+                let heard = watch.sessions.get(&s.id).and_then(|seen| seen.heard.as_ref());
+                let verdict = if &s.id == chosen {
+                    Verdict::Chosen
+                } else if !s.enabled {
+                    Verdict::Disabled
+                } else if heard.is_none() {
+                    Verdict::NotHeard
+                } else if !Self::fresh(watch, &s.id, now) {
+                    Verdict::Stale
+                } else if pinned.is_some_and(|p| p != &s.id) {
+                    Verdict::NotPinned
+                } else if requested.is_some_and(|r| r != &s.id) {
+                    Verdict::NotRequested
+                } else if leaving == Some(&s.id) {
+                    Verdict::Leaving
+                } else {
+                    Verdict::Outranked
+                };
+                Candidate {
+                    session: s.id.clone(),
+                    verdict,
+                    score: heard.map(|h| h.heartbeat.score),
+                    priority: s.priority,
+                }
+            })
+            .collect()
+    }
+
     fn grant_of(
         group: &Group,
         watch: &Watch,
         session: &SessionId,
         replaces: Option<SessionId>,
+        now: Timestamp,
     ) -> Command {
         Command::Grant {
+            considered: Self::considered(group, watch, session, now),
             group: group.key.clone(),
             session: session.clone(),
             stage: if group.epoch == Epoch(0) { Stage::Primary } else { Stage::Pending },

@@ -14,10 +14,12 @@
 //! - `State::apply` is deterministic: the same state and request give the same state and
 //!   response on every replica. Time comes only from `Request::at`, chosen by the leader.
 //! - A command changes at most the one record named by [`Command::record_key`] plus its audit
-//!   entry ([`State::apply_tracked`] names them), so a request commits whole or not at all, and
+//!   entry and its group's history ([`State::apply_tracked`] names them), so a request commits whole or not at all, and
 //!   storage can persist exactly those records.
 //! - Identities are state like groups; the core stores only digests and sealed keys, and the
 //!   access rules live in one place, [`identity::Principal`].
+//! - Every change of a group's baton yields one [`history::Decision`], kept in the group's
+//!   bounded history and handed to storage with the request's effects, so nodes can publish it.
 //! - Domain refusals are [`Response::Rejected`] values, committed like any other outcome; they
 //!   never leave a partial change.
 //! - Every id is valid by construction (see [`ids`]), including ids decoded from the log.
@@ -29,6 +31,7 @@ mod command;
 pub mod detector;
 mod error;
 mod group;
+pub mod history;
 pub mod identity;
 pub mod ids;
 pub mod invariants;
@@ -44,6 +47,7 @@ pub use group::{
     DEFAULT_PREEMPTION_MARGIN, ForceRefused, Group, GroupConfig, MAX_FAILOVER_TIMEOUT_MS,
     MAX_TEXT_LEN, MIN_FAILOVER_TIMEOUT_MS, Policy, Tombstone,
 };
+pub use history::{Candidate, Decision, DecisionKind, History, RoleChange, Verdict};
 pub use identity::{
     AccessRole, Actor, AuditAction, AuditEntry, Credential, Identity, IdentityName, Principal,
     Sealed,
@@ -55,4 +59,4 @@ pub use session::{
     Handover, HeartbeatAnswer, HeartbeatIn, HeartbeatRecord, Holder, Reason, Role, RoleOverride,
     Score, Session, Stage,
 };
-pub use state::{Record, State};
+pub use state::{Effects, Record, State};

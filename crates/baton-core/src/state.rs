@@ -8,6 +8,7 @@ use crate::command::{
     Change, Command, Query, QueryResult, RecordKey, Rejection, Request, Response,
 };
 use crate::group::{Group, GroupConfig, Tombstone};
+use crate::history::{Baton, Decision, History};
 use crate::identity::{
     AUDIT_CAPACITY, Actor, AuditAction, AuditEntry, Identity, IdentityName, Principal,
 };
@@ -25,6 +26,8 @@ pub enum Record {
     Identity(Identity),
     /// An audit entry.
     Audit(AuditEntry),
+    /// A group's decision history.
+    History(GroupKey, History),
 }
 
 /// Everything Baton replicates, apart from Raft's own metadata.
@@ -32,9 +35,11 @@ pub enum Record {
 /// Invariants:
 /// - every group is stored under its own key;
 /// - no scope maps to an empty set of groups;
-/// - `apply` changes at most the record named by `Command::record_key` and the audit trail
-///   (one entry added, the oldest dropped beyond [`AUDIT_CAPACITY`]); [`State::apply_tracked`]
-///   names every record it changed;
+/// - `apply` changes at most the record named by `Command::record_key`, the audit trail
+///   (one entry added, the oldest dropped beyond [`AUDIT_CAPACITY`]) and the group's history
+///   (one decision added; dropped with the group); [`State::apply_tracked`] names every record
+///   it changed;
+/// - every group with a history exists;
 /// - audit sequence numbers are consecutive;
 /// - a group's epoch never decreases, and each grant of the baton increments it;
 /// - a group has at most one holder, and a grant is only applied when the group has no holder
@@ -45,6 +50,18 @@ pub struct State {
     tombstones: BTreeMap<GroupKey, Tombstone>,
     identities: BTreeMap<IdentityName, Identity>,
     audit: BTreeMap<u64, AuditEntry>,
+    histories: BTreeMap<GroupKey, History>,
+}
+
+/// What applying one request did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Effects {
+    /// The answer to the request.
+    pub response: Response,
+    /// Every record the request may have changed, for storage to persist.
+    pub touched: Vec<RecordKey>,
+    /// The decision about a group's baton it made, if any (also added to the group's history).
+    pub decision: Option<Decision>,
 }
 
 type Outcome = Result<Response, Rejection>;
@@ -64,13 +81,34 @@ fn updated(group: &Group) -> Outcome {
 impl State {
     /// Applies one command at the leader-chosen time in `request.at`.
     pub fn apply(&mut self, request: &Request) -> Response {
-        self.apply_tracked(request).0
+        self.apply_tracked(request).response
     }
 
-    /// Applies one command and names every record it may have changed, for storage to persist.
-    pub fn apply_tracked(&mut self, request: &Request) -> (Response, Vec<RecordKey>) {
+    /// Applies one command, names every record it may have changed (for storage to persist)
+    /// and the decision it made about a group's baton.
+    pub fn apply_tracked(&mut self, request: &Request) -> Effects {
+        let key = request.command.group();
+        let before = key.and_then(|k| self.group(k)).map(Baton::of);
         let response = self.apply_command(request);
         let mut touched = vec![request.command.record_key()];
+        let decision = key.and_then(|key| {
+            let after = self.group(key).map(Baton::of);
+            let decision = Decision::between(
+                key,
+                before.as_ref(),
+                after.as_ref(),
+                &request.command,
+                request.at,
+            )?;
+            // A deleted group's history goes with it; the decision is still published.
+            if after.is_some() {
+                self.histories.entry(key.clone()).or_default().push(decision.clone());
+                touched.push(RecordKey::History(key.clone()));
+            } else if self.histories.remove(key).is_some() {
+                touched.push(RecordKey::History(key.clone()));
+            }
+            Some(decision)
+        });
         if let Some(action) = audit_action(&request.command, &response) {
             let seq = self.audit.last_key_value().map_or(1, |(seq, _)| seq + 1);
             let entry = AuditEntry {
@@ -87,7 +125,7 @@ impl State {
                 touched.push(RecordKey::Audit(seq - AUDIT_CAPACITY));
             }
         }
-        (response, touched)
+        Effects { response, touched, decision }
     }
 
     fn apply_command(&mut self, request: &Request) -> Response {
@@ -261,6 +299,12 @@ impl State {
             Query::Identity(name) => {
                 QueryResult::Identity(self.identity(name).cloned().map(Box::new))
             }
+            Query::History(key) => QueryResult::History(
+                self.histories
+                    .get(key)
+                    .map(|h| h.decisions().cloned().collect())
+                    .unwrap_or_default(),
+            ),
             Query::Audit { group, after, limit } => QueryResult::Audit(
                 self.audit
                     .range(after.saturating_add(1)..)
@@ -313,6 +357,9 @@ impl State {
             },
             RecordKey::Identity(name) => self.identity(name).cloned().map(Record::Identity),
             RecordKey::Audit(seq) => self.audit.get(seq).cloned().map(Record::Audit),
+            RecordKey::History(k) => {
+                self.histories.get(k).map(|h| Record::History(k.clone(), h.clone()))
+            }
         }
     }
 
@@ -335,7 +382,11 @@ impl State {
             .map(|i| (RecordKey::Identity(i.name.clone()), Record::Identity(i.clone())));
         let audit =
             self.audit.values().map(|e| (RecordKey::Audit(e.seq), Record::Audit(e.clone())));
-        groups.chain(tombstones).chain(identities).chain(audit)
+        let histories = self
+            .histories
+            .iter()
+            .map(|(k, h)| (RecordKey::History(k.clone()), Record::History(k.clone(), h.clone())));
+        groups.chain(tombstones).chain(identities).chain(audit).chain(histories)
     }
 
     /// Puts a record back when storage reloads the state. Panics if the record is not stored
@@ -358,6 +409,10 @@ impl State {
                 assert_eq!(seq, entry.seq, "a stored audit entry must live under its own key");
                 self.audit.insert(seq, entry);
             }
+            (RecordKey::History(k), Record::History(key, history)) => {
+                assert_eq!(k, key, "a stored history must live under its own key");
+                self.histories.insert(k, history);
+            }
             (key, _) => panic!("a stored record does not match its key {key:?}"),
         }
     }
@@ -374,6 +429,7 @@ impl State {
         self.tombstones.hash(&mut hasher);
         self.identities.hash(&mut hasher);
         self.audit.hash(&mut hasher);
+        self.histories.hash(&mut hasher);
         hasher.finish()
     }
 

@@ -202,6 +202,7 @@ fn operator_changes_are_audited_with_who_and_from_where_and_decisions_are_not() 
             replaces: None,
             last_data_processed_time: None,
             reason: Reason::Vacant,
+            considered: Vec::new(),
         },
         None,
     );
@@ -263,11 +264,13 @@ fn the_audit_trail_keeps_the_newest_entries_and_storage_is_told_what_changed() {
     for i in 0..AUDIT_CAPACITY + 3 {
         let ms = 1_000 + i;
         let config = GroupConfig::new(None, None, ms).expect("valid");
-        let (_, touched) = state.apply_tracked(&Request {
-            at: Timestamp(i),
-            command: Command::PutGroup { key: g.clone(), config },
-            actor: by("alice"),
-        });
+        let touched = state
+            .apply_tracked(&Request {
+                at: Timestamp(i),
+                command: Command::PutGroup { key: g.clone(), config },
+                actor: by("alice"),
+            })
+            .touched;
         let expected = if i + 6 > AUDIT_CAPACITY { 3 } else { 2 };
         assert_eq!(touched.len(), expected, "group, new entry and, once full, the dropped one");
     }

@@ -136,6 +136,8 @@ enum Cmd {
     Status(String),
     /// `state`: every group, with its timestamps.
     State,
+    /// `history <group>`: the group's decisions, oldest first, with the candidates of grants.
+    History(String),
 }
 
 #[derive(Default)]
@@ -459,6 +461,37 @@ impl goldenscript::Runner for Runner {
                     let role: Role = g.role_of(&s.id);
                     let pinned = if s.role_override.is_some() { " pinned" } else { "" };
                     writeln!(out, "  {}: {role:?} {fresh}{pinned}", s.id)?;
+                }
+            }
+            Cmd::History(group) => {
+                let QueryResult::History(decisions) =
+                    self.state.query(&Query::History(key(group)?))
+                else {
+                    return Err("a history query answers a history".into());
+                };
+                for d in decisions {
+                    let roles: Vec<_> =
+                        d.roles.iter().map(|r| format!("{}→{:?}", r.session, r.role)).collect();
+                    write!(
+                        out,
+                        "{} {:?} {:?} epoch {} [{}]",
+                        d.at.0,
+                        d.kind,
+                        d.reason,
+                        d.epoch.0,
+                        roles.join(", ")
+                    )?;
+                    if let Some(h) = &d.handover {
+                        write!(out, " from {}", h.from)?;
+                        if let Some(to) = &h.to {
+                            write!(out, " to {to}")?;
+                        }
+                    }
+                    writeln!(out)?;
+                    for c in &d.candidates {
+                        let score = c.score.map_or("-".into(), |s| s.value().to_string());
+                        writeln!(out, "    {} {:?} score={score}", c.session, c.verdict)?;
+                    }
                 }
             }
             Cmd::State => {

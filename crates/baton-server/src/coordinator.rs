@@ -3,9 +3,10 @@
 //! one place where openraft's errors become API errors.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use baton_api::events::Feed;
 use baton_api::{
     ClusterStatus, Consistency, Coordinator, CoordinatorError, HeartbeatOutcome, Member, NodeAddrs,
     Served, StateDigest,
@@ -114,6 +115,7 @@ pub struct RaftCoordinator {
     state: StateReader,
     committed: CommittedIndex,
     rpc: RpcClient,
+    feed: Arc<Feed>,
     options: Options,
     clock: Clock,
     lease: Lease,
@@ -131,6 +133,7 @@ impl RaftCoordinator {
         state: StateReader,
         committed: CommittedIndex,
         rpc: RpcClient,
+        feed: Arc<Feed>,
         options: Options,
     ) -> Self {
         let lease = Lease::new(options.lease);
@@ -140,6 +143,7 @@ impl RaftCoordinator {
             state,
             committed,
             rpc,
+            feed,
             options,
             clock: Clock::default(),
             lease,
@@ -646,6 +650,10 @@ impl Coordinator for RaftCoordinator {
     fn digest(&self) -> StateDigest {
         let applied = self.state.read();
         StateDigest::of(&applied.state, applied.last_applied.map(|id| id.index))
+    }
+
+    fn feed(&self) -> &Feed {
+        &self.feed
     }
 
     async fn add_learner(

@@ -35,6 +35,19 @@ fn raft_config(config: &Config) -> anyhow::Result<Arc<openraft::Config>> {
     Ok(Arc::new(raft.validate().context("the Raft timing configuration is inconsistent")?))
 }
 
+/// Publishes the state machine's decisions on the node's event feed.
+struct Publisher(Arc<baton_api::events::Feed>);
+
+impl baton_store::Observer for Publisher {
+    fn decided(&self, index: u64, decision: baton_core::Decision) {
+        self.0.publish(index, decision);
+    }
+
+    fn skipped_to(&self, index: u64) {
+        self.0.skip_to(index);
+    }
+}
+
 /// Runs a node until `shutdown` resolves, then stops it in order: public API, internal
 /// listener, Raft, storage.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -44,8 +57,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let db_dir = identity::prepare(&config.data_dir, &config.cluster_name, config.id)?;
 
         // 2. Storage.
-        let baton_store::Store { log: log_store, state_machine, closer } =
+        let baton_store::Store { log: log_store, mut state_machine, closer } =
             baton_store::open(&db_dir)?;
+        let feed = Arc::new(baton_api::events::Feed::default());
+        state_machine.observe(Arc::new(Publisher(feed.clone())));
         let state = state_machine.reader();
         let committed = log_store.committed_index();
 
@@ -74,6 +89,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             state,
             committed,
             rpc,
+            feed.clone(),
             Options {
                 request_timeout: Duration::from_millis(config.request_timeout_ms),
                 leader_wait: Duration::from_millis(2 * config.election_timeout_max_ms),
@@ -157,6 +173,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         shutdown.await;
         tracing::info!("shutting down");
         let limit = Duration::from_millis(config.shutdown_timeout_ms);
+        // Event streams never end on their own: end them so the API can drain.
+        feed.close();
         let _ = stop_api.send(true);
         if tokio::time::timeout(limit, api_task).await.is_err() {
             tracing::warn!("the public API did not stop in time");

@@ -45,7 +45,7 @@ use baton_raft::TypeConfig;
 
 pub use error::{Error, Result};
 pub use log_store::{CommittedIndex, LogReader, LogStore};
-pub use state_machine::{Applied, SnapshotBuilder, StateMachine, StateReader};
+pub use state_machine::{Applied, Observer, SnapshotBuilder, StateMachine, StateReader};
 
 /// A node's opened storage: the log store and state machine to hand to openraft, and the
 /// handle that closes the database once openraft has let go of them.

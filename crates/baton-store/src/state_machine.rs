@@ -11,7 +11,7 @@
 use std::io::Cursor;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use baton_core::{Query, QueryResult, Record, Response, State};
+use baton_core::{Decision, Query, QueryResult, Record, Response, State};
 use baton_raft::TypeConfig;
 use baton_raft::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
 use openraft::storage::RaftStateMachine;
@@ -63,11 +63,21 @@ impl StateReader {
     }
 }
 
+/// Told what the state machine decides, after it is written: the node publishes it as events.
+pub trait Observer: Send + Sync + 'static {
+    /// A decision applied from the entry at log index `index`.
+    fn decided(&self, index: u64, decision: Decision);
+    /// Nothing at or below log index `index` will be reported: it was applied before this
+    /// process started, or a snapshot replaced it.
+    fn skipped_to(&self, index: u64);
+}
+
 /// Baton's Raft state machine.
 pub struct StateMachine {
     db: Arc<DB>,
     inner: Arc<RwLock<Applied>>,
     snapshot_seq: u64,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 fn decode<T: for<'a> Deserialize<'a>>(what: &'static str, bytes: &[u8]) -> Result<T> {
@@ -93,7 +103,20 @@ impl StateMachine {
         if let Some(bytes) = db.get_cf(meta, KEY_MEMBERSHIP)? {
             applied.membership = decode("membership", &bytes)?;
         }
-        Ok(Self { db, inner: Arc::new(RwLock::new(applied)), snapshot_seq: 0 })
+        Ok(Self { db, inner: Arc::new(RwLock::new(applied)), snapshot_seq: 0, observer: None })
+    }
+
+    /// Reports every decision applied from now on to `observer` (which is told first that
+    /// everything applied so far will not be).
+    pub fn observe(&mut self, observer: Arc<dyn Observer>) {
+        if let Some(applied) = self.read_lock().last_applied {
+            observer.skipped_to(applied.index);
+        }
+        self.observer = Some(observer);
+    }
+
+    fn read_lock(&self) -> RwLockReadGuard<'_, Applied> {
+        self.inner.read().expect("the state lock is never poisoned")
     }
 
     /// A reader sharing this state machine's applied state.
@@ -168,7 +191,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn applied_state(
         &mut self,
     ) -> std::result::Result<(Option<LogId>, StoredMembership), StorageError> {
-        let applied = self.inner.read().expect("the state lock is never poisoned");
+        let applied = self.read_lock();
         Ok((applied.last_applied, applied.membership.clone()))
     }
 
@@ -184,14 +207,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let sm = cf(&db, CF_SM);
         let mut batch = WriteBatch::default();
         let mut responses = Vec::new();
+        let mut decisions = Vec::new();
         let mut applied = self.write_lock();
         for entry in entries {
             applied.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => None,
                 EntryPayload::Normal(request) => {
-                    let (response, touched) = applied.state.apply_tracked(&request);
-                    for key in touched {
+                    let effects = applied.state.apply_tracked(&request);
+                    if let Some(decision) = effects.decision {
+                        decisions.push((entry.log_id.index, decision));
+                    }
+                    for key in effects.touched {
                         match applied.state.record(&key) {
                             Some(record) => {
                                 batch.put_cf(sm, encode(&key), encode::<Record>(&record))
@@ -199,7 +226,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             None => batch.delete_cf(sm, encode(&key)),
                         }
                     }
-                    Some(response)
+                    Some(effects.response)
                 }
                 EntryPayload::Membership(membership) => {
                     applied.membership = StoredMembership::new(Some(entry.log_id), membership);
@@ -211,12 +238,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         batch.put_cf(cf(&db, CF_SM_META), KEY_APPLIED, encode(&applied.last_applied));
         db.write_opt(batch, &unsynced()).map_err(|e| StorageIOError::write_state_machine(&e))?;
+        drop(applied);
+        if let Some(observer) = &self.observer {
+            for (index, decision) in decisions {
+                observer.decided(index, decision);
+            }
+        }
         Ok(responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.snapshot_seq += 1;
-        let applied = self.inner.read().expect("the state lock is never poisoned").clone();
+        let applied = self.read_lock().clone();
         SnapshotBuilder { db: self.db.clone(), applied, seq: self.snapshot_seq }
     }
 
@@ -259,6 +292,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
+        if let (Some(observer), Some(last)) = (&self.observer, meta.last_log_id) {
+            observer.skipped_to(last.index);
+        }
         Ok(())
     }
 

@@ -31,6 +31,9 @@ pub struct FakeCoordinator {
     state: Mutex<State>,
     detector: Mutex<Detector>,
     clock: AtomicU64,
+    /// Log indexes for published decisions.
+    index: AtomicU64,
+    feed: baton_api::events::Feed,
     /// `None`: no leader; `Some(ME)`: this node leads; `Some(OTHER)`: the other node leads.
     pub leader: Mutex<Option<NodeId>>,
 }
@@ -48,6 +51,8 @@ impl FakeCoordinator {
             state: Mutex::new(State::default()),
             detector: Mutex::new(Detector::default()),
             clock: AtomicU64::new(1_700_000_000_000),
+            index: AtomicU64::new(0),
+            feed: baton_api::events::Feed::default(),
             leader: Mutex::new(Some(ME)),
         };
         let root = baton_auth::parse_token(ROOT_TOKEN).expect("a valid token");
@@ -93,7 +98,12 @@ impl FakeCoordinator {
         let now = self.now();
         let mut state = self.state.lock().expect("lock");
         let command = self.detector.lock().expect("lock").prepare(command, &state, now);
-        state.apply(&CoreRequest { at: now, command, actor })
+        let effects = state.apply_tracked(&CoreRequest { at: now, command, actor });
+        let index = self.index.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(decision) = effects.decision {
+            self.feed.publish(index, decision);
+        }
+        effects.response
     }
 
     /// Runs the detector's tick and applies its decisions.
@@ -208,6 +218,10 @@ impl Coordinator for FakeCoordinator {
 
     fn digest(&self) -> StateDigest {
         StateDigest::of(&self.state.lock().expect("lock"), Some(10))
+    }
+
+    fn feed(&self) -> &baton_api::events::Feed {
+        &self.feed
     }
 
     async fn add_learner(

@@ -1,0 +1,258 @@
+//! Live decisions as server-sent events, and each group's decision history.
+//!
+//! ```text
+//! GET /events                          admin    every group's decisions, live
+//! GET /groups/{t}/{n}/{g}/events       may use  one group's decisions, live
+//! GET /groups/{t}/{n}/{g}/history      may use  the group's last decisions, with candidates
+//! ```
+//!
+//! Every node applies the same log, so every node publishes the same decisions: a stream can be
+//! followed from any node. An event's `id` is the Raft log index of the command that made the
+//! decision; a client that reconnects with `Last-Event-ID` gets what it missed while the node
+//! still holds it ([`FEED_CAPACITY`] events). When the node no longer holds everything since
+//! that id, or the client reads too slowly to keep up, the stream sends a `lagged` event: the
+//! client should read the state again (a group, its history) and carry on.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use baton_core::{Decision, GroupKey, Query, QueryResult};
+use futures::Stream;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::AppState;
+use crate::coordinator::{Consistency, Coordinator, Served};
+use crate::error::ApiError;
+use crate::native::{Admin, Authenticated, key, usable_group};
+use crate::served_by::ServedBy;
+
+/// How many recent events a node keeps for subscribers that reconnect.
+pub const FEED_CAPACITY: usize = 4096;
+/// How many events a subscriber may fall behind before it is told it lagged.
+const SUBSCRIBER_BACKLOG: usize = 1024;
+/// How often an idle stream sends a comment, so proxies and clients see it is alive.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// A decision as this node published it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Event {
+    /// The Raft log index of the command that made the decision: increasing, the same on every
+    /// node.
+    pub id: u64,
+    /// The decision.
+    #[serde(flatten)]
+    pub decision: Decision,
+}
+
+/// The decisions this node has applied, recent ones kept for reconnecting subscribers.
+pub struct Feed {
+    inner: Mutex<Kept>,
+}
+
+struct Kept {
+    recent: VecDeque<Arc<Event>>,
+    /// Decisions at or below this log index are not kept: dropped for room, applied before
+    /// this process started, or skipped by a snapshot.
+    gone_up_to: u64,
+    /// `None` once the node shuts down: every stream ends.
+    sender: Option<broadcast::Sender<Arc<Event>>>,
+}
+
+impl Default for Feed {
+    fn default() -> Self {
+        let sender = broadcast::channel(SUBSCRIBER_BACKLOG).0;
+        Self {
+            inner: Mutex::new(Kept {
+                recent: VecDeque::new(),
+                gone_up_to: 0,
+                sender: Some(sender),
+            }),
+        }
+    }
+}
+
+/// What a new subscriber gets: events it missed, whether some are gone, and the live feed.
+pub struct Subscription {
+    /// Kept events after the subscriber's last id, oldest first.
+    pub replay: Vec<Arc<Event>>,
+    /// Whether events after its last id may be gone.
+    pub missed: bool,
+    /// Events published from now on; `None` once the node shuts down.
+    pub live: Option<broadcast::Receiver<Arc<Event>>>,
+}
+
+impl Feed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.inner.lock().expect("the feed lock is never poisoned: nothing panics holding it")
+    }
+
+    /// Publishes a decision applied from log index `id`. An id at or below one already
+    /// published or gone is ignored, so nothing is published twice.
+    pub fn publish(&self, id: u64, decision: Decision) {
+        let mut kept = self.lock();
+        if id <= kept.gone_up_to || kept.recent.back().is_some_and(|newest| newest.id >= id) {
+            return;
+        }
+        let event = Arc::new(Event { id, decision });
+        if kept.recent.len() == FEED_CAPACITY
+            && let Some(dropped) = kept.recent.pop_front()
+        {
+            kept.gone_up_to = dropped.id;
+        }
+        kept.recent.push_back(event.clone());
+        if let Some(sender) = &kept.sender {
+            // Nobody listening is fine.
+            let _ = sender.send(event);
+        }
+    }
+
+    /// Records that decisions up to log index `index` will never be published here: they were
+    /// applied before this process started, or a snapshot replaced them.
+    pub fn skip_to(&self, index: u64) {
+        let mut kept = self.lock();
+        kept.gone_up_to = kept.gone_up_to.max(index);
+        let gone = kept.gone_up_to;
+        kept.recent.retain(|e| e.id > gone);
+    }
+
+    /// Subscribes, replaying kept events after `after` (none if `None`). The replay and the
+    /// live feed meet without a gap or a repeat: both are taken under the publish lock.
+    pub fn subscribe(&self, after: Option<u64>) -> Subscription {
+        let kept = self.lock();
+        let live = kept.sender.as_ref().map(broadcast::Sender::subscribe);
+        let Some(after) = after else {
+            return Subscription { replay: Vec::new(), missed: false, live };
+        };
+        let replay = kept.recent.iter().filter(|e| e.id > after).cloned().collect();
+        Subscription { replay, missed: after < kept.gone_up_to, live }
+    }
+
+    /// Ends every stream (the node is shutting down); later subscribers get only the replay.
+    pub fn close(&self) {
+        self.lock().sender = None;
+    }
+}
+
+/// The event routes.
+pub fn routes<C: Coordinator>() -> Router<AppState<C>> {
+    Router::new()
+        .route("/events", get(all_events::<C>))
+        .route("/groups/{tenant}/{namespace}/{group}/events", get(group_events::<C>))
+        .route("/groups/{tenant}/{namespace}/{group}/history", get(history::<C>))
+}
+
+fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str().ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| {
+                ApiError::BadRequest("Last-Event-ID must be an event id (a number)".into())
+            })
+        })
+        .transpose()
+}
+
+async fn all_events<C: Coordinator>(
+    State(s): State<AppState<C>>,
+    Admin(_): Admin,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let subscription = s.coordinator.feed().subscribe(last_event_id(&headers)?);
+    Ok(stream_of(subscription, None).into_response())
+}
+
+async fn group_events<C: Coordinator>(
+    State(s): State<AppState<C>>,
+    Authenticated(caller): Authenticated,
+    Path((tenant, namespace, group)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = key(tenant, namespace, group)?;
+    let after = last_event_id(&headers)?;
+    usable_group(&*s.coordinator, &caller, &key).await?;
+    let subscription = s.coordinator.feed().subscribe(after);
+    Ok(stream_of(subscription, Some(key)).into_response())
+}
+
+/// The SSE stream of a subscription, only `group`'s events if given. It ends when the node
+/// shuts down ([`Feed::close`]).
+fn stream_of(
+    subscription: Subscription,
+    group: Option<GroupKey>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let Subscription { replay, missed, live } = subscription;
+    let wanted = move |e: &Event| group.as_ref().is_none_or(|g| &e.decision.group == g);
+    let stream = futures::stream::unfold(
+        (replay.into_iter(), missed, live, wanted),
+        |(mut replay, mut missed, mut live, wanted)| async move {
+            loop {
+                if missed {
+                    missed = false;
+                    return Some((Ok(lagged()), (replay, missed, live, wanted)));
+                }
+                let event = match (replay.next(), live.as_mut()) {
+                    (Some(event), _) => event,
+                    (None, None) => return None,
+                    (None, Some(receiver)) => match receiver.recv().await {
+                        Ok(event) => event,
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            missed = true;
+                            continue;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
+                };
+                if wanted(&event) {
+                    return Some((Ok(sse_event(&event)), (replay, missed, live, wanted)));
+                }
+            }
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+fn sse_event(event: &Event) -> SseEvent {
+    let kind = serde_json::to_value(event.decision.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "decision".into());
+    SseEvent::default()
+        .id(event.id.to_string())
+        .event(kind)
+        .json_data(event)
+        .unwrap_or_else(|_| SseEvent::default().comment("an event could not be encoded"))
+}
+
+fn lagged() -> SseEvent {
+    SseEvent::default()
+        .event("lagged")
+        .data("events were dropped before this client read them: read the state again")
+}
+
+#[derive(Serialize)]
+struct HistoryPage {
+    group: String,
+    decisions: Vec<Decision>,
+}
+
+async fn history<C: Coordinator>(
+    State(s): State<AppState<C>>,
+    Authenticated(caller): Authenticated,
+    Path((tenant, namespace, group)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let key = key(tenant, namespace, group)?;
+    usable_group(&*s.coordinator, &caller, &key).await?;
+    let Served { value, by } =
+        s.coordinator.read(Query::History(key.clone()), Consistency::Linearizable).await?;
+    let QueryResult::History(decisions) = value else { return Err(ApiError::Internal) };
+    Ok((ServedBy(by), Json(HistoryPage { group: key.to_string(), decisions })).into_response())
+}
