@@ -8,7 +8,11 @@
 //! POST   /identities/{name}/rotate       admin or that identity: new token (and API key)
 //! DELETE /identities/{name}              admin   revoke, on every node within a second
 //! GET    /audit?group=t/n/g&after=&limit= admin  the audit trail, oldest first
-//! POST   /groups/{t}/{n}/{g}/failover           force a hand-over away from the holder
+//! GET    /groups/{t}/{n}                        the scope's groups the caller may use
+//! POST   /groups/{t}/{n}                        create a group with members and a policy
+//! GET    /groups/{t}/{n}/{g}                    one group: members, holder, epoch, hand-over
+//! DELETE /groups/{t}/{n}/{g}                    delete it (its holder's grant is honoured)
+//! POST   /groups/{t}/{n}/{g}/failover[?to=s]    force a hand-over away from the holder
 //! PUT    /groups/{t}/{n}/{g}/allowed-owners     {"owners": [...]}
 //! ```
 
@@ -49,8 +53,11 @@ pub fn routes<C: Coordinator>() -> Router<AppState<C>> {
         .route("/identities/{name}", get(get_identity::<C>).delete(revoke_identity::<C>))
         .route("/identities/{name}/rotate", post(rotate_identity::<C>))
         .route("/audit", get(audit::<C>))
-        .route("/groups/{tenant}/{namespace}", post(create_group::<C>))
-        .route("/groups/{tenant}/{namespace}/{group}", get(show_group::<C>))
+        .route("/groups/{tenant}/{namespace}", post(create_group::<C>).get(list_groups::<C>))
+        .route(
+            "/groups/{tenant}/{namespace}/{group}",
+            get(show_group::<C>).delete(delete_group::<C>),
+        )
         .route("/groups/{tenant}/{namespace}/{group}/failover", post(force_failover::<C>))
         .route("/groups/{tenant}/{namespace}/{group}/allowed-owners", put(set_allowed_owners::<C>))
 }
@@ -444,16 +451,36 @@ struct FailoverStarted {
     epoch: u64,
 }
 
+/// Query of `POST .../failover`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailoverQuery {
+    /// The member to hand the baton to (default: the best other one).
+    to: Option<String>,
+}
+
 async fn force_failover<C: Coordinator>(
     State(s): State<AppState<C>>,
     Authenticated(caller): Authenticated,
     Path((tenant, namespace, group)): Path<(String, String, String)>,
+    query: Result<UrlQuery<FailoverQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let UrlQuery(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let key = key(tenant, namespace, group)?;
+    let to = q.to.map(baton_core::SessionId::new).transpose().map_err(bad)?;
     let group = usable_group(&*s.coordinator, &caller, &key).await?;
-    let command = match group.forced_handover(None) {
+    if let Some(to) = to.as_ref().filter(|to| !group.sessions.contains_key(*to)) {
+        return Err(ApiError::NotFound(format!("failover group {key} has no member {to}")));
+    }
+    let command = match group.forced_handover(to.clone()) {
         Ok(Some(command)) => command,
-        Ok(None) | Err(ForceRefused::NoHolder) => {
+        Ok(None) => {
+            return Err(ApiError::Conflict(format!(
+                "{} already holds the baton of {key}",
+                to.map(|t| t.to_string()).unwrap_or_default()
+            )));
+        }
+        Err(ForceRefused::NoHolder) => {
             return Err(ApiError::Conflict(format!(
                 "failover group {key} has no Primary to fail over"
             )));
@@ -597,6 +624,44 @@ async fn create_group<C: Coordinator>(
         CoreResponse::Rejected(Rejection::GroupExists { key }) => {
             Err(ApiError::Conflict(format!("failover group {key} already exists")))
         }
+        CoreResponse::Rejected(r) => Err(refused(r)),
+        _ => Err(ApiError::Internal),
+    }
+}
+
+async fn list_groups<C: Coordinator>(
+    State(s): State<AppState<C>>,
+    Authenticated(caller): Authenticated,
+    Path((tenant, namespace)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let scope = Scope {
+        tenant: TenantId::new(tenant).map_err(bad)?,
+        namespace: NamespaceId::new(namespace).map_err(bad)?,
+    };
+    if !caller.principal.may_enter(&scope.tenant) {
+        return Err(ApiError::Forbidden(format!(
+            "this identity is not a member of {}",
+            scope.tenant
+        )));
+    }
+    let Served { value, by } =
+        s.coordinator.read(Query::Groups(scope), Consistency::Linearizable).await?;
+    let QueryResult::Groups(groups) = value else { return Err(ApiError::Internal) };
+    let groups: Vec<_> = groups.into_iter().filter(|g| caller.principal.may_use(g)).collect();
+    Ok((ServedBy(by), Json(serde_json::json!({ "groups": groups }))).into_response())
+}
+
+async fn delete_group<C: Coordinator>(
+    State(s): State<AppState<C>>,
+    Authenticated(caller): Authenticated,
+    Path((tenant, namespace, group)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let key = key(tenant, namespace, group)?;
+    usable_group(&*s.coordinator, &caller, &key).await?;
+    let command = Command::DeleteGroup { key, refuse_if_active: false, active: Vec::new() };
+    let Served { value, by } = s.coordinator.write(command, Some(caller.actor())).await?;
+    match value {
+        CoreResponse::Deleted => Ok((StatusCode::NO_CONTENT, ServedBy(by), ()).into_response()),
         CoreResponse::Rejected(r) => Err(refused(r)),
         _ => Err(ApiError::Internal),
     }

@@ -3,13 +3,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use baton_server::cli::{self, Connection};
 use baton_server::config::Config;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 /// Baton: a Raft-replicated failover coordinator.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, after_help = EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -61,18 +62,72 @@ enum Cmd {
     /// Manage the identities of a running cluster (administrators; anyone may rotate their own).
     ///
     /// Example: baton tokens create --name alice --role member --tenant acme
+    #[command(after_help = cli::EXIT_CODES)]
     Tokens {
-        /// Any node's API URL.
-        #[arg(long, env = "BATON_URL", default_value = "http://127.0.0.1:7001", global = true)]
-        url: String,
-        /// Your token.
-        #[arg(long, env = "BATON_TOKEN", hide_env_values = true, global = true)]
-        token: Option<String>,
-        /// Print JSON instead of a table.
-        #[arg(long, global = true)]
-        json: bool,
+        #[command(flatten)]
+        conn: Connection,
         #[command(subcommand)]
         command: TokensCmd,
+    },
+    /// The cluster's members: status, add a learner, promote, remove (administrators).
+    ///
+    /// Example: baton cluster status
+    #[command(after_help = cli::EXIT_CODES)]
+    Cluster {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        command: cli::ClusterCmd,
+    },
+    /// Failover groups: list, show, create, delete, history.
+    ///
+    /// Example: baton groups show acme/plant/collectors
+    #[command(after_help = cli::EXIT_CODES)]
+    Groups {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        command: cli::GroupsCmd,
+    },
+    /// A group's members (sessions) and their roles.
+    ///
+    /// Example: baton sessions list acme/plant/collectors
+    #[command(after_help = cli::EXIT_CODES)]
+    Sessions {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        command: cli::SessionsCmd,
+    },
+    /// Force the baton away from a group's holder (to a named member, if given).
+    ///
+    /// Example: baton failover acme/plant/collectors --to b --wait 30
+    #[command(after_help = cli::EXIT_CODES)]
+    Failover {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(flatten)]
+        args: cli::FailoverArgs,
+    },
+    /// Pin the baton to a member (primary), for a while or until turned off.
+    ///
+    /// Example: baton override acme/plant/collectors b primary --for-seconds 600
+    #[command(after_help = cli::EXIT_CODES)]
+    Override {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(flatten)]
+        args: cli::OverrideArgs,
+    },
+    /// Decisions as they happen.
+    ///
+    /// Example: baton events follow acme/plant/collectors
+    #[command(after_help = cli::EXIT_CODES)]
+    Events {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        command: cli::EventsCmd,
     },
 }
 
@@ -119,6 +174,16 @@ enum TokensCmd {
     },
 }
 
+const EXAMPLES: &str = "Examples:
+  baton serve --config config/node1.toml
+  export BATON_URL=http://127.0.0.1:7001,http://127.0.0.1:7002 BATON_TOKEN=$(cat data/admin.token)
+  baton cluster status
+  baton groups show acme/plant/collectors
+  baton failover acme/plant/collectors --wait 30
+  baton events follow
+
+Every client command takes --url, --token, --json and --timeout; `baton help COMMAND` says more.";
+
 /// Exit code for a refused configuration.
 const EXIT_CONFIG: u8 = 2;
 /// Exit code for a node that could not start or failed while running.
@@ -142,40 +207,30 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Cmd::Tokens { url, token, json, command } => tokens(url, token, json, command),
+        Cmd::Tokens { conn, command } => cli::finish(tokens(&conn, command)),
+        Cmd::Cluster { conn, command } => cli::finish(cli::cluster(&conn, command)),
+        Cmd::Groups { conn, command } => cli::finish(cli::groups(&conn, command)),
+        Cmd::Sessions { conn, command } => cli::finish(cli::sessions(&conn, command)),
+        Cmd::Failover { conn, args } => cli::finish(cli::failover(&conn, args)),
+        Cmd::Override { conn, args } => cli::finish(cli::role_override(&conn, args)),
+        Cmd::Events { conn, command } => cli::finish(cli::events(&conn, command)),
     }
 }
 
-fn tokens(url: String, token: Option<String>, json: bool, command: TokensCmd) -> ExitCode {
-    use baton_server::cli;
-    let Some(token) = token else {
-        eprintln!("baton: give your token with --token or BATON_TOKEN");
-        return ExitCode::from(EXIT_CONFIG);
-    };
-    let target = cli::Target { url, token, json };
-    let result = match command {
+fn tokens(conn: &Connection, command: TokensCmd) -> Result<(), cli::http::Failure> {
+    match command {
         TokensCmd::Create { name, role, tenant, signing_key } => {
             let body = serde_json::json!({
                 "name": name, "role": role, "tenant": tenant, "signing_key": signing_key,
             });
-            cli::call(&target, "POST", "/identities", Some(body))
+            cli::tokens(conn, "POST", "/identities", Some(body))
         }
-        TokensCmd::List => cli::call(&target, "GET", "/identities", None),
+        TokensCmd::List => cli::tokens(conn, "GET", "/identities", None),
         TokensCmd::Rotate { name } => {
-            cli::call(&target, "POST", &format!("/identities/{name}/rotate"), None)
+            cli::tokens(conn, "POST", &format!("/identities/{name}/rotate"), None)
         }
         TokensCmd::Revoke { name } => {
-            cli::call(&target, "DELETE", &format!("/identities/{name}"), None)
-        }
-    };
-    match result {
-        Ok(value) => {
-            cli::print_identities(&target, &value);
-            ExitCode::SUCCESS
-        }
-        Err(f) => {
-            eprintln!("baton: {}", f.message);
-            ExitCode::from(f.code)
+            cli::tokens(conn, "DELETE", &format!("/identities/{name}"), None)
         }
     }
 }
@@ -259,5 +314,15 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }
