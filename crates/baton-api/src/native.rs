@@ -451,9 +451,8 @@ struct FailoverStarted {
     epoch: u64,
 }
 
-/// Query of `POST .../failover`.
+/// Query of `POST .../failover` (other parameters, such as `redirect`, are not its business).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct FailoverQuery {
     /// The member to hand the baton to (default: the best other one).
     to: Option<String>,

@@ -119,6 +119,20 @@ enum Cmd {
         #[command(flatten)]
         args: cli::OverrideArgs,
     },
+    /// Run COMMAND only while this member holds the baton of GROUP: join, heartbeat, start it
+    /// when granted (BATON_EPOCH, BATON_GROUP, BATON_SESSION, BATON_ROLE in its environment),
+    /// stop it (SIGTERM, SIGKILL after the grace period) when demoted or when the grant runs
+    /// out without renewal, before anyone else may be granted the baton. Exits with COMMAND's
+    /// status when it exits on its own.
+    ///
+    /// Example: baton run --group acme/plant/collectors --session "$(hostname)" -- ./collector --resume
+    #[command(after_help = cli::EXIT_CODES)]
+    Run {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(flatten)]
+        args: cli::run::RunArgs,
+    },
     /// Decisions as they happen.
     ///
     /// Example: baton events follow acme/plant/collectors
@@ -214,6 +228,10 @@ fn main() -> ExitCode {
         Cmd::Failover { conn, args } => cli::finish(cli::failover(&conn, args)),
         Cmd::Override { conn, args } => cli::finish(cli::role_override(&conn, args)),
         Cmd::Events { conn, command } => cli::finish(cli::events(&conn, command)),
+        Cmd::Run { conn, args } => match cli::run::run(&conn, args) {
+            Ok(code) => ExitCode::from(code),
+            Err(f) => cli::finish(Err(f)),
+        },
     }
 }
 

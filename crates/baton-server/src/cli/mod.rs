@@ -4,6 +4,7 @@
 //! `--json`, and exit codes in [`http::exit`].
 
 pub mod http;
+pub mod run;
 mod show;
 
 use std::io::Write as _;
@@ -204,7 +205,7 @@ pub struct OverrideArgs {
     pub for_seconds: Option<u64>,
 }
 
-fn group_key(text: &str) -> Result<GroupKey, Failure> {
+pub(crate) fn group_key(text: &str) -> Result<GroupKey, Failure> {
     let usage =
         || Failure::new(exit::USAGE, format!("expected TENANT/NAMESPACE/GROUP, got {text:?}"));
     let mut parts = text.split('/');
