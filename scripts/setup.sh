@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building Baton needs and is missing on this machine: clang and libclang-dev
 # (RocksDB's bindings are generated with libclang), a C++ compiler, curl, and the Rust
-# components the test suite uses, and the python-cinderclient the Cinder test drives. Safe to
+# components the test suite uses, the python-cinderclient the Cinder test drives, and the
+# headless Chromium the dashboard test drives. Safe to
 # run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,7 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables) # partition tests
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)   # TLS test certificates
+command -v chromium >/dev/null 2>&1 || missing+=(chromium) # the dashboard's browser test
 
 if ((${#missing[@]})); then
   sudo=""

@@ -13,7 +13,7 @@
 //! that id, or the client reads too slowly to keep up, the stream sends a `lagged` event: the
 //! client should read the state again (a group, its history) and carry on.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,7 +24,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use baton_core::{Decision, GroupKey, Query, QueryResult};
+use baton_core::{Decision, DecisionKind, GroupKey, Query, QueryResult};
 use futures::Stream;
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -32,6 +32,7 @@ use tokio::sync::broadcast;
 use crate::AppState;
 use crate::coordinator::{Consistency, Coordinator, Served};
 use crate::error::ApiError;
+use crate::metrics::{DecisionLabels, DecisionMetrics};
 use crate::native::{Admin, Authenticated, key, usable_group};
 use crate::served_by::ServedBy;
 
@@ -56,10 +57,13 @@ pub struct Event {
 /// The decisions this node has applied, recent ones kept for reconnecting subscribers.
 pub struct Feed {
     inner: Mutex<Kept>,
+    metrics: DecisionMetrics,
 }
 
 struct Kept {
     recent: VecDeque<Arc<Event>>,
+    /// Groups whose baton is moving: since when (leader time, ms).
+    moving_since: HashMap<GroupKey, u64>,
     /// Decisions at or below this log index are not kept: dropped for room, applied before
     /// this process started, or skipped by a snapshot.
     gone_up_to: u64,
@@ -73,9 +77,11 @@ impl Default for Feed {
         Self {
             inner: Mutex::new(Kept {
                 recent: VecDeque::new(),
+                moving_since: HashMap::new(),
                 gone_up_to: 0,
                 sender: Some(sender),
             }),
+            metrics: DecisionMetrics::default(),
         }
     }
 }
@@ -102,6 +108,7 @@ impl Feed {
         if id <= kept.gone_up_to || kept.recent.back().is_some_and(|newest| newest.id >= id) {
             return;
         }
+        self.count(&mut kept, &decision);
         let event = Arc::new(Event { id, decision });
         if kept.recent.len() == FEED_CAPACITY
             && let Some(dropped) = kept.recent.pop_front()
@@ -112,6 +119,41 @@ impl Feed {
         if let Some(sender) = &kept.sender {
             // Nobody listening is fine.
             let _ = sender.send(event);
+        }
+    }
+
+    /// The decision counters and hand-over durations, for the node's metrics.
+    pub fn metrics(&self) -> &DecisionMetrics {
+        &self.metrics
+    }
+
+    fn count(&self, kept: &mut Kept, d: &Decision) {
+        let name = |v: serde_json::Result<serde_json::Value>| {
+            v.ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+        };
+        let labels = DecisionLabels {
+            kind: name(serde_json::to_value(d.kind)),
+            reason: name(serde_json::to_value(d.reason)),
+        };
+        self.metrics.decisions.get_or_create(&labels).inc();
+        let taken_from_someone = d.roles.iter().any(|r| r.role == baton_core::Role::Secondary);
+        match d.kind {
+            DecisionKind::HandoverStarted | DecisionKind::Expired | DecisionKind::Relinquished => {
+                kept.moving_since.entry(d.group.clone()).or_insert(d.at.0);
+            }
+            DecisionKind::Granted if taken_from_someone => {
+                kept.moving_since.entry(d.group.clone()).or_insert(d.at.0);
+            }
+            DecisionKind::Promoted => {
+                if let Some(since) = kept.moving_since.remove(&d.group) {
+                    let ms = d.at.0.saturating_sub(since);
+                    self.metrics.handover_seconds.observe(ms as f64 / 1000.0);
+                }
+            }
+            DecisionKind::HandoverCancelled | DecisionKind::GroupDeleted => {
+                kept.moving_since.remove(&d.group);
+            }
+            DecisionKind::Granted => {}
         }
     }
 

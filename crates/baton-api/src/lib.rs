@@ -6,7 +6,7 @@
 //! in memory.
 //!
 //! ```text
-//!  request ─▶ normalize path words ─▶ router ─┬─ /healthz /readyz                         (open probes)
+//!  request ─▶ normalize path words ─▶ router ─┬─ /healthz /readyz /dashboard              (open: probes, the page)
 //!                                             ├─ /cluster/status|nodes|digest /metrics    (this node's view, admins)
 //!                                             ├─ /cluster/learners|nodes/{id}|snapshot    (leader, admins)
 //!                                             ├─ /identities /audit /groups/...           (native, bearer token)
@@ -33,6 +33,7 @@ pub mod auth;
 pub mod aveva;
 pub mod cinder;
 pub mod coordinator;
+mod dashboard;
 pub mod error;
 pub mod events;
 pub mod hcx;
@@ -99,9 +100,10 @@ pub struct ApiOptions {
 
 /// The router, before path normalization. Use [`app`] to serve it.
 pub fn router<C: Coordinator>(coordinator: Arc<C>, options: ApiOptions) -> Router {
+    let metrics = Arc::new(Metrics::new(coordinator.feed().metrics()));
     let state = AppState {
         coordinator,
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         gate: Arc::new(Gate::new(options.rate_limit)),
         sealer: options.sealer,
         scheme: if options.https { "https" } else { "http" },
@@ -122,6 +124,7 @@ pub fn router<C: Coordinator>(coordinator: Arc<C>, options: ApiOptions) -> Route
             middleware::redirect_to_leader::<C>,
         ));
     ops::probe_routes::<C>()
+        .merge(dashboard::routes())
         .merge(ops::local_routes::<C>().layer(native_auth))
         .merge(leader_routes)
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::record::<C>))

@@ -7,6 +7,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::coordinator::ClusterStatus;
@@ -22,10 +23,40 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Labels of the decision counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `granted`, `promoted`, `handover_started`, ...
+    pub kind: String,
+    /// `Stale`, `Forced`, ...
+    pub reason: String,
+}
+
+/// What the node's event feed counts: every decision it applied, and how long each move of a
+/// baton took from its start (a hand-over begun, a lapsed holder replaced) until the successor
+/// was Primary, in leader time.
+#[derive(Clone)]
+pub struct DecisionMetrics {
+    /// Decisions applied, by kind and reason.
+    pub decisions: Family<DecisionLabels, Counter>,
+    /// Seconds from a move's start until the new holder was Primary.
+    pub handover_seconds: Histogram,
+}
+
+impl Default for DecisionMetrics {
+    fn default() -> Self {
+        Self {
+            decisions: Family::default(),
+            // 10 ms to about 82 s.
+            handover_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+        }
+    }
+}
+
 /// The node's metrics registry.
 pub struct Metrics {
     registry: Registry,
-    /// Requests answered, by route, method and status.
+    /// Requests answered, by route, method and status (heartbeats included, by route).
     pub requests: Family<RequestLabels, Counter>,
     term: Gauge,
     leader: Gauge,
@@ -36,11 +67,22 @@ pub struct Metrics {
     apply_lag: Gauge,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// The registry, with the decision metrics of the node's event feed.
+    pub fn new(decisions: &DecisionMetrics) -> Self {
         let mut registry = Registry::with_prefix("baton");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
+        registry.register(
+            "decisions",
+            "Decisions about batons applied by this node, by kind and reason",
+            decisions.decisions.clone(),
+        );
+        registry.register(
+            "handover_seconds",
+            "From the start of a baton's move until the successor was Primary (leader time)",
+            decisions.handover_seconds.clone(),
+        );
         let mut gauge = |name: &str, help: &str| {
             let g = Gauge::default();
             registry.register(name, help, g.clone());

@@ -5,6 +5,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument as _;
 
 use crate::AppState;
 use crate::coordinator::Coordinator;
@@ -86,8 +87,24 @@ pub async fn redirect_to_leader<C: Coordinator>(
     }
 }
 
-/// Counts the request by route, method and status, and sets the served-by header when the
-/// handler did not.
+/// The header naming a request in logs; a client's own (up to 64 letters, digits, `-`, `_`,
+/// `.`) is kept, else one is made up. Every answer carries it.
+pub const REQUEST_ID: &str = "x-request-id";
+
+fn request_id(req: &Request) -> String {
+    req.headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+        .map_or_else(|| format!("{:016x}", rand::random::<u64>()), str::to_owned)
+}
+
+/// Runs the request in a span named by its request id (answered in `x-request-id`), counts it
+/// by route, method and status, and sets the served-by header when the handler did not.
 pub async fn record<C: Coordinator>(
     State(s): State<AppState<C>>,
     req: Request,
@@ -96,7 +113,14 @@ pub async fn record<C: Coordinator>(
     let route =
         req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_string();
     let method = req.method().to_string();
-    let mut response = next.run(req).await;
+    let id = request_id(&req);
+    // Connection tasks do not inherit the node's span: name the node here.
+    let node = s.coordinator.node_id();
+    let span = tracing::info_span!("request", node, id = %id, method = %method, route = %route);
+    let mut response = next.run(req).instrument(span).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
     if !response.headers().contains_key(SERVED_BY) {
         response.headers_mut().insert(SERVED_BY, HeaderValue::from(s.coordinator.node_id()));
     }

@@ -8,6 +8,7 @@
 //! POST   /identities/{name}/rotate       admin or that identity: new token (and API key)
 //! DELETE /identities/{name}              admin   revoke, on every node within a second
 //! GET    /audit?group=t/n/g&after=&limit= admin  the audit trail, oldest first
+//! GET    /groups                                every group the caller may use
 //! GET    /groups/{t}/{n}                        the scope's groups the caller may use
 //! POST   /groups/{t}/{n}                        create a group with members and a policy
 //! GET    /groups/{t}/{n}/{g}                    one group: members, holder, epoch, hand-over
@@ -53,6 +54,7 @@ pub fn routes<C: Coordinator>() -> Router<AppState<C>> {
         .route("/identities/{name}", get(get_identity::<C>).delete(revoke_identity::<C>))
         .route("/identities/{name}/rotate", post(rotate_identity::<C>))
         .route("/audit", get(audit::<C>))
+        .route("/groups", get(all_groups::<C>))
         .route("/groups/{tenant}/{namespace}", post(create_group::<C>).get(list_groups::<C>))
         .route(
             "/groups/{tenant}/{namespace}/{group}",
@@ -626,6 +628,17 @@ async fn create_group<C: Coordinator>(
         CoreResponse::Rejected(r) => Err(refused(r)),
         _ => Err(ApiError::Internal),
     }
+}
+
+async fn all_groups<C: Coordinator>(
+    State(s): State<AppState<C>>,
+    Authenticated(caller): Authenticated,
+) -> Result<Response, ApiError> {
+    let Served { value, by } =
+        s.coordinator.read(Query::AllGroups, Consistency::Linearizable).await?;
+    let QueryResult::Groups(groups) = value else { return Err(ApiError::Internal) };
+    let groups: Vec<_> = groups.into_iter().filter(|g| caller.principal.may_use(g)).collect();
+    Ok((ServedBy(by), Json(serde_json::json!({ "groups": groups }))).into_response())
 }
 
 async fn list_groups<C: Coordinator>(

@@ -289,6 +289,35 @@ pub enum RecordKey {
 }
 
 impl Command {
+    /// The command's name, for logs (which must never show its fields: some carry credentials).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::CreateGroup { .. } => "CreateGroup",
+            Command::PutGroup { .. } => "PutGroup",
+            Command::DeleteGroup { .. } => "DeleteGroup",
+            Command::CreateSession { .. } => "CreateSession",
+            Command::PutSession { .. } => "PutSession",
+            Command::DeleteSession { .. } => "DeleteSession",
+            Command::Grant { .. } => "Grant",
+            Command::Promote { .. } => "Promote",
+            Command::Relinquish { .. } => "Relinquish",
+            Command::Expire { .. } => "Expire",
+            Command::RequestHandover { .. } => "RequestHandover",
+            Command::CancelHandover { .. } => "CancelHandover",
+            Command::SetMembers { .. } => "SetMembers",
+            Command::ChangeAllowedOwners { .. } => "ChangeAllowedOwners",
+            Command::SetChannels { .. } => "SetChannels",
+            Command::SetOverride { .. } => "SetOverride",
+            Command::ClearExpiredOverride { .. } => "ClearExpiredOverride",
+            Command::Checkpoint { .. } => "Checkpoint",
+            Command::SetAllowedOwners { .. } => "SetAllowedOwners",
+            Command::BootstrapAdmin { .. } => "BootstrapAdmin",
+            Command::CreateIdentity { .. } => "CreateIdentity",
+            Command::RotateIdentity { .. } => "RotateIdentity",
+            Command::RevokeIdentity { .. } => "RevokeIdentity",
+        }
+    }
+
     /// The group this command addresses, if it addresses one.
     pub fn group(&self) -> Option<&GroupKey> {
         Some(match self {
@@ -442,6 +471,8 @@ pub enum Query {
     Group(GroupKey),
     /// Every group of a scope, ordered by id.
     Groups(Scope),
+    /// Every group, ordered by key.
+    AllGroups,
     /// Every identity, revoked ones included, ordered by name.
     Identities,
     /// One identity.

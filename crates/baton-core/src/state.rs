@@ -293,6 +293,7 @@ impl State {
         match query {
             Query::Group(key) => QueryResult::Group(self.group(key).cloned().map(Box::new)),
             Query::Groups(scope) => QueryResult::Groups(self.groups_in(scope).cloned().collect()),
+            Query::AllGroups => QueryResult::Groups(self.all_groups().cloned().collect()),
             Query::Identities => {
                 QueryResult::Identities(self.identities.values().cloned().collect())
             }

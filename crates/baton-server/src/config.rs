@@ -102,6 +102,20 @@ pub struct Config {
     pub shutdown_timeout_ms: u64,
     /// Log filter, e.g. `info` or `baton_server=debug,info`.
     pub log_level: String,
+    /// `human` (lines for people) or `json` (one JSON object per line, with the spans' fields:
+    /// node id, request id, group).
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines for people.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Default for Config {
@@ -136,6 +150,7 @@ impl Default for Config {
             request_timeout_ms: 5_000,
             shutdown_timeout_ms: 5_000,
             log_level: "info,openraft=warn".into(),
+            log_format: LogFormat::Human,
         }
     }
 }

@@ -571,11 +571,29 @@ impl Coordinator for RaftCoordinator {
         command: Command,
         actor: Option<Actor>,
     ) -> Result<Served<Response>, CoordinatorError> {
-        let served = self.route(LeaderRequest::Write(command, actor)).await?;
-        Self::expect_answer(served, |a| match a {
-            LeaderAnswer::Written(r) => Some(r),
-            _ => None,
-        })
+        let name = command.name();
+        let group = command.group().map(ToString::to_string).unwrap_or_default();
+        let who = actor.as_ref().map(|a| a.identity.to_string()).unwrap_or_default();
+        let served = self.route(LeaderRequest::Write(command, actor)).await;
+        let answer = served.and_then(|served| {
+            Self::expect_answer(served, |a| match a {
+                LeaderAnswer::Written(r) => Some(r),
+                _ => None,
+            })
+        });
+        // The command's name only: some commands carry credentials.
+        match &answer {
+            Ok(Served { value: Response::Rejected(r), by }) => {
+                tracing::info!(command = name, group, actor = who, by, refused = %r, "write refused");
+            }
+            Ok(Served { by, .. }) => {
+                tracing::info!(command = name, group, actor = who, by, "write")
+            }
+            Err(e) => {
+                tracing::warn!(command = name, group, actor = who, error = %e, "write failed")
+            }
+        }
+        answer
     }
 
     async fn read(

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use baton_server::cli::{self, Connection};
-use baton_server::config::Config;
+use baton_server::config::{Config, LogFormat};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -302,12 +302,14 @@ fn serve(
     // 2. Logging.
     let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Human => logs.with_ansi(ansi).init(),
+        LogFormat::Json => logs.json().with_current_span(true).with_span_list(true).init(),
+    }
 
     // 3. Run until SIGINT or SIGTERM.
     let runtime = match tokio::runtime::Runtime::new() {
