@@ -26,14 +26,23 @@ pub struct Caller {
     pub principal: Principal,
     /// The client's address, when the server knows it.
     pub from: Option<SocketAddr>,
+    /// The request's `Idempotency-Key`, if it sent one (native and AVEVA APIs).
+    pub request_key: Option<String>,
 }
 
 impl Caller {
-    /// The audit trail's view of this caller.
+    /// The audit trail's view of this caller (with the request's idempotency key).
     pub fn actor(&self) -> Actor {
-        Actor { identity: self.principal.name.clone(), from: self.from.map(|a| a.to_string()) }
+        Actor {
+            identity: self.principal.name.clone(),
+            from: self.from.map(|a| a.to_string()),
+            request_key: self.request_key.clone(),
+        }
     }
 }
+
+/// The header of a write that must apply once however often it is sent.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Why a request was not let in. Messages name no secret.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +54,9 @@ pub enum Denied {
     /// learns nothing about which identities exist).
     #[error("the credential is not valid")]
     Invalid,
+    /// The `Idempotency-Key` header is not 1 to 128 visible ASCII characters.
+    #[error("the Idempotency-Key header must be 1 to 128 visible ASCII characters")]
+    BadRequestKey,
     /// The identity sends faster than allowed.
     #[error("too many requests from this identity")]
     Throttled {
@@ -129,7 +141,7 @@ pub fn authenticate<C: Coordinator>(
     }
     let principal = identity.principal();
     gate.admit(&principal)?;
-    Ok(Caller { principal, from })
+    Ok(Caller { principal, from, request_key: None })
 }
 
 /// Checks Uplynk-style signed parameters (`msg`, `sig`) against this node's applied state:
@@ -154,7 +166,7 @@ pub fn authenticate_signed<C: Coordinator>(
     baton_auth::signed::verify_sig(&key, msg, sig).map_err(|_| Denied::Invalid)?;
     let principal = identity.principal();
     gate.admit(&principal)?;
-    Ok(Caller { principal, from })
+    Ok(Caller { principal, from, request_key: None })
 }
 
 /// A middleware's whole job for the token-based APIs: authenticate the token `token_of` finds,
@@ -169,7 +181,14 @@ pub async fn let_in<C: Coordinator>(
 ) -> axum::response::Response {
     let (mut parts, body) = request.into_parts();
     let from = client_addr(&parts);
-    match authenticate(&*state.coordinator, &state.gate, token_of(&parts.headers), from) {
+    let request_key = match parts.headers.get(IDEMPOTENCY_KEY).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(key)) if baton_core::idempotency::valid_key(key) => Some(key.to_string()),
+        Some(_) => return refuse(Denied::BadRequestKey),
+    };
+    let authenticated =
+        authenticate(&*state.coordinator, &state.gate, token_of(&parts.headers), from);
+    match authenticated.map(|caller| Caller { request_key, ..caller }) {
         Ok(caller) => {
             parts.extensions.insert(caller);
             next.run(axum::extract::Request::from_parts(parts, body)).await

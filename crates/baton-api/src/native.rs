@@ -82,6 +82,7 @@ impl From<Denied> for ApiError {
     fn from(denied: Denied) -> Self {
         match denied {
             Denied::Throttled { .. } => ApiError::TooManyRequests(denied.retry_after_secs()),
+            Denied::BadRequestKey => ApiError::BadRequest(denied.to_string()),
             other => ApiError::Unauthorized(other.to_string()),
         }
     }
@@ -485,6 +486,11 @@ async fn force_failover<C: Coordinator>(
             return Err(ApiError::Conflict(format!(
                 "failover group {key} has no Primary to fail over"
             )));
+        }
+        // A keyed retry may be this very request: the core answers its first outcome, or
+        // refuses it as superseded.
+        Err(ForceRefused::AlreadyMoving) if caller.request_key.is_some() => {
+            group.forced_handover_unchecked(to).ok_or(ApiError::Internal)?
         }
         Err(ForceRefused::AlreadyMoving) => {
             return Err(ApiError::Conflict(format!("a hand-over is already under way in {key}")));

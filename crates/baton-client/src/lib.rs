@@ -72,12 +72,13 @@ pub enum Error {
     Config(String),
 }
 
-/// Whether a request may be sent again after it may have been executed.
+/// Whether a request changes nothing when it is executed twice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Repeat {
     /// Reads, heartbeats, and writes that change nothing when repeated.
     Safe,
-    /// Writes that must apply at most once.
+    /// Writes that must apply once: sent with an idempotency key, so a retry after an
+    /// unknown outcome (a timeout, a lost connection, a 504) is still applied once.
     Once,
 }
 
@@ -163,6 +164,9 @@ impl Client {
         body: Option<&Value>,
         repeat: Repeat,
     ) -> Result<Answer, Error> {
+        // A write that must apply once carries a key of its own, the same on every attempt:
+        // the cluster applies it once and answers retries with the first outcome.
+        let key = (repeat == Repeat::Once).then(new_request_key);
         let mut bases: Vec<String> = self.leader().into_iter().collect();
         bases.extend(self.config.nodes.iter().cloned());
         let mut last = Error::Unavailable("no node was tried".into());
@@ -178,18 +182,22 @@ impl Client {
             if let Some(body) = body {
                 request = request.header("content-type", "application/json").body(body.to_string());
             }
+            if let Some(key) = &key {
+                request = request.header("idempotency-key", key);
+            }
             let response = match request.send().await {
                 Ok(r) => r,
                 Err(e) => {
                     if self.leader().as_deref() == Some(base.as_str()) {
                         self.set_leader(None);
                     }
-                    // A request that never left (connect) is safe to send elsewhere.
-                    if e.is_connect() || repeat == Repeat::Safe {
-                        last = Error::Unavailable(format!("{base}: {e}"));
-                        continue;
+                    // Safe to send elsewhere: it never left, it is safe to repeat, or it
+                    // carries its idempotency key.
+                    last = Error::Unavailable(format!("{base}: {e}"));
+                    if !e.is_connect() && key.is_some() {
+                        last = Error::OutcomeUnknown(format!("{base}: {e}"));
                     }
-                    return Err(Error::OutcomeUnknown(format!("{base}: {e}")));
+                    continue;
                 }
             };
             let status = response.status().as_u16();
@@ -213,9 +221,6 @@ impl Client {
             if status == 503 {
                 last = Error::Unavailable(format!("{base}: {}", message(&body)));
                 continue;
-            }
-            if status == 504 && repeat == Repeat::Once {
-                return Err(Error::OutcomeUnknown(message(&body)));
             }
             if status == 504 {
                 last = Error::Unavailable(format!("{base}: {}", message(&body)));
@@ -313,8 +318,8 @@ impl Client {
         Ok(Grant { role, epoch, valid_until, last_data_processed_time })
     }
 
-    /// Forces the baton away from the holder (to `to`, if given). Not repeated if its outcome
-    /// is unknown.
+    /// Forces the baton away from the holder (to `to`, if given). Retried on another node when
+    /// its outcome is unknown, with one idempotency key, so it starts at most one hand-over.
     pub async fn failover(&self, key: &GroupKey, to: Option<&SessionId>) -> Result<(), Error> {
         let mut path = format!("{}/failover", native(key));
         if let Some(to) = to {
@@ -322,6 +327,11 @@ impl Client {
         }
         self.call(reqwest::Method::POST, &path, None, Repeat::Once).await.map(|_| ())
     }
+}
+
+/// A fresh idempotency key: 128 random bits in hex.
+fn new_request_key() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 fn message(body: &Value) -> String {

@@ -286,6 +286,8 @@ pub enum RecordKey {
     Audit(u64),
     /// A group's decision history.
     History(GroupKey),
+    /// The outcome of a keyed write: the identity and its key.
+    Remembered(IdentityName, String),
 }
 
 impl Command {
@@ -461,6 +463,9 @@ pub enum Rejection {
     /// Identities exist already; the bootstrap administrator is not needed.
     #[error("the cluster already has identities")]
     AlreadyBootstrapped,
+    /// The idempotency key was used for another command or group.
+    #[error("this idempotency key was used for a different request")]
+    IdempotencyKeyReused,
 }
 
 /// A read-only question about the state. Queries are values so that a follower can forward

@@ -194,14 +194,22 @@ impl Group {
         if self.handover.is_some() {
             return Err(ForceRefused::AlreadyMoving);
         }
-        Ok(Some(crate::Command::RequestHandover {
+        Ok(self.forced_handover_unchecked(to))
+    }
+
+    /// The forced-failover command as [`Group::forced_handover`] builds it, without its checks
+    /// (the core refuses it if they fail): for a retry carrying an idempotency key, which may
+    /// find its own first outcome. `None` without a holder.
+    pub fn forced_handover_unchecked(&self, to: Option<SessionId>) -> Option<crate::Command> {
+        let holder = self.holder.as_ref()?;
+        Some(crate::Command::RequestHandover {
             group: self.key.clone(),
             expected_epoch: holder.epoch,
             reason: crate::Reason::Forced,
             to,
             require_standby: true,
             standby_ready: false,
-        }))
+        })
     }
 
     /// A new, empty group.

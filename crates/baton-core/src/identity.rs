@@ -233,6 +233,8 @@ pub struct Actor {
     pub identity: IdentityName,
     /// The client's address as the node saw it.
     pub from: Option<String>,
+    /// The request's idempotency key, if the client sent one (see [`crate::idempotency`]).
+    pub request_key: Option<String>,
 }
 
 /// One change recorded in the audit trail.

@@ -32,6 +32,7 @@ pub mod detector;
 mod error;
 mod group;
 pub mod history;
+pub mod idempotency;
 pub mod identity;
 pub mod ids;
 pub mod invariants;

@@ -9,6 +9,7 @@ use crate::command::{
 };
 use crate::group::{Group, GroupConfig, Tombstone};
 use crate::history::{Baton, Decision, History};
+use crate::idempotency::{REMEMBER_CAPACITY, Remembered};
 use crate::identity::{
     AUDIT_CAPACITY, Actor, AuditAction, AuditEntry, Identity, IdentityName, Principal,
 };
@@ -28,6 +29,8 @@ pub enum Record {
     Audit(AuditEntry),
     /// A group's decision history.
     History(GroupKey, History),
+    /// The outcome of a keyed write.
+    Remembered(IdentityName, String, Remembered),
 }
 
 /// Everything Baton replicates, apart from Raft's own metadata.
@@ -40,6 +43,8 @@ pub enum Record {
 ///   (one decision added; dropped with the group); [`State::apply_tracked`] names every record
 ///   it changed;
 /// - every group with a history exists;
+/// - a keyed write (see [`crate::idempotency`]) is applied once: repeated within the window, it
+///   changes nothing and answers the first outcome;
 /// - audit sequence numbers are consecutive;
 /// - a group's epoch never decreases, and each grant of the baton increments it;
 /// - a group has at most one holder, and a grant is only applied when the group has no holder
@@ -51,6 +56,7 @@ pub struct State {
     identities: BTreeMap<IdentityName, Identity>,
     audit: BTreeMap<u64, AuditEntry>,
     histories: BTreeMap<GroupKey, History>,
+    remembered: BTreeMap<(IdentityName, String), Remembered>,
 }
 
 /// What applying one request did.
@@ -87,6 +93,42 @@ impl State {
     /// Applies one command, names every record it may have changed (for storage to persist)
     /// and the decision it made about a group's baton.
     pub fn apply_tracked(&mut self, request: &Request) -> Effects {
+        let keyed =
+            request.actor.as_ref().and_then(|a| Some((a.identity.clone(), a.request_key.clone()?)));
+        if let Some(remembered) = keyed.as_ref().and_then(|k| self.remembered.get(k))
+            && remembered.fresh(request.at)
+        {
+            let same = remembered.command == request.command.name()
+                && remembered.group.as_ref() == request.command.group();
+            let response = if same {
+                remembered.response.clone()
+            } else {
+                Response::Rejected(Rejection::IdempotencyKeyReused)
+            };
+            return Effects { response, touched: Vec::new(), decision: None };
+        }
+        let mut effects = self.apply_once(request);
+        if let Some((identity, key)) = keyed {
+            let remembered = Remembered {
+                at: request.at,
+                command: request.command.name().to_string(),
+                group: request.command.group().cloned(),
+                response: effects.response.clone(),
+            };
+            self.remembered.insert((identity.clone(), key.clone()), remembered);
+            effects.touched.push(RecordKey::Remembered(identity, key));
+            if self.remembered.len() > REMEMBER_CAPACITY
+                && let Some(oldest) =
+                    self.remembered.iter().min_by_key(|(_, r)| r.at).map(|(k, _)| k.clone())
+            {
+                self.remembered.remove(&oldest);
+                effects.touched.push(RecordKey::Remembered(oldest.0, oldest.1));
+            }
+        }
+        effects
+    }
+
+    fn apply_once(&mut self, request: &Request) -> Effects {
         let key = request.command.group();
         let before = key.and_then(|k| self.group(k)).map(Baton::of);
         let response = self.apply_command(request);
@@ -361,6 +403,10 @@ impl State {
             RecordKey::History(k) => {
                 self.histories.get(k).map(|h| Record::History(k.clone(), h.clone()))
             }
+            RecordKey::Remembered(who, key) => self
+                .remembered
+                .get(&(who.clone(), key.clone()))
+                .map(|r| Record::Remembered(who.clone(), key.clone(), r.clone())),
         }
     }
 
@@ -387,7 +433,13 @@ impl State {
             .histories
             .iter()
             .map(|(k, h)| (RecordKey::History(k.clone()), Record::History(k.clone(), h.clone())));
-        groups.chain(tombstones).chain(identities).chain(audit).chain(histories)
+        let remembered = self.remembered.iter().map(|((who, key), r)| {
+            (
+                RecordKey::Remembered(who.clone(), key.clone()),
+                Record::Remembered(who.clone(), key.clone(), r.clone()),
+            )
+        });
+        groups.chain(tombstones).chain(identities).chain(audit).chain(histories).chain(remembered)
     }
 
     /// Puts a record back when storage reloads the state. Panics if the record is not stored
@@ -410,6 +462,10 @@ impl State {
                 assert_eq!(seq, entry.seq, "a stored audit entry must live under its own key");
                 self.audit.insert(seq, entry);
             }
+            (RecordKey::Remembered(who, key), Record::Remembered(w, k, r)) => {
+                assert_eq!((&who, &key), (&w, &k), "a stored outcome must live under its own key");
+                self.remembered.insert((who, key), r);
+            }
             (RecordKey::History(k), Record::History(key, history)) => {
                 assert_eq!(k, key, "a stored history must live under its own key");
                 self.histories.insert(k, history);
@@ -431,6 +487,9 @@ impl State {
         self.identities.hash(&mut hasher);
         self.audit.hash(&mut hasher);
         self.histories.hash(&mut hasher);
+        for ((who, key), r) in &self.remembered {
+            (who, key, r.at, &r.command, &r.group).hash(&mut hasher);
+        }
         hasher.finish()
     }
 

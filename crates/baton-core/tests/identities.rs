@@ -40,7 +40,7 @@ fn key(tenant: &str, group: &str) -> GroupKey {
 }
 
 fn by(who: &str) -> Option<Actor> {
-    Some(Actor { identity: name(who), from: Some("10.0.0.9:5000".into()) })
+    Some(Actor { identity: name(who), from: Some("10.0.0.9:5000".into()), request_key: None })
 }
 
 fn apply(state: &mut State, at: u64, command: Command, actor: Option<Actor>) -> Response {
@@ -417,5 +417,73 @@ fn owners_only_groups_and_sharing_belong_to_the_owner() {
     assert_eq!(
         apply(&mut state, 4, add_carol, by("bob")),
         Response::Rejected(Rejection::Forbidden(name("bob")))
+    );
+}
+
+fn keyed(who: &str, request_key: &str) -> Option<Actor> {
+    Some(Actor { identity: name(who), from: None, request_key: Some(request_key.into()) })
+}
+
+#[test]
+fn a_keyed_write_applies_once_and_answers_the_same_again_on_any_retry() {
+    let mut state = populated();
+    let g = key("t1", "g");
+    let config = GroupConfig::new(None, None, 10_000).expect("valid");
+    let create = Command::CreateGroup { key: g.clone(), config, members: Vec::new() };
+    apply(&mut state, 10, create, by("alice"));
+    let join = |s: &str| Command::CreateSession {
+        group: g.clone(),
+        session: SessionId::new(s).expect("valid"),
+        name: None,
+    };
+    let first = apply(&mut state, 20, join("s1"), keyed("alice", "k-1"));
+    let audited = audit(&state).len();
+    let digest = state.digest();
+
+    // The same key again (a retry after a timeout): the first answer, nothing applied.
+    let again = state.apply_tracked(&Request {
+        at: Timestamp(30),
+        command: join("s1"),
+        actor: keyed("alice", "k-1"),
+    });
+    assert_eq!(again.response, first);
+    assert!(again.touched.is_empty() && again.decision.is_none());
+    assert_eq!((audit(&state).len(), state.digest()), (audited, digest));
+
+    // The same key for another request is refused; another identity's key is its own.
+    let other =
+        Command::DeleteSession { group: g.clone(), session: SessionId::new("s1").expect("valid") };
+    assert_eq!(
+        apply(&mut state, 40, other, keyed("alice", "k-1")),
+        Response::Rejected(Rejection::IdempotencyKeyReused)
+    );
+    assert!(matches!(
+        apply(&mut state, 50, join("s2"), keyed("bob", "k-1")),
+        Response::Session { .. }
+    ));
+
+    // Remembered outcomes are state: they survive storage and count in the digest.
+    let mut restored = State::default();
+    for (key, record) in state.records() {
+        restored.restore(key, record);
+    }
+    assert_eq!(restored.digest(), state.digest());
+    let retried = restored.apply(&Request {
+        at: Timestamp(60),
+        command: join("s1"),
+        actor: keyed("alice", "k-1"),
+    });
+    assert_eq!(retried, first);
+
+    // After the window the key is free again (and the write is judged afresh).
+    let later = baton_core::idempotency::REMEMBER_MS + 100;
+    let fresh = state.apply_tracked(&Request {
+        at: Timestamp(later),
+        command: join("s3"),
+        actor: keyed("alice", "k-1"),
+    });
+    assert!(matches!(fresh.response, Response::Session { .. }), "{:?}", fresh.response);
+    assert!(
+        fresh.touched.contains(&baton_core::RecordKey::Remembered(name("alice"), "k-1".into()))
     );
 }

@@ -88,6 +88,9 @@ fn denied_answer(denied: Denied) -> Response {
             response.headers_mut().insert(header::RETRY_AFTER, denied.retry_after_secs().into());
             response
         }
+        Denied::BadRequestKey => {
+            AvevaError::bad_request(format!("{}.", Denied::BadRequestKey)).into_response()
+        }
         denied => {
             ([(header::WWW_AUTHENTICATE, "Bearer")], AvevaError::unauthorized(format!("{denied}.")))
                 .into_response()
@@ -220,6 +223,11 @@ pub(crate) fn group_not_found(group: &baton_core::GroupId) -> AvevaError {
     AvevaError::not_found(format!("Failover group {:?} does not exist.", group.as_str()))
 }
 
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+}
+
 /// Maps a core refusal (or an answer of the wrong kind, which is a bug) to AVEVA's error.
 pub(crate) fn rejected(response: CoreResponse) -> AvevaError {
     match response {
@@ -248,6 +256,9 @@ pub(crate) fn rejected(response: CoreResponse) -> AvevaError {
         CoreResponse::Rejected(Rejection::Unauthenticated(_)) => {
             AvevaError::unauthorized("The credential is not valid.")
         }
+        CoreResponse::Rejected(r @ Rejection::IdempotencyKeyReused) => AvevaError::conflict(
+            format!("{}: send a new Idempotency-Key.", capitalized(&r.to_string())),
+        ),
         other => AvevaError::internal(format!("unexpected answer {other:?}")),
     }
 }

@@ -76,7 +76,11 @@ impl FakeCoordinator {
 
     /// The administrator, as an actor.
     pub fn root(&self) -> Option<Actor> {
-        Some(Actor { identity: IdentityName::new("root").expect("valid"), from: None })
+        Some(Actor {
+            identity: IdentityName::new("root").expect("valid"),
+            from: None,
+            request_key: None,
+        })
     }
 
     /// Applies a command on behalf of an actor, bypassing HTTP (for test setup).

@@ -98,9 +98,16 @@ impl Client {
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
         let mut last = Failure::new(exit::UNAVAILABLE, "no node was tried");
+        // Every write carries one idempotency key on every attempt, so trying the next node
+        // after a timeout cannot apply it twice.
+        let key =
+            (method != reqwest::Method::GET).then(|| format!("{:032x}", rand::random::<u128>()));
         for base in &self.urls {
             let url = format!("{base}{path}");
             let mut request = self.http.request(method.clone(), &url).bearer_auth(&self.token);
+            if let Some(key) = &key {
+                request = request.header("idempotency-key", key);
+            }
             if let Some(body) = &body {
                 request = request.header("content-type", "application/json").body(body.to_string());
             }
@@ -126,8 +133,11 @@ impl Client {
                 .and_then(Value::as_str)
                 .map_or_else(|| value.to_string(), str::to_owned);
             last = Failure::new(code_of(status), format!("{status}: {message}"));
-            // Another node may have a leader (503); anything else is the cluster's answer.
-            if status != reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            // Another node may have a leader (503) or know the outcome (504, retried with the
+            // same key); anything else is the cluster's answer.
+            if status != reqwest::StatusCode::SERVICE_UNAVAILABLE
+                && status != reqwest::StatusCode::GATEWAY_TIMEOUT
+            {
                 break;
             }
         }
