@@ -47,6 +47,7 @@ async fn json_logs_carry_request_ids_and_metrics_count_decisions() {
     assert_eq!(request["name"], json!("request"), "{write}");
     assert_eq!(request["id"], json!("obs-req-1"), "{write}");
     assert_eq!(request["node"], json!(follower), "{write}");
+    assert_eq!(request["group"], json!("e2e/ns/g"), "{write}");
 
     // A forced failover, then the metrics of another node count it.
     for s in ["a", "b"] {

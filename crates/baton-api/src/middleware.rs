@@ -116,7 +116,15 @@ pub async fn record<C: Coordinator>(
     let id = request_id(&req);
     // Connection tasks do not inherit the node's span: name the node here.
     let node = s.coordinator.node_id();
-    let span = tracing::info_span!("request", node, id = %id, method = %method, route = %route);
+    // The coordinator records the group a write or heartbeat addresses.
+    let span = tracing::info_span!(
+        "request",
+        node,
+        id = %id,
+        method = %method,
+        route = %route,
+        group = tracing::field::Empty
+    );
     let mut response = next.run(req).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);

@@ -573,6 +573,9 @@ impl Coordinator for RaftCoordinator {
     ) -> Result<Served<Response>, CoordinatorError> {
         let name = command.name();
         let group = command.group().map(ToString::to_string).unwrap_or_default();
+        if !group.is_empty() {
+            tracing::Span::current().record("group", &group);
+        }
         let who = actor.as_ref().map(|a| a.identity.to_string()).unwrap_or_default();
         let served = self.route(LeaderRequest::Write(command, actor)).await;
         let answer = served.and_then(|served| {
@@ -618,6 +621,7 @@ impl Coordinator for RaftCoordinator {
         heartbeat: HeartbeatIn,
         caller: IdentityName,
     ) -> Result<Served<HeartbeatOutcome>, CoordinatorError> {
+        tracing::Span::current().record("group", group.to_string());
         let request = LeaderRequest::Heartbeat { group, session, heartbeat, caller };
         let served = self.route(request).await?;
         Self::expect_answer(served, |a| match a {
