@@ -1,26 +1,38 @@
 #!/usr/bin/env bash
 # Runs Baton's benchmark harness (tests/src/bin/bench.rs) on a local three-node cluster and
-# writes BENCHMARKS.md: the command, the machine, the date and every figure.
-#   scripts/bench.sh [--quick] [--seconds N]
-# Not a test: it asserts nothing. The figures come from the debug build the test suite uses
-# (see BENCHMARKS.md); a release-build run is issue 7's next step.
+# writes BENCHMARKS.md (the command, the machine, the date and every figure) and
+# BENCHMARKS.svg (latency against throughput).
+#   scripts/bench.sh [--release] [--quick] [--seconds N] [--scale-groups N] [--log-entries N]
+# --release measures an optimized build (RocksDB is compiled again for it the first time,
+# about 12 minutes on 2 cores); without it, the debug build the test suite uses.
+# Not a test: it asserts nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-build_all --quiet
+profile=debug
+args=()
+for a in "$@"; do
+  if [ "$a" = "--release" ]; then profile=release; else args+=("$a"); fi
+done
+if [ "$profile" = release ]; then
+  cargo build --release --locked --quiet -p baton-server -p baton-e2e --bins
+else
+  build_all --quiet
+fi
 table=$(mktemp)
 notes=$(mktemp)
 # Keep the hand-written "## Notes" section (analysis of a run) across runs.
 [ -f BENCHMARKS.md ] && sed -n '/^## Notes/,$p' BENCHMARKS.md > "$notes"
-"$CARGO_TARGET_DIR/debug/bench" --markdown "$table" "$@"
+"$CARGO_TARGET_DIR/$profile/bench" --markdown "$table" --plot BENCHMARKS.svg "${args[@]}"
 {
   echo "# Benchmarks"
   echo
   echo "Command: \`scripts/bench.sh $*\` on $(date -u +%Y-%m-%d), $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo),"
-  echo "$(uname -sr), three nodes on loopback, debug build, rate limits off."
+  echo "$(uname -sr), three nodes on loopback, $profile build, rate limits off; the load generator"
+  echo "runs on the same cores. Plot: [BENCHMARKS.svg](BENCHMARKS.svg) (p50 solid, p99 dashed)."
   echo
   cat "$table"
   if [ -s "$notes" ]; then echo; cat "$notes"; fi
 } > BENCHMARKS.md
 rm -f "$table" "$notes"
-echo "wrote BENCHMARKS.md"
+echo "wrote BENCHMARKS.md and BENCHMARKS.svg"

@@ -469,6 +469,11 @@ impl TestCluster {
         self.spawn(id);
     }
 
+    /// The process id of a running node.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.nodes.get(&id)?.child.as_ref().map(Child::id)
+    }
+
     /// Waits for a killed-or-exited node's exit status (for nodes expected to refuse to start).
     pub fn wait_exit(&mut self, id: u64, within: Duration) -> std::process::ExitStatus {
         let node = self.nodes.get_mut(&id).expect("known node");

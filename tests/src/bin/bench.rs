@@ -6,13 +6,16 @@
 //! - linearizable reads (64 clients);
 //! - failover detection: from a Primary's last heartbeat to its successor being told
 //!   PendingPrimary, over many groups;
-//! - Baton leader SIGKILL to the first successful write (repeated).
+//! - Baton leader SIGKILL to the first successful write (repeated);
+//! - scale, on a fresh cluster that keeps its whole log: RSS per node with 100,000 groups of 3
+//!   sessions, and a node holding 1,000,000 log entries SIGKILLed and restarted, to ready.
 //!
 //! Each load runs a warm-up, then a fixed duration, bounded by a request count. This is a
 //! measuring tool, not a test: it asserts nothing and always exits 0 unless the cluster fails.
 //! `scripts/bench.sh` runs it and writes `BENCHMARKS.md`.
 //!
-//! Usage: bench [--seconds N] [--quick] [--markdown FILE]
+//! Usage: bench [--seconds N] [--quick] [--markdown FILE] [--plot FILE.svg]
+//!              [--scale-groups N] [--log-entries N]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,10 +33,22 @@ struct Args {
     seconds: u64,
     quick: bool,
     markdown: Option<std::path::PathBuf>,
+    plot: Option<std::path::PathBuf>,
+    /// Groups (of 3 sessions) for the memory measurement.
+    scale_groups: usize,
+    /// Log entries for the restart measurement.
+    log_entries: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { seconds: 5, quick: false, markdown: None };
+    let mut args = Args {
+        seconds: 5,
+        quick: false,
+        markdown: None,
+        plot: None,
+        scale_groups: 100_000,
+        log_entries: 1_000_000,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -42,6 +57,15 @@ fn parse_args() -> Result<Args, String> {
             }
             "--quick" => args.quick = true,
             "--markdown" => args.markdown = Some(it.next().ok_or("--markdown FILE")?.into()),
+            "--plot" => args.plot = Some(it.next().ok_or("--plot FILE")?.into()),
+            "--scale-groups" => {
+                args.scale_groups =
+                    it.next().and_then(|v| v.parse().ok()).ok_or("--scale-groups N")?
+            }
+            "--log-entries" => {
+                args.log_entries =
+                    it.next().and_then(|v| v.parse().ok()).ok_or("--log-entries N")?
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -276,6 +300,22 @@ async fn main() {
     println!("{}", kill.line());
     rows.push(kill);
 
+    drop(cluster);
+
+    // Scale: memory with many groups, and a restart over a long log.
+    let (groups, entries) = if args.quick {
+        (args.scale_groups.min(5_000), args.log_entries.min(50_000))
+    } else {
+        (args.scale_groups, args.log_entries)
+    };
+    let scale = scale(groups, entries).await;
+    for line in &scale {
+        println!("{line}");
+    }
+
+    if let Some(path) = &args.plot {
+        std::fs::write(path, plot(&rows)).expect("write the plot");
+    }
     if let Some(path) = args.markdown {
         let mut text = String::from(
             "| measurement | clients | ops/s | p50 ms | p99 ms | p999 ms | errors |\n|---|---|---|---|---|---|---|\n",
@@ -284,8 +324,238 @@ async fn main() {
             text.push_str(&row.line());
             text.push('\n');
         }
+        text.push_str("\n| scale measurement | value |\n|---|---|\n");
+        for line in &scale {
+            text.push_str(line);
+            text.push('\n');
+        }
         std::fs::write(&path, text).expect("write the markdown table");
     }
+}
+
+/// A node's resident memory, in MiB, from /proc.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Runs `total` requests of `op` over `workers` concurrent workers.
+async fn drive<F, Fut>(total: u64, workers: u64, op: F)
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (op, next) = (op.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                op(i).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("a worker");
+    }
+}
+
+/// A fresh cluster that keeps its whole log (no snapshots): `groups` groups of 3 sessions, RSS
+/// per node, then the log filled to `entries` entries (writes that change nothing), and a
+/// follower killed and restarted: time until it is ready again.
+async fn scale(groups: usize, entries: u64) -> Vec<String> {
+    let keep = (entries * 2).to_string();
+    let mut cluster = TestCluster::start_with(
+        3,
+        &[
+            ("rate_limit_per_second", "0"),
+            ("snapshot_logs_since_last", keep.as_str()),
+            ("max_in_snapshot_log_to_keep", keep.as_str()),
+        ],
+    );
+    let leader = cluster.wait_for_leader(ELECTION).await;
+    let url = cluster.url(leader);
+    let mut lines = Vec::new();
+    let started = Instant::now();
+    let http = Arc::new(admin_client(Duration::from_secs(30)));
+    {
+        let (http, url) = (http.clone(), url.clone());
+        drive(groups as u64, 64, move |i| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let body = json!({
+                    "id": format!("m{i}"),
+                    "failover_timeout_ms": 30_000,
+                    "members": [{"id": "a"}, {"id": "b"}, {"id": "c"}],
+                });
+                let _ = send(&http, "POST", &format!("{url}/groups/bench/mem"), Some(body)).await;
+            }
+        })
+        .await;
+    }
+    let created = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss: Vec<String> = cluster
+        .ids()
+        .iter()
+        .map(|id| format!("{:.0}", cluster.pid(*id).map_or(f64::NAN, rss_mib)))
+        .collect();
+    eprintln!("bench: {groups} groups in {created:?}; RSS {rss:?} MiB");
+    lines.push(format!(
+        "| RSS per node (MiB) with {groups} groups of 3 sessions (nodes 1, 2, 3) | {} |",
+        rss.join(", ")
+    ));
+    lines.push(format!(
+        "| creating {groups} groups with 3 members each, 64 clients | {:.0} groups/s |",
+        groups as f64 / created.as_secs_f64()
+    ));
+
+    // Fill the log: re-creating an existing group with its own configuration changes nothing
+    // but is a committed, synced entry like any other.
+    let status = cluster.status(leader).await.expect("status");
+    let have = status["last_log_index"].as_u64().unwrap_or_default();
+    let missing = entries.saturating_sub(have);
+    let fill_started = Instant::now();
+    {
+        let (http, url) = (http.clone(), url.clone());
+        drive(missing, 128, move |i| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let body = json!({"Id": format!("f{}", i % 64), "FailoverTimeout": 30_000});
+                let _ = send(&http, "POST", &format!("{url}{GROUPS}"), Some(body)).await;
+            }
+        })
+        .await;
+    }
+    let filled = fill_started.elapsed();
+    let status = cluster.status(leader).await.expect("status");
+    let log = status["last_log_index"].as_u64().unwrap_or_default();
+    eprintln!("bench: log at {log} entries after {filled:?}");
+    lines.push(format!(
+        "| filling the log with {missing} no-op writes, 128 clients | {:.0} writes/s |",
+        missing as f64 / filled.as_secs_f64()
+    ));
+    let rss: Vec<String> = cluster
+        .ids()
+        .iter()
+        .map(|id| format!("{:.0}", cluster.pid(*id).map_or(f64::NAN, rss_mib)))
+        .collect();
+    lines.push(format!("| RSS per node (MiB) after {log} log entries | {} |", rss.join(", ")));
+
+    // A follower holding the whole log is killed and restarted: time until /readyz says ready.
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).expect("a follower");
+    cluster.kill(follower);
+    let restarted = Instant::now();
+    cluster.restart(follower);
+    let ready = loop {
+        if cluster.get_json(follower, "/readyz").await.is_some_and(|(code, _)| code == 200) {
+            break Some(restarted.elapsed());
+        }
+        if restarted.elapsed() > Duration::from_secs(120) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    lines.push(format!(
+        "| restart (SIGKILL) of a node holding {log} log entries → ready | {} |",
+        ready.map_or("not ready in 120 s".into(), |d| format!("{} ms", d.as_millis()))
+    ));
+    lines
+}
+
+/// Latency against throughput, as an SVG: p50 and p99 of every load row, one series per kind.
+fn plot(rows: &[Row]) -> String {
+    let (w, h, left, bottom, top, right) = (760.0, 440.0, 70.0, 50.0, 30.0, 190.0);
+    let loads: Vec<&Row> = rows
+        .iter()
+        .filter(|r| {
+            r.name.starts_with("heartbeat")
+                || r.name.starts_with("durable")
+                || r.name.starts_with("linearizable")
+        })
+        .collect();
+    let max_rate = loads.iter().map(|r| r.rate()).fold(1.0, f64::max) * 1.1;
+    let max_ms =
+        loads.iter().map(|r| r.percentile_ms(0.99)).filter(|v| v.is_finite()).fold(1.0, f64::max);
+    // Log scale for latency: 0.1 ms to the largest p99.
+    let (lo, hi) = (0.1f64.log10(), (max_ms * 1.5).log10());
+    let x = |rate: f64| left + (w - left - right) * rate / max_rate;
+    let y = |ms: f64| {
+        let v = ms.max(0.1).log10();
+        h - bottom - (h - bottom - top) * (v - lo) / (hi - lo)
+    };
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    svg.push_str(&format!(
+        "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/><line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>\n",
+        h - bottom, w - right, h - bottom, h - bottom
+    ));
+    svg.push_str(&format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">throughput (ops/s)</text><text x=\"15\" y=\"{}\" transform=\"rotate(-90 15 {})\" text-anchor=\"middle\">latency (ms, log scale)</text>\n",
+        left + (w - left - right) / 2.0, h - 12.0, (h - bottom + top) / 2.0, (h - bottom + top) / 2.0
+    ));
+    for i in 0..=4 {
+        let rate = max_rate * f64::from(i) / 4.0;
+        svg.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{rate:.0}</text>\n",
+            x(rate),
+            h - bottom + 16.0
+        ));
+    }
+    let mut tick = 0.1;
+    while tick <= max_ms * 1.5 {
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{tick}</text><line x1=\"{left}\" y1=\"{:.1}\" x2=\"{}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\n",
+            left - 6.0, y(tick) + 4.0, y(tick), w - right, y(tick)
+        ));
+        tick *= 10.0;
+    }
+    let colors = ["#2457c5", "#1a7f37", "#b35900"];
+    let kinds = ["heartbeat", "durable", "linearizable"];
+    for (k, (kind, color)) in kinds.iter().zip(colors).enumerate() {
+        let series: Vec<&&Row> = loads.iter().filter(|r| r.name.starts_with(kind)).collect();
+        for (p, dash) in [(0.5, ""), (0.99, " stroke-dasharray=\"4 3\"")] {
+            let points: Vec<String> = series
+                .iter()
+                .filter(|r| r.percentile_ms(p).is_finite())
+                .map(|r| format!("{:.1},{:.1}", x(r.rate()), y(r.percentile_ms(p))))
+                .collect();
+            svg.push_str(&format!(
+                "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\"{dash}/>\n",
+                points.join(" ")
+            ));
+            for r in &series {
+                let (px, py) = (x(r.rate()), y(r.percentile_ms(p)));
+                if py.is_finite() {
+                    svg.push_str(&format!(
+                        "<circle cx=\"{px:.1}\" cy=\"{py:.1}\" r=\"3\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\">{}</text>\n",
+                        px + 4.0, py - 4.0, r.clients
+                    ));
+                }
+            }
+        }
+        let ly = top + 20.0 * k as f64;
+        let name = series.first().map_or(*kind, |r| r.name.as_str());
+        svg.push_str(&format!(
+            "<rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"{}\">{name}</text>\n",
+            w - right + 10.0, ly, w - right + 25.0, ly + 9.0
+        ));
+    }
+    svg.push_str(&format!(
+        "<text x=\"{}\" y=\"{}\" font-size=\"10\">solid p50, dashed p99; labels: clients</text>\n</svg>\n",
+        w - right + 10.0, top + 70.0
+    ));
+    svg
 }
 
 /// Creates `groups` one-session groups `hb{i}` with a 1 s timeout, 32 at a time, and makes
