@@ -14,11 +14,8 @@ args=()
 for a in "$@"; do
   if [ "$a" = "--release" ]; then profile=release; else args+=("$a"); fi
 done
-if [ "$profile" = release ]; then
-  cargo build --release --locked --quiet -p baton-server -p baton-e2e --bins
-else
-  build_all --quiet
-fi
+# The same selection the harness's own freshness check builds, so nothing is built twice.
+if [ "$profile" = release ]; then build_all --release --quiet; else build_all --quiet; fi
 table=$(mktemp)
 notes=$(mktemp)
 # Keep the hand-written "## Notes" section (analysis of a run) across runs.

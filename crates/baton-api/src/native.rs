@@ -640,8 +640,16 @@ async fn all_groups<C: Coordinator>(
     State(s): State<AppState<C>>,
     Authenticated(caller): Authenticated,
 ) -> Result<Response, ApiError> {
-    let Served { value, by } =
-        s.coordinator.read(Query::AllGroups, Consistency::Linearizable).await?;
+    groups_answer(&*s.coordinator, &caller, Query::AllGroups).await
+}
+
+/// `{"groups": [...]}`: the groups `query` finds that the caller may use.
+async fn groups_answer<C: Coordinator>(
+    c: &C,
+    caller: &Caller,
+    query: Query,
+) -> Result<Response, ApiError> {
+    let Served { value, by } = c.read(query, Consistency::Linearizable).await?;
     let QueryResult::Groups(groups) = value else { return Err(ApiError::Internal) };
     let groups: Vec<_> = groups.into_iter().filter(|g| caller.principal.may_use(g)).collect();
     Ok((ServedBy(by), Json(serde_json::json!({ "groups": groups }))).into_response())
@@ -662,11 +670,7 @@ async fn list_groups<C: Coordinator>(
             scope.tenant
         )));
     }
-    let Served { value, by } =
-        s.coordinator.read(Query::Groups(scope), Consistency::Linearizable).await?;
-    let QueryResult::Groups(groups) = value else { return Err(ApiError::Internal) };
-    let groups: Vec<_> = groups.into_iter().filter(|g| caller.principal.may_use(g)).collect();
-    Ok((ServedBy(by), Json(serde_json::json!({ "groups": groups }))).into_response())
+    groups_answer(&*s.coordinator, &caller, Query::Groups(scope)).await
 }
 
 async fn delete_group<C: Coordinator>(

@@ -15,7 +15,7 @@
 //! `scripts/bench.sh` runs it and writes `BENCHMARKS.md`.
 //!
 //! Usage: bench [--seconds N] [--quick] [--markdown FILE] [--plot FILE.svg]
-//!              [--scale-groups N] [--log-entries N]
+//!              [--scale-groups N] [--log-entries N] [--scale-only] [--plot-from TABLE]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +38,10 @@ struct Args {
     scale_groups: usize,
     /// Log entries for the restart measurement.
     log_entries: u64,
+    /// Only the scale measurements.
+    scale_only: bool,
+    /// Only re-plot the load rows of a saved table (BENCHMARKS.md).
+    plot_from: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -48,6 +52,8 @@ fn parse_args() -> Result<Args, String> {
         plot: None,
         scale_groups: 100_000,
         log_entries: 1_000_000,
+        scale_only: false,
+        plot_from: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -56,6 +62,8 @@ fn parse_args() -> Result<Args, String> {
                 args.seconds = it.next().and_then(|v| v.parse().ok()).ok_or("--seconds N")?
             }
             "--quick" => args.quick = true,
+            "--scale-only" => args.scale_only = true,
+            "--plot-from" => args.plot_from = Some(it.next().ok_or("--plot-from TABLE")?.into()),
             "--markdown" => args.markdown = Some(it.next().ok_or("--markdown FILE")?.into()),
             "--plot" => args.plot = Some(it.next().ok_or("--plot FILE")?.into()),
             "--scale-groups" => {
@@ -190,6 +198,18 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(table) = &args.plot_from {
+        let text = std::fs::read_to_string(table).expect("read the table");
+        let out = args.plot.clone().unwrap_or_else(|| "BENCHMARKS.svg".into());
+        std::fs::write(out, plot(&points_of_table(&text))).expect("write the plot");
+        return;
+    }
+    if args.scale_only {
+        for line in scale(args.scale_groups, args.log_entries).await {
+            println!("{line}");
+        }
+        return;
+    }
     let duration = Duration::from_secs(args.seconds);
     let warmup = Duration::from_secs(1);
     let mut cluster = TestCluster::start_with(3, &[("rate_limit_per_second", "0")]);
@@ -314,7 +334,8 @@ async fn main() {
     }
 
     if let Some(path) = &args.plot {
-        std::fs::write(path, plot(&rows)).expect("write the plot");
+        let points: Vec<Point> = rows.iter().map(Row::point).collect();
+        std::fs::write(path, plot(&points)).expect("write the plot");
     }
     if let Some(path) = args.markdown {
         let mut text = String::from(
@@ -472,88 +493,129 @@ async fn scale(groups: usize, entries: u64) -> Vec<String> {
     lines
 }
 
-/// Latency against throughput, as an SVG: p50 and p99 of every load row, one series per kind.
-fn plot(rows: &[Row]) -> String {
-    let (w, h, left, bottom, top, right) = (760.0, 440.0, 70.0, 50.0, 30.0, 190.0);
-    let loads: Vec<&Row> = rows
-        .iter()
-        .filter(|r| {
-            r.name.starts_with("heartbeat")
-                || r.name.starts_with("durable")
-                || r.name.starts_with("linearizable")
+/// One load's figures, as the plot needs them.
+struct Point {
+    name: String,
+    clients: usize,
+    rate: f64,
+    p50: f64,
+    p99: f64,
+}
+
+impl Row {
+    fn point(&self) -> Point {
+        Point {
+            name: self.name.clone(),
+            clients: self.clients,
+            rate: self.rate(),
+            p50: self.percentile_ms(0.50),
+            p99: self.percentile_ms(0.99),
+        }
+    }
+}
+
+/// The load rows of a table [`Row::line`] wrote (for re-plotting a saved run).
+fn points_of_table(text: &str) -> Vec<Point> {
+    text.lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> =
+                line.trim().trim_matches('|').split('|').map(str::trim).collect();
+            match cells[..] {
+                [name, clients, rate, p50, p99, _, _] => Some(Point {
+                    name: name.to_string(),
+                    clients: clients.parse().ok()?,
+                    rate: rate.parse().ok()?,
+                    p50: p50.parse().ok()?,
+                    p99: p99.parse().ok()?,
+                }),
+                _ => None,
+            }
         })
-        .collect();
-    let max_rate = loads.iter().map(|r| r.rate()).fold(1.0, f64::max) * 1.1;
-    let max_ms =
-        loads.iter().map(|r| r.percentile_ms(0.99)).filter(|v| v.is_finite()).fold(1.0, f64::max);
-    // Log scale for latency: 0.1 ms to the largest p99.
+        .collect()
+}
+
+/// Latency against throughput, as an SVG: p50 (solid) and p99 (dashed) of every load, one
+/// series per kind, latency on a log scale.
+fn plot(points: &[Point]) -> String {
+    let (w, h, left, bottom, top, right) = (840.0, 440.0, 70.0, 50.0, 30.0, 270.0);
+    let kinds = ["heartbeat", "durable", "linearizable"];
+    let loads: Vec<&Point> =
+        points.iter().filter(|p| kinds.iter().any(|k| p.name.starts_with(k))).collect();
+    let max_rate = loads.iter().map(|p| p.rate).fold(1.0, f64::max) * 1.1;
+    let max_ms = loads.iter().map(|p| p.p99).filter(|v| v.is_finite()).fold(1.0, f64::max);
     let (lo, hi) = (0.1f64.log10(), (max_ms * 1.5).log10());
     let x = |rate: f64| left + (w - left - right) * rate / max_rate;
-    let y = |ms: f64| {
-        let v = ms.max(0.1).log10();
-        h - bottom - (h - bottom - top) * (v - lo) / (hi - lo)
-    };
+    let y = |ms: f64| h - bottom - (h - bottom - top) * (ms.max(0.1).log10() - lo) / (hi - lo);
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
     );
+    let axis = h - bottom;
     svg.push_str(&format!(
-        "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/><line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>\n",
-        h - bottom, w - right, h - bottom, h - bottom
+        "<line x1=\"{left}\" y1=\"{axis}\" x2=\"{}\" y2=\"{axis}\" stroke=\"black\"/><line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{axis}\" stroke=\"black\"/>\n",
+        w - right
     ));
+    let mid_y = (axis + top) / 2.0;
     svg.push_str(&format!(
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">throughput (ops/s)</text><text x=\"15\" y=\"{}\" transform=\"rotate(-90 15 {})\" text-anchor=\"middle\">latency (ms, log scale)</text>\n",
-        left + (w - left - right) / 2.0, h - 12.0, (h - bottom + top) / 2.0, (h - bottom + top) / 2.0
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">throughput (ops/s)</text><text x=\"15\" y=\"{mid_y}\" transform=\"rotate(-90 15 {mid_y})\" text-anchor=\"middle\">latency (ms, log scale)</text>\n",
+        left + (w - left - right) / 2.0,
+        h - 12.0
     ));
     for i in 0..=4 {
         let rate = max_rate * f64::from(i) / 4.0;
         svg.push_str(&format!(
             "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{rate:.0}</text>\n",
             x(rate),
-            h - bottom + 16.0
+            axis + 16.0
         ));
     }
     let mut tick = 0.1;
     while tick <= max_ms * 1.5 {
+        let ty = y(tick);
         svg.push_str(&format!(
-            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{tick}</text><line x1=\"{left}\" y1=\"{:.1}\" x2=\"{}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\n",
-            left - 6.0, y(tick) + 4.0, y(tick), w - right, y(tick)
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{tick}</text><line x1=\"{left}\" y1=\"{ty:.1}\" x2=\"{}\" y2=\"{ty:.1}\" stroke=\"#ddd\"/>\n",
+            left - 6.0,
+            ty + 4.0,
+            w - right
         ));
         tick *= 10.0;
     }
     let colors = ["#2457c5", "#1a7f37", "#b35900"];
-    let kinds = ["heartbeat", "durable", "linearizable"];
     for (k, (kind, color)) in kinds.iter().zip(colors).enumerate() {
-        let series: Vec<&&Row> = loads.iter().filter(|r| r.name.starts_with(kind)).collect();
-        for (p, dash) in [(0.5, ""), (0.99, " stroke-dasharray=\"4 3\"")] {
-            let points: Vec<String> = series
+        let series: Vec<&&Point> = loads.iter().filter(|p| p.name.starts_with(kind)).collect();
+        for (p99, dash) in [(false, ""), (true, " stroke-dasharray=\"4 3\"")] {
+            let at = |p: &Point| if p99 { p.p99 } else { p.p50 };
+            let line: Vec<String> = series
                 .iter()
-                .filter(|r| r.percentile_ms(p).is_finite())
-                .map(|r| format!("{:.1},{:.1}", x(r.rate()), y(r.percentile_ms(p))))
+                .filter(|p| at(p).is_finite())
+                .map(|p| format!("{:.1},{:.1}", x(p.rate), y(at(p))))
                 .collect();
             svg.push_str(&format!(
                 "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\"{dash}/>\n",
-                points.join(" ")
+                line.join(" ")
             ));
-            for r in &series {
-                let (px, py) = (x(r.rate()), y(r.percentile_ms(p)));
-                if py.is_finite() {
-                    svg.push_str(&format!(
-                        "<circle cx=\"{px:.1}\" cy=\"{py:.1}\" r=\"3\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\">{}</text>\n",
-                        px + 4.0, py - 4.0, r.clients
-                    ));
-                }
+            for p in series.iter().filter(|p| at(p).is_finite()) {
+                let (px, py) = (x(p.rate), y(at(p)));
+                svg.push_str(&format!(
+                    "<circle cx=\"{px:.1}\" cy=\"{py:.1}\" r=\"3\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\">{}</text>\n",
+                    px + 4.0,
+                    py - 4.0,
+                    p.clients
+                ));
             }
         }
         let ly = top + 20.0 * k as f64;
-        let name = series.first().map_or(*kind, |r| r.name.as_str());
+        let name = series.first().map_or(*kind, |p| p.name.as_str());
         svg.push_str(&format!(
-            "<rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"{}\">{name}</text>\n",
-            w - right + 10.0, ly, w - right + 25.0, ly + 9.0
+            "<rect x=\"{}\" y=\"{ly}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"{}\">{name}</text>\n",
+            w - right + 10.0,
+            w - right + 25.0,
+            ly + 9.0
         ));
     }
     svg.push_str(&format!(
         "<text x=\"{}\" y=\"{}\" font-size=\"10\">solid p50, dashed p99; labels: clients</text>\n</svg>\n",
-        w - right + 10.0, top + 70.0
+        w - right + 10.0,
+        top + 70.0
     ));
     svg
 }

@@ -105,7 +105,14 @@ pub fn run(conn: &Connection, args: RunArgs) -> Result<u8, Failure> {
                     eprintln!("baton run: waiting for the cluster: {e}");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                Err(e) => return Err(Failure::new(exit::REFUSED, e.to_string())),
+                Err(e) => {
+                    let code = match e {
+                        baton_client::Error::NotFound(_) => exit::NOT_FOUND,
+                        baton_client::Error::Denied(_) => exit::DENIED,
+                        _ => exit::REFUSED,
+                    };
+                    return Err(Failure::new(code, e.to_string()));
+                }
             }
         };
         let grace = Duration::from_secs_f64(args.grace_seconds.max(0.0)).min(timeout / 4);
