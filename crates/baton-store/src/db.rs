@@ -18,11 +18,17 @@ pub(crate) const CF_SM_META: &str = "sm_meta";
 
 const ALL_CFS: [&str; 4] = [CF_LOGS, CF_META, CF_SM, CF_SM_META];
 
+/// Bytes of memtables across all column families before the largest is flushed.
+const MEMTABLE_BUDGET: usize = 32 * 1024 * 1024;
+
 /// Opens (or creates) the database at `dir`.
 pub(crate) fn open(dir: &Path) -> Result<Arc<DB>> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
+    // One memtable budget for all column families (RocksDB's default is 64 MiB for each, up to
+    // two of them): the log, not the state, fills it, and a node's memory should be its state.
+    opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
     let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
     let db = DB::open_cf_descriptors(&opts, dir, cfs)
         .map_err(|source| Error::Open { path: dir.to_path_buf(), source })?;
