@@ -4,7 +4,8 @@
 //! timed out can therefore retry it, on any node, without applying it twice.
 //!
 //! The outcomes are replicated state (every node, and a new leader, remembers them), at most
-//! [`REMEMBER_CAPACITY`] of them; beyond that the oldest is forgotten.
+//! [`REMEMBER_CAPACITY`] of them; beyond that the oldest is forgotten, and outcomes past the
+//! window are dropped at the next keyed write.
 
 use serde::{Deserialize, Serialize};
 

@@ -109,6 +109,18 @@ impl State {
         }
         let mut effects = self.apply_once(request);
         if let Some((identity, key)) = keyed {
+            // Outcomes past the window are dead weight (each may hold a whole group): drop
+            // them whenever a keyed write comes, so they never outlive it by much.
+            let expired: Vec<_> = self
+                .remembered
+                .iter()
+                .filter(|(_, r)| !r.fresh(request.at))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for (who, old) in expired {
+                self.remembered.remove(&(who.clone(), old.clone()));
+                effects.touched.push(RecordKey::Remembered(who, old));
+            }
             let remembered = Remembered {
                 at: request.at,
                 command: request.command.name().to_string(),

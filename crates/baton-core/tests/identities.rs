@@ -486,4 +486,8 @@ fn a_keyed_write_applies_once_and_answers_the_same_again_on_any_retry() {
     assert!(
         fresh.touched.contains(&baton_core::RecordKey::Remembered(name("alice"), "k-1".into()))
     );
+    // bob's outcome, past the window too, was dropped by that keyed write.
+    let bobs = baton_core::RecordKey::Remembered(name("bob"), "k-1".into());
+    assert!(fresh.touched.contains(&bobs));
+    assert!(!state.records().any(|(k, _)| k == bobs));
 }

@@ -621,7 +621,7 @@ impl Coordinator for RaftCoordinator {
         heartbeat: HeartbeatIn,
         caller: IdentityName,
     ) -> Result<Served<HeartbeatOutcome>, CoordinatorError> {
-        tracing::Span::current().record("group", group.to_string());
+        tracing::Span::current().record("group", tracing::field::display(&group));
         let request = LeaderRequest::Heartbeat { group, session, heartbeat, caller };
         let served = self.route(request).await?;
         Self::expect_answer(served, |a| match a {
