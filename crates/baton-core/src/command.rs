@@ -201,14 +201,12 @@ pub enum Command {
         /// Identifies the override.
         set_at: Timestamp,
     },
-    /// Records sessions' latest heartbeats and the group's last processed time.
+    /// Records sessions' latest heartbeats and groups' last processed times, for many groups
+    /// at once (one log entry per leader tick, not one per group). Groups deleted meanwhile
+    /// are skipped.
     Checkpoint {
-        /// The group.
-        group: GroupKey,
-        /// Latest heartbeat per session.
-        heartbeats: Vec<(SessionId, HeartbeatRecord)>,
-        /// The Primary's latest last-data-processed time.
-        last_data_processed_time: Option<ClientTime>,
+        /// One checkpoint per group.
+        groups: Vec<GroupCheckpoint>,
     },
     /// Replaces the identities allowed to use a group besides its owner (empty: every member
     /// of the group's tenant).
@@ -340,30 +338,44 @@ impl Command {
             | Command::CancelHandover { group, .. }
             | Command::SetOverride { group, .. }
             | Command::ClearExpiredOverride { group, .. }
-            | Command::Checkpoint { group, .. }
             | Command::SetAllowedOwners { group, .. } => group,
-            Command::BootstrapAdmin { .. }
+            Command::Checkpoint { .. }
+            | Command::BootstrapAdmin { .. }
             | Command::CreateIdentity { .. }
             | Command::RotateIdentity { .. }
             | Command::RevokeIdentity { .. } => return None,
         })
     }
 
-    /// The one record this command changes besides the audit trail: its group (sessions and
-    /// baton live inside it) or its identity.
-    pub fn record_key(&self) -> RecordKey {
+    /// The records this command changes besides the audit trail and histories: its group
+    /// (sessions and baton live inside it), its identity, or a checkpoint's groups.
+    pub fn record_keys(&self) -> Vec<RecordKey> {
         match self {
             Command::BootstrapAdmin { identity } | Command::CreateIdentity { identity } => {
-                RecordKey::Identity(identity.name.clone())
+                vec![RecordKey::Identity(identity.name.clone())]
             }
             Command::RotateIdentity { name, .. } | Command::RevokeIdentity { name } => {
-                RecordKey::Identity(name.clone())
+                vec![RecordKey::Identity(name.clone())]
             }
-            command => RecordKey::Group(
+            Command::Checkpoint { groups } => {
+                groups.iter().map(|c| RecordKey::Group(c.group.clone())).collect()
+            }
+            command => vec![RecordKey::Group(
                 command.group().expect("every other command addresses a group").clone(),
-            ),
+            )],
         }
     }
+}
+
+/// One group's part of a [`Command::Checkpoint`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCheckpoint {
+    /// The group.
+    pub group: GroupKey,
+    /// Latest heartbeat per session.
+    pub heartbeats: Vec<(SessionId, HeartbeatRecord)>,
+    /// The Primary's latest last-data-processed time.
+    pub last_data_processed_time: Option<ClientTime>,
 }
 
 /// How a group write changed the state.
@@ -396,6 +408,8 @@ pub enum Response {
     },
     /// The addressed record was removed.
     Deleted,
+    /// Heartbeats were checkpointed.
+    Checkpointed,
     /// An identity was created, rotated or revoked.
     Identity(Box<Identity>),
     /// The command was refused; the state did not change.

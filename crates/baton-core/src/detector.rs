@@ -38,7 +38,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::command::Command;
+use crate::command::{Command, GroupCheckpoint};
 use crate::group::Group;
 use crate::history::{Candidate, Verdict};
 use crate::ids::{ClientTime, Epoch, GroupKey, SessionId, Timestamp};
@@ -80,7 +80,8 @@ struct Seen {
 
 #[derive(Clone, Debug, Default)]
 struct Watch {
-    sessions: BTreeMap<SessionId, Seen>,
+    /// Few per group: a sorted vector, like the group's own sessions.
+    sessions: litemap::LiteMap<SessionId, Seen>,
     /// The holder's latest answered grant: (session, epoch, valid until).
     grant: Option<(SessionId, Epoch, Timestamp)>,
     /// The PendingPrimary this leader has told so, with its epoch: its next heartbeat
@@ -102,13 +103,12 @@ struct Watch {
 #[derive(Clone, Debug, Default)]
 pub struct Detector {
     groups: BTreeMap<GroupKey, Watch>,
-    /// Ticks so far (for the periodic sweep of deleted groups' watches).
-    ticks: u64,
+    /// The state's group-set generation when watches were last paired with groups.
+    paired_at: Option<u64>,
 }
 
-/// How often [`Detector::tick`] sweeps all watches for deleted groups even when the counts
-/// match.
-const SWEEP_TICKS: u64 = 40;
+/// The most groups one [`Command::Checkpoint`] carries; a tick with more proposes several.
+const CHECKPOINT_GROUPS: usize = 1_000;
 
 fn after(t: Timestamp, ms: u64) -> Timestamp {
     Timestamp(t.0.saturating_add(ms))
@@ -348,43 +348,53 @@ impl Detector {
     }
 
     /// The commands time calls for: overrides that expired, holders whose grant lapsed,
-    /// vacant groups, preemption, and checkpoints of heartbeats. At most one command per group
-    /// per tick; the rest follow on later ticks.
+    /// vacant groups, preemption, and checkpoints of heartbeats. At most one decision per group
+    /// per tick (the rest follow on later ticks); the checkpoints of every group that has
+    /// none are batched into as few commands as [`CHECKPOINT_GROUPS`] allows.
     pub fn tick(&mut self, state: &State, now: Timestamp) -> Vec<Command> {
-        // Watches of deleted groups are kept while their last grant may be valid. They exist
-        // when there are more watches than groups, or, after a delete and a create between two
-        // ticks, once in a while: a full sweep every `SWEEP_TICKS` ticks finds those.
-        self.ticks = self.ticks.wrapping_add(1);
-        if self.groups.len() > state.group_count() || self.ticks.is_multiple_of(SWEEP_TICKS) {
+        // Pair watches with groups again only when the set of groups changed since the last
+        // tick: drop the watches of deleted groups (each kept while its last grant may be
+        // valid) and add one for every new group.
+        let generation = state.group_set_generation();
+        if self.paired_at != Some(generation) || self.groups.len() != state.group_count() {
             self.groups.retain(|key, watch| {
                 state.group(key).is_some()
                     || watch.grant.as_ref().is_some_and(|(_, _, until)| *until > now)
             });
+            // The state's groups and the watches are both in key order: walk them side by
+            // side (a lookup per group per tick was most of a leader's CPU with 100,000
+            // groups).
+            let missing: Vec<GroupKey> = {
+                let mut watches = self.groups.keys().peekable();
+                state
+                    .all_groups()
+                    .filter(|group| {
+                        while watches.next_if(|key| **key < group.key).is_some() {}
+                        watches.peek() != Some(&&group.key)
+                    })
+                    .map(|group| group.key.clone())
+                    .collect()
+            };
+            for key in missing {
+                self.groups.insert(key, Watch::default());
+            }
+            self.paired_at = Some(generation);
         }
-        // The state's groups and the watches are both in key order: walk them side by side
-        // (a lookup per group per tick was most of a leader's CPU with 100,000 groups).
-        let missing: Vec<GroupKey> = {
-            let mut watches = self.groups.keys().peekable();
-            state
-                .all_groups()
-                .filter(|group| {
-                    while watches.next_if(|key| **key < group.key).is_some() {}
-                    watches.peek() != Some(&&group.key)
-                })
-                .map(|group| group.key.clone())
-                .collect()
-        };
-        for key in missing {
-            self.groups.insert(key, Watch::default());
-        }
+        // With exactly one watch per group, the n-th watch is the n-th group's: no key need be
+        // compared (comparing them was most of a tick with thousands of groups).
+        let paired = self.groups.len() == state.group_count();
         let mut commands = Vec::new();
+        let mut checkpoints = Vec::new();
         let mut watches = self.groups.iter_mut().peekable();
         for group in state.all_groups() {
-            while watches.next_if(|(key, _)| **key < group.key).is_some() {}
-            let Some((_, watch)) = watches.next_if(|(key, _)| **key == group.key) else {
-                debug_assert!(false, "every group has a watch after the insertions above");
-                continue;
+            if !paired {
+                while watches.next_if(|(key, _)| **key < group.key).is_some() {}
+            }
+            let Some((key, watch)) = watches.next() else {
+                debug_assert!(false, "every group has a watch after the pairing above");
+                break;
             };
+            debug_assert_eq!(key, &group.key, "watches and groups walk in the same key order");
             if watch.sessions.len() > group.sessions.len()
                 || watch.sessions.keys().any(|id| !group.sessions.contains_key(id))
             {
@@ -392,9 +402,14 @@ impl Detector {
             }
             if let Some(command) = Self::decide(group, watch, now) {
                 commands.push(command);
-            } else if let Some(command) = Self::checkpoint(group, watch, now) {
-                commands.push(command);
+            } else if let Some(checkpoint) = Self::checkpoint(group, watch, now) {
+                checkpoints.push(checkpoint);
             }
+        }
+        while !checkpoints.is_empty() {
+            let rest = checkpoints.split_off(checkpoints.len().min(CHECKPOINT_GROUPS));
+            commands.push(Command::Checkpoint { groups: checkpoints });
+            checkpoints = rest;
         }
         commands
     }
@@ -547,7 +562,7 @@ impl Detector {
         })
     }
 
-    fn checkpoint(group: &Group, watch: &mut Watch, now: Timestamp) -> Option<Command> {
+    fn checkpoint(group: &Group, watch: &mut Watch, now: Timestamp) -> Option<GroupCheckpoint> {
         let interval = group.config.failover_timeout_ms() / 2;
         if watch.last_checkpoint.is_some_and(|t| now.0 < t.0 + interval) {
             return None;
@@ -568,7 +583,7 @@ impl Detector {
             return None;
         }
         watch.last_checkpoint = Some(now);
-        Some(Command::Checkpoint {
+        Some(GroupCheckpoint {
             group: group.key.clone(),
             heartbeats,
             last_data_processed_time: watch.last_data_processed_time,

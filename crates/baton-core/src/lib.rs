@@ -40,13 +40,13 @@ mod session;
 mod state;
 
 pub use command::{
-    Change, Command, MemberChange, NewMember, Query, QueryResult, RecordKey, Rejection, Request,
-    Response,
+    Change, Command, GroupCheckpoint, MemberChange, NewMember, Query, QueryResult, RecordKey,
+    Rejection, Request, Response,
 };
 pub use error::{Error, Result};
 pub use group::{
     DEFAULT_PREEMPTION_MARGIN, ForceRefused, Group, GroupConfig, MAX_FAILOVER_TIMEOUT_MS,
-    MAX_TEXT_LEN, MIN_FAILOVER_TIMEOUT_MS, Policy, Tombstone,
+    MAX_TEXT_LEN, MIN_FAILOVER_TIMEOUT_MS, Policy, Sessions, Tombstone,
 };
 pub use history::{Candidate, Decision, DecisionKind, History, RoleChange, Verdict};
 pub use identity::{

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{
-    Change, Command, Query, QueryResult, RecordKey, Rejection, Request, Response,
+    Change, Command, GroupCheckpoint, Query, QueryResult, RecordKey, Rejection, Request, Response,
 };
 use crate::group::{Group, GroupConfig, Tombstone};
 use crate::history::{Baton, Decision, History};
@@ -57,7 +57,29 @@ pub struct State {
     audit: BTreeMap<u64, AuditEntry>,
     histories: BTreeMap<GroupKey, History>,
     remembered: BTreeMap<(IdentityName, String), Remembered>,
+    #[serde(skip)]
+    group_set: Generation,
 }
+
+/// How many times this process has seen the set of groups change (a group created, restored
+/// or removed). The detector re-pairs its watches with the groups only when it moved. Not
+/// replicated, and not part of the state's value: equal states may have counted differently.
+#[derive(Clone, Copy, Debug, Default)]
+struct Generation(u64);
+
+impl Generation {
+    fn bump(&mut self) {
+        self.0 = self.0.wrapping_add(1);
+    }
+}
+
+impl PartialEq for Generation {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Generation {}
 
 /// What applying one request did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,7 +166,7 @@ impl State {
         let key = request.command.group();
         let before = key.and_then(|k| self.group(k)).map(Baton::of);
         let response = self.apply_command(request);
-        let mut touched = vec![request.command.record_key()];
+        let mut touched = request.command.record_keys();
         let decision = key.and_then(|key| {
             let after = self.group(key).map(Baton::of);
             let decision = Decision::between(
@@ -265,6 +287,14 @@ impl State {
                 Response::Identity(Box::new(identity.clone()))
             }),
             Command::SetChannels { group, add, remove } => self.set_channels(group, add, remove),
+            Command::Checkpoint { groups } => {
+                for checkpoint in groups {
+                    if let Some(group) = self.group_mut(&checkpoint.group) {
+                        checkpoint_group(group, checkpoint);
+                    }
+                }
+                Ok(Response::Checkpointed)
+            }
             command => {
                 let key = command.group().expect("every other command addresses a group");
                 match self.group_mut(key) {
@@ -286,7 +316,8 @@ impl State {
             Command::RotateIdentity { name, .. } => principal.is_admin() || &principal.name == name,
             Command::BootstrapAdmin { .. }
             | Command::CreateIdentity { .. }
-            | Command::RevokeIdentity { .. } => principal.is_admin(),
+            | Command::RevokeIdentity { .. }
+            | Command::Checkpoint { .. } => principal.is_admin(),
             Command::SetAllowedOwners { group, .. }
             | Command::ChangeAllowedOwners { group, .. } => {
                 self.group(group).is_none_or(|g| principal.may_share(g))
@@ -461,6 +492,7 @@ impl State {
             (RecordKey::Group(k), Record::Group(g)) => {
                 assert_eq!(k, g.key, "a stored group must live under its own key");
                 self.groups.entry(k.scope).or_default().insert(k.group, g);
+                self.group_set.bump();
             }
             (RecordKey::Group(k), Record::Tombstone(key, t)) => {
                 assert_eq!(k, key, "a stored tombstone must live under its own key");
@@ -510,6 +542,12 @@ impl State {
         self.identities.len()
     }
 
+    /// Changes whenever a group is created, restored or removed in this process (and only
+    /// then): while it stays the same, so does the set of group keys.
+    pub fn group_set_generation(&self) -> u64 {
+        self.group_set.0
+    }
+
     /// Number of groups, across all scopes.
     pub fn group_count(&self) -> usize {
         self.groups.values().map(BTreeMap::len).sum()
@@ -528,6 +566,7 @@ impl State {
             group.epoch = t.epoch;
         }
         self.groups.entry(key.scope.clone()).or_default().insert(key.group.clone(), group.clone());
+        self.group_set.bump();
         Response::Group { group: Box::new(group), change: Change::Created }
     }
 
@@ -537,7 +576,21 @@ impl State {
         if scope.is_empty() {
             self.groups.remove(&key.scope);
         }
+        self.group_set.bump();
         removed
+    }
+}
+
+/// Records one group's checkpointed heartbeats (of sessions that still exist) and its last
+/// processed time.
+fn checkpoint_group(group: &mut Group, checkpoint: &GroupCheckpoint) {
+    for (id, record) in &checkpoint.heartbeats {
+        if let Some(s) = group.sessions.get_mut(id) {
+            s.last_heartbeat = Some(record.clone());
+        }
+    }
+    if checkpoint.last_data_processed_time.is_some() {
+        group.last_data_processed_time = checkpoint.last_data_processed_time;
     }
 }
 
@@ -691,7 +744,8 @@ fn apply_to_group(group: &mut Group, command: &Command, at: Timestamp) -> Outcom
             // Only one member can be pinned: pinning another clears the others' overrides. The
             // detector moves the baton to the pinned member once it is eligible.
             if s.role_override.is_some() {
-                for other in group.sessions.values_mut().filter(|o| &o.id != session) {
+                for other in group.sessions.iter_mut().map(|(_, o)| o).filter(|o| &o.id != session)
+                {
                     other.role_override = None;
                 }
             }
@@ -708,17 +762,6 @@ fn apply_to_group(group: &mut Group, command: &Command, at: Timestamp) -> Outcom
             s.role_override = None;
             updated(group)
         }
-        Command::Checkpoint { heartbeats, last_data_processed_time, .. } => {
-            for (id, record) in heartbeats {
-                if let Some(s) = group.sessions.get_mut(id) {
-                    s.last_heartbeat = Some(record.clone());
-                }
-            }
-            if last_data_processed_time.is_some() {
-                group.last_data_processed_time = *last_data_processed_time;
-            }
-            updated(group)
-        }
         Command::SetAllowedOwners { owners, .. } => {
             group.allowed_owners = owners.clone();
             updated(group)
@@ -727,6 +770,7 @@ fn apply_to_group(group: &mut Group, command: &Command, at: Timestamp) -> Outcom
         | Command::PutGroup { .. }
         | Command::DeleteGroup { .. }
         | Command::SetChannels { .. }
+        | Command::Checkpoint { .. }
         | Command::BootstrapAdmin { .. }
         | Command::CreateIdentity { .. }
         | Command::RotateIdentity { .. }
@@ -739,7 +783,7 @@ fn apply_to_group(group: &mut Group, command: &Command, at: Timestamp) -> Outcom
 /// The audit entry a command's response calls for: operator changes that took effect.
 fn audit_action(command: &Command, response: &Response) -> Option<AuditAction> {
     let changed = match response {
-        Response::Rejected(_) => return None,
+        Response::Rejected(_) | Response::Checkpointed => return None,
         Response::Group { change, .. } | Response::Session { change, .. } => {
             *change != Change::Unchanged
         }

@@ -184,11 +184,16 @@ fn show_command(c: &Command) -> String {
         Command::Expire { session, .. } => format!("Expire {session}"),
         Command::RequestHandover { reason, .. } => format!("RequestHandover ({reason:?})"),
         Command::ClearExpiredOverride { session, .. } => format!("ClearExpiredOverride {session}"),
-        Command::Checkpoint { heartbeats, .. } => {
-            format!(
-                "Checkpoint [{}]",
-                heartbeats.iter().map(|(s, _)| s.to_string()).collect::<Vec<_>>().join(", ")
-            )
+        Command::Checkpoint { groups } => {
+            let groups: Vec<String> = groups
+                .iter()
+                .map(|c| {
+                    let sessions: Vec<String> =
+                        c.heartbeats.iter().map(|(s, _)| s.to_string()).collect();
+                    format!("{} [{}]", c.group.group, sessions.join(", "))
+                })
+                .collect();
+            format!("Checkpoint {}", groups.join("; "))
         }
         Command::CancelHandover { epoch, .. } => format!("CancelHandover (epoch {})", epoch.0),
         other => format!("{other:?}"),
@@ -207,6 +212,7 @@ fn show(response: &Response) -> String {
         }
         Response::Session { session, change } => format!("{change:?} session {}", session.id),
         Response::Deleted => "Deleted".into(),
+        Response::Checkpointed => "Checkpointed".into(),
         Response::Identity(identity) => format!("Identity {}", identity.name),
         Response::Rejected(r) => format!("Rejected: {r}"),
     }

@@ -142,9 +142,9 @@ impl Default for Config {
             raft_addr: "127.0.0.1:7101".into(),
             data_dir: PathBuf::new(),
             initial_members: Vec::new(),
-            heartbeat_interval_ms: 50,
-            election_timeout_min_ms: 200,
-            election_timeout_max_ms: 400,
+            heartbeat_interval_ms: 25,
+            election_timeout_min_ms: 80,
+            election_timeout_max_ms: 160,
             snapshot_logs_since_last: 5_000,
             max_in_snapshot_log_to_keep: 1_000,
             request_timeout_ms: 5_000,
@@ -342,12 +342,23 @@ impl Config {
         if self.heartbeat_interval_ms == 0 {
             return rule("heartbeat_interval_ms", "must be positive".into());
         }
-        if self.election_timeout_min_ms < 2 * self.heartbeat_interval_ms {
+        if self.election_timeout_min_ms < 3 * self.heartbeat_interval_ms {
             return rule(
                 "election_timeout_min_ms",
                 format!(
-                    "({}) must be at least twice heartbeat_interval_ms ({}), or followers start elections between heartbeats",
+                    "({}) must be at least three times heartbeat_interval_ms ({}), or two late heartbeats start an election",
                     self.election_timeout_min_ms, self.heartbeat_interval_ms
+                ),
+            );
+        }
+        let tick_ms = u64::try_from(crate::leader::TICK.as_millis()).unwrap_or(u64::MAX);
+        if self.election_timeout_min_ms < 2 * tick_ms {
+            return rule(
+                "election_timeout_min_ms",
+                format!(
+                    "({}) must be at least {} ms (twice the leader tick), or the leader lease lapses between the ticks that renew it",
+                    self.election_timeout_min_ms,
+                    2 * tick_ms
                 ),
             );
         }
@@ -360,11 +371,13 @@ impl Config {
                 ),
             );
         }
-        if self.election_timeout_max_ms >= baton_core::MIN_FAILOVER_TIMEOUT_MS {
+        // A follower refuses votes for election_timeout_max after hearing from the leader and
+        // campaigns after that plus its own timeout: an election can take twice the maximum.
+        if 2 * self.election_timeout_max_ms >= baton_core::MIN_FAILOVER_TIMEOUT_MS {
             return rule(
                 "election_timeout_max_ms",
                 format!(
-                    "({}) must be below the shortest client failover timeout ({} ms), or a Baton election could outlast a client's timeout",
+                    "({}) must be below half the shortest client failover timeout ({} ms), or a Baton election could outlast a client's timeout",
                     self.election_timeout_max_ms,
                     baton_core::MIN_FAILOVER_TIMEOUT_MS
                 ),
@@ -412,7 +425,7 @@ mod tests {
         let file = dir.path().join("n.toml");
         std::fs::write(
             &file,
-            "api_addr = \"127.0.0.1:1\"\nraft_addr = \"127.0.0.1:2\"\nheartbeat_interval_ms = 40\n",
+            "api_addr = \"127.0.0.1:1\"\nraft_addr = \"127.0.0.1:2\"\nheartbeat_interval_ms = 20\n",
         )
         .expect("write");
         let mut env = base_env();
@@ -422,7 +435,7 @@ mod tests {
             .expect("valid");
         assert_eq!(c.api_addr, "127.0.0.1:3", "env beats file");
         assert_eq!(c.raft_addr, "127.0.0.1:4", "flag beats file");
-        assert_eq!(c.heartbeat_interval_ms, 40, "file beats default");
+        assert_eq!(c.heartbeat_interval_ms, 20, "file beats default");
         assert_eq!(c.id, 1);
     }
 
@@ -465,7 +478,7 @@ mod tests {
     #[test]
     fn election_timeout_must_stay_below_client_failover_timeouts() {
         let mut env = base_env();
-        env.push(("BATON_ELECTION_TIMEOUT_MAX_MS".into(), "1500".into()));
+        env.push(("BATON_ELECTION_TIMEOUT_MAX_MS".into(), "500".into()));
         let err = Config::load(None, env, &[]).expect_err("refused").to_string();
         assert!(err.contains("election_timeout_max_ms"), "{err}");
     }

@@ -28,9 +28,8 @@ use crate::leader::{Armed, Clock, Lease, TICK};
 
 /// Internal path of the leader-forwarding RPC.
 pub const PATH_FORWARD: &str = "/forward";
-/// How often a request is re-routed after the node it reached turned out not to lead.
-const MAX_ROUTE_ATTEMPTS: usize = 5;
-/// Pause before re-routing, so a fresh election can settle.
+/// Longest pause before re-routing a request whose node turned out not to lead (or could not
+/// be reached); the pause ends as soon as this node learns of another leader.
 const REROUTE_PAUSE: Duration = Duration::from_millis(50);
 
 /// A request only the leader may serve.
@@ -101,6 +100,9 @@ pub struct Options {
     pub request_timeout: Duration,
     /// How long to wait for a leader to be known before answering "no leader".
     pub leader_wait: Duration,
+    /// How long a request keeps being re-routed while leadership moves (a leader killed
+    /// mid-request is replaced within two election timeouts).
+    pub reroute_for: Duration,
     /// How long a quorum confirmation lets the leader answer without asking again.
     pub lease: Duration,
     /// The first administrator, created by whichever node first leads a cluster that has no
@@ -157,20 +159,53 @@ impl RaftCoordinator {
             .expect("the detector lock is never poisoned: nothing panics while holding it")
     }
 
-    /// Runs with the detector, if this node leads and has armed it.
     /// Runs with the detector, if this node leads and armed it in the current term. A detector
     /// from an earlier term is never used, even before the next tick disarms it.
     fn with_detector<T>(&self, f: impl FnOnce(&mut Detector) -> T) -> Option<T> {
-        let (leading, term) = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            (m.state == ServerState::Leader, m.current_term)
-        };
+        let (leading, term) = self.leadership();
         let mut armed = self.armed();
         if !leading || armed.term != Some(term) {
             return None;
         }
         armed.detector.as_mut().map(f)
+    }
+
+    /// Whether this node leads, and in which term.
+    fn leadership(&self) -> (bool, u64) {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        (m.state == ServerState::Leader, m.current_term)
+    }
+
+    /// Arms the detector for `term` unless it already is: the caller has just confirmed
+    /// leadership, which also waited until everything committed was applied, so the state is
+    /// caught up and every deadline is re-armed from it.
+    fn arm(&self, term: u64) {
+        let applied = self.state.read();
+        let mut armed = self.armed();
+        if armed.term != Some(term) {
+            let detector = Detector::new(&applied.state, self.clock.now());
+            *armed = Armed { term: Some(term), detector: Some(detector) };
+            tracing::info!(term, "became leader; failure detector armed, every deadline re-armed");
+        }
+    }
+
+    /// Whether this node leads with an armed detector, arming it first if it has just been
+    /// elected: a request that reaches a new leader is served at once instead of waiting for
+    /// the next tick.
+    async fn ready_to_lead(&self) -> bool {
+        let (leading, term) = self.leadership();
+        if !leading {
+            return false;
+        }
+        if self.armed().term == Some(term) {
+            return true;
+        }
+        if self.confirm_leadership().await.is_err() {
+            return false;
+        }
+        self.arm(term);
+        true
     }
 
     /// Confirms leadership with a quorum and extends the lease from when the round started.
@@ -204,11 +239,7 @@ impl RaftCoordinator {
     }
 
     async fn leader_tick(&self) {
-        let (leading, term) = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            (m.state == ServerState::Leader, m.current_term)
-        };
+        let (leading, term) = self.leadership();
         if !leading {
             let mut armed = self.armed();
             if armed.detector.is_some() {
@@ -223,12 +254,7 @@ impl RaftCoordinator {
             self.lease.revoke();
             return;
         }
-        if self.armed().term != Some(term) {
-            // Caught up (ensure_linearizable waited for the state machine): arm from the state.
-            let detector = Detector::new(&self.state.read().state, self.clock.now());
-            *self.armed() = Armed { term: Some(term), detector: Some(detector) };
-            tracing::info!(term, "became leader; failure detector armed, every deadline re-armed");
-        }
+        self.arm(term);
         if let Some(admin) = &self.options.bootstrap_admin
             && self.state.read().state.identity_count() == 0
         {
@@ -248,7 +274,9 @@ impl RaftCoordinator {
             let applied = self.state.read();
             self.with_detector(|d| d.tick(&applied.state, now)).unwrap_or_default()
         };
-        for command in commands {
+        // Proposed together, so Raft replicates them in as few appends as it can: a leader
+        // that finds a thousand holders stale commits their successors at once.
+        let proposals = commands.into_iter().map(|command| async move {
             match self.propose(command.clone(), None).await {
                 Ok(Response::Rejected(reason)) => {
                     tracing::debug!(%reason, "detector decision superseded");
@@ -257,7 +285,8 @@ impl RaftCoordinator {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "could not commit a failover decision"),
             }
-        }
+        });
+        futures::future::join_all(proposals).await;
     }
 
     /// Proposes a command at the current leader time and waits for its response.
@@ -309,7 +338,8 @@ impl RaftCoordinator {
         &self,
         request: LeaderRequest,
     ) -> Result<Served<LeaderAnswer>, CoordinatorError> {
-        for _ in 0..MAX_ROUTE_ATTEMPTS {
+        let give_up = Instant::now() + self.options.reroute_for;
+        loop {
             let (leader, node) = self.leader().await?;
             let outcome = if leader == self.id {
                 self.execute(request.clone()).await
@@ -319,10 +349,20 @@ impl RaftCoordinator {
             match outcome {
                 Outcome::Done(value) => return Ok(Served { value: *value, by: leader }),
                 Outcome::Failed(e) => return Err(e),
-                Outcome::NotLeader => tokio::time::sleep(REROUTE_PAUSE).await,
+                Outcome::NotLeader if Instant::now() >= give_up => {
+                    return Err(CoordinatorError::NoLeader);
+                }
+                Outcome::NotLeader => {
+                    // The node tried has moved on or is gone: re-route as soon as this node
+                    // hears of another leader (an election, after a leader dies).
+                    let _ = self
+                        .raft
+                        .wait(Some(REROUTE_PAUSE))
+                        .metrics(|m| m.current_leader != Some(leader), "another leader")
+                        .await;
+                }
             }
         }
-        Err(CoordinatorError::NoLeader)
     }
 
     async fn forward(&self, leader: &NodeInfo, request: &LeaderRequest) -> Outcome {
@@ -346,7 +386,7 @@ impl RaftCoordinator {
     /// Serves a leader-only request on this node. Answers [`Outcome::NotLeader`] when this node
     /// does not lead, without doing anything.
     pub async fn execute(&self, request: LeaderRequest) -> Outcome {
-        if self.raft.metrics().borrow().state != ServerState::Leader {
+        if !self.ready_to_lead().await {
             return Outcome::NotLeader;
         }
         match request {
@@ -394,7 +434,7 @@ impl RaftCoordinator {
             let applied = self.state.read();
             self.with_detector(|d| d.prepare(command, &applied.state, now))
         };
-        // Not armed yet: this node has just become leader and is catching up.
+        // Not armed: leadership was lost since `execute` checked.
         let Some(command) = prepared else { return Outcome::NotLeader };
         match self.propose(command, actor).await {
             Ok(response) => Outcome::done(LeaderAnswer::Written(response)),
@@ -412,28 +452,30 @@ impl RaftCoordinator {
         let done = |o| Outcome::done(LeaderAnswer::Heartbeat(o));
         for attempt in 0..MAX_HEARTBEAT_ATTEMPTS {
             let now = self.clock.now();
-            let group = {
+            // Observed and planned under the state's read lock (then the detector's, the order
+            // the tick uses), so the group is read in place, never copied.
+            let plan = {
                 let applied = self.state.read();
-                match applied.state.group(&key) {
+                let group = match applied.state.group(&key) {
                     None => return done(HeartbeatOutcome::GroupNotFound),
                     Some(g) if !applied.state.may_use(&caller, g) => {
                         return done(HeartbeatOutcome::Forbidden);
                     }
-                    Some(g) => g.clone(),
-                }
+                    Some(g) if !g.sessions.contains_key(&session) => {
+                        return done(HeartbeatOutcome::SessionNotFound);
+                    }
+                    Some(g) => g,
+                };
+                self.with_detector(|d| {
+                    if attempt == 0
+                        && let Err(Refusal::TooFast { retry_after_ms }) =
+                            d.observe(group, &session, heartbeat.clone(), now)
+                    {
+                        return Err(retry_after_ms);
+                    }
+                    Ok(d.plan_heartbeat(group, &session, now))
+                })
             };
-            if !group.sessions.contains_key(&session) {
-                return done(HeartbeatOutcome::SessionNotFound);
-            }
-            let plan = self.with_detector(|d| {
-                if attempt == 0
-                    && let Err(Refusal::TooFast { retry_after_ms }) =
-                        d.observe(&group, &session, heartbeat.clone(), now)
-                {
-                    return Err(retry_after_ms);
-                }
-                Ok(d.plan_heartbeat(&group, &session, now))
-            });
             let command = match plan {
                 None => return Outcome::NotLeader,
                 Some(Err(retry_after_ms)) => {

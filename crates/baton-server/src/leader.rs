@@ -2,15 +2,18 @@
 //! leader lease, and turn the detector's decisions into Raft commands.
 //!
 //! ```text
-//!  metrics: became leader ─▶ ensure_linearizable (caught up) ─▶ Detector::new(state, now)  (re-armed)
+//!  became leader (next tick or first request) ─▶ ensure_linearizable (caught up)
+//!                                              ─▶ Detector::new(state, now)  (re-armed)
 //!  every TICK ─▶ refresh lease ─▶ detector.tick(state, now) ─▶ client_write each command
 //!  lost leadership ─▶ detector dropped: no answer that grants anything
 //! ```
 //!
 //! The lease: a quorum confirmation (`ensure_linearizable`) that *started* at instant `t`
-//! proves that no other leader can be elected before `t + election_timeout_min` (followers
-//! refuse votes for `election_timeout_max` after hearing from the leader). Baton trusts it for
-//! half of that, on the monotonic clock, which keeps running through a SIGSTOP.
+//! proves that no other leader can be elected before `t + election_timeout_max`: each follower
+//! that answered heard from this leader after `t`, refuses votes for `election_timeout_max`
+//! after that, and campaigns only after that plus its own election timeout. Baton trusts it for
+//! `election_timeout_min`, on the monotonic clock, which keeps running through a SIGSTOP; the
+//! difference is the margin for clocks that run at slightly different rates.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

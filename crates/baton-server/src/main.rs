@@ -40,7 +40,7 @@ enum Cmd {
         /// Overrides `data_dir`.
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Overrides any key: --set heartbeat_interval_ms=40 (repeatable).
+        /// Overrides any key: --set heartbeat_interval_ms=20 (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },

@@ -93,7 +93,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             Options {
                 request_timeout: Duration::from_millis(config.request_timeout_ms),
                 leader_wait: Duration::from_millis(2 * config.election_timeout_max_ms),
-                lease: Duration::from_millis(config.election_timeout_min_ms / 2),
+                reroute_for: Duration::from_millis(4 * config.election_timeout_max_ms),
+                lease: Duration::from_millis(config.election_timeout_min_ms),
                 bootstrap_admin: bootstrap_admin(&config)?,
             },
         ));

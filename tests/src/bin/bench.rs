@@ -16,12 +16,13 @@
 //!
 //! Usage: bench [--seconds N] [--quick] [--markdown FILE] [--plot FILE.svg]
 //!              [--scale-groups N] [--log-entries N] [--scale-only] [--plot-from TABLE]
+//!              [--only heartbeat,write,read,failover,kill,scale]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use baton_e2e::{TestCluster, admin_client, send};
+use baton_e2e::{ADMIN_TOKEN, TestCluster, admin_client, send};
 use serde_json::json;
 
 const ELECTION: Duration = Duration::from_secs(10);
@@ -38,11 +39,19 @@ struct Args {
     scale_groups: usize,
     /// Log entries for the restart measurement.
     log_entries: u64,
-    /// Only the scale measurements.
-    scale_only: bool,
     /// Only re-plot the load rows of a saved table (BENCHMARKS.md).
     plot_from: Option<std::path::PathBuf>,
+    /// Only these measurements (all when empty).
+    only: Vec<String>,
 }
+
+impl Args {
+    fn runs(&self, measurement: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|m| m == measurement)
+    }
+}
+
+const MEASUREMENTS: [&str; 6] = ["heartbeat", "write", "read", "failover", "kill", "scale"];
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -52,8 +61,8 @@ fn parse_args() -> Result<Args, String> {
         plot: None,
         scale_groups: 100_000,
         log_entries: 1_000_000,
-        scale_only: false,
         plot_from: None,
+        only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -62,7 +71,14 @@ fn parse_args() -> Result<Args, String> {
                 args.seconds = it.next().and_then(|v| v.parse().ok()).ok_or("--seconds N")?
             }
             "--quick" => args.quick = true,
-            "--scale-only" => args.scale_only = true,
+            "--scale-only" => args.only = vec!["scale".into()],
+            "--only" => {
+                let list = it.next().ok_or("--only LIST")?;
+                args.only = list.split(',').map(str::to_string).collect();
+                if let Some(bad) = args.only.iter().find(|m| !MEASUREMENTS.contains(&m.as_str())) {
+                    return Err(format!("--only: unknown measurement {bad}"));
+                }
+            }
             "--plot-from" => args.plot_from = Some(it.next().ok_or("--plot-from TABLE")?.into()),
             "--markdown" => args.markdown = Some(it.next().ok_or("--markdown FILE")?.into()),
             "--plot" => args.plot = Some(it.next().ok_or("--plot FILE")?.into()),
@@ -175,9 +191,66 @@ where
     row
 }
 
-/// A client per simulated caller: its own keep-alive connection pool.
-fn clients(n: usize) -> Vec<reqwest::Client> {
-    (0..n).map(|_| admin_client(Duration::from_secs(10))).collect()
+/// One simulated caller's keep-alive HTTP/1.1 connection, on hyper directly: the load
+/// generator shares the two cores with the three nodes, so each request should cost it as
+/// little as possible. Reconnects after a failed request.
+struct Conn {
+    addr: String,
+    send: Option<hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>>,
+}
+
+impl Conn {
+    fn new(base_url: &str) -> Self {
+        Self { addr: base_url.trim_start_matches("http://").to_string(), send: None }
+    }
+
+    async fn connect(&mut self) -> Option<()> {
+        let stream = tokio::net::TcpStream::connect(&self.addr).await.ok()?;
+        let _ = stream.set_nodelay(true);
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (send, connection) = hyper::client::conn::http1::handshake(io).await.ok()?;
+        tokio::spawn(connection);
+        self.send = Some(send);
+        Some(())
+    }
+
+    /// Sends a request with the admin token; whether it answered 2xx.
+    async fn call(&mut self, method: &str, path: &str, body: Option<&'static str>) -> bool {
+        if self.send.is_none() && self.connect().await.is_none() {
+            return false;
+        }
+        let Some(send) = self.send.as_mut() else { return false };
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.addr)
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"));
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let body = http_body_util::Full::new(bytes::Bytes::from_static(
+            body.unwrap_or_default().as_bytes(),
+        ));
+        let Ok(request) = request.body(body) else { return false };
+        let answered = match tokio::time::timeout(Duration::from_secs(10), send.send_request(request))
+            .await
+        {
+            Ok(Ok(response)) => {
+                let ok = response.status().is_success();
+                http_body_util::BodyExt::collect(response.into_body()).await.is_ok().then_some(ok)
+            }
+            _ => None,
+        };
+        if answered.is_none() {
+            self.send = None;
+        }
+        answered.unwrap_or(false)
+    }
+}
+
+/// A connection per simulated caller.
+fn conns(n: usize, base_url: &str) -> Arc<Vec<tokio::sync::Mutex<Conn>>> {
+    Arc::new((0..n).map(|_| tokio::sync::Mutex::new(Conn::new(base_url))).collect())
 }
 
 async fn post(http: &reqwest::Client, url: &str, body: &serde_json::Value) -> bool {
@@ -204,134 +277,28 @@ async fn main() {
         std::fs::write(out, plot(&points_of_table(&text))).expect("write the plot");
         return;
     }
-    if args.scale_only {
-        for line in scale(args.scale_groups, args.log_entries).await {
-            println!("{line}");
-        }
-        return;
-    }
     let duration = Duration::from_secs(args.seconds);
     let warmup = Duration::from_secs(1);
-    let mut cluster = TestCluster::start_with(3, &[("rate_limit_per_second", "0")]);
-    let leader = cluster.wait_for_leader(ELECTION).await;
-    eprintln!("bench: cluster up, leader {leader}; creating groups");
-    let leader_url = cluster.url(leader);
     let mut rows = Vec::new();
-    let many = if args.quick { vec![1, 16] } else { vec![1, 16, 64, 256] };
-
-    // Heartbeats that change no role: groups of one session with the shortest timeout (1 s,
-    // so the per-session rate limit is 50 ms), enough of them that each client cycles through
-    // its own without hitting that limit; each session holds the baton throughout.
-    let groups = if args.quick { 512usize } else { 2048 };
-    setup_heartbeat_groups(&leader_url, groups).await;
-    eprintln!("bench: {groups} heartbeat groups ready");
-    let admin = admin_client(Duration::from_secs(10));
-    for &n in &many {
-        let pool = Arc::new(clients(n));
-        let leader_url = leader_url.clone();
-        let per = (groups / n).max(1);
-        let row = load("heartbeat (no role change)", n, warmup, duration, move |c, i| {
-            let pool = pool.clone();
-            let g = (c * per + (i as usize % per)) % groups;
-            let url = format!("{leader_url}{GROUPS}/hb{g}/clientsessions/s/heartbeat");
-            async move { post(&pool[c], &url, &json!({"FailoverScore": 100})).await }
-        })
-        .await;
-        println!("{}", row.line());
-        rows.push(row);
+    let loads = MEASUREMENTS.iter().filter(|m| **m != "scale" && args.runs(m)).count();
+    if loads > 0 {
+        rows = loads_on_a_cluster(&args, warmup, duration).await;
     }
-
-    // Durable writes: each creates a new session (one Raft entry, synced on a quorum).
-    send(
-        &admin,
-        "POST",
-        &format!("{leader_url}{GROUPS}"),
-        Some(json!({"Id": "w", "FailoverTimeout": "00:01:00"})),
-    )
-    .await
-    .expect("create w");
-    let writes = if args.quick { vec![1, 64] } else { vec![1, 64, 256] };
-    for &n in &writes {
-        let pool = Arc::new(clients(n));
-        let url = format!("{leader_url}{GROUPS}/w/clientsessions");
-        let row = load("durable write (session create)", n, warmup, duration, move |c, i| {
-            let (pool, url) = (pool.clone(), url.clone());
-            async move { post(&pool[c], &url, &json!({"Id": format!("n{n}c{c}i{i}")})).await }
-        })
-        .await;
-        println!("{}", row.line());
-        rows.push(row);
-    }
-
-    // Linearizable reads.
-    {
-        let n = 64;
-        let pool = Arc::new(clients(n));
-        let url = format!("{leader_url}{GROUPS}/hb0");
-        let row = load("linearizable read (group)", n, warmup, duration, move |c, _| {
-            let (pool, url) = (pool.clone(), url.clone());
-            async move { pool[c].get(&url).send().await.is_ok_and(|r| r.status().is_success()) }
-        })
-        .await;
-        println!("{}", row.line());
-        rows.push(row);
-    }
-
-    // Failover detection: groups with a 1 s timeout and two members; the Primary stops, the
-    // other keeps heartbeating every 100 ms; measure from the Primary's last heartbeat to the
-    // successor's first PendingPrimary answer.
-    let detection = failover_detection(&cluster, leader, if args.quick { 5 } else { 20 }).await;
-    println!("{}", detection.line());
-    rows.push(detection);
-
-    // Leader SIGKILL to first successful write (through the survivors).
-    let mut kill = Row {
-        name: "leader SIGKILL → first successful write".into(),
-        clients: 1,
-        ops: 0,
-        errors: 0,
-        seconds: 1.0,
-        latencies_us: Vec::new(),
-    };
-    for round in 0..(if args.quick { 2 } else { 5 }) {
-        let leader = cluster.wait_for_leader(ELECTION).await;
-        let survivors: Vec<u64> = cluster.live().into_iter().filter(|id| *id != leader).collect();
-        let killed = Instant::now();
-        cluster.kill(leader);
-        let mut i = 0u64;
-        loop {
-            let url = format!("{}{GROUPS}", cluster.url(survivors[(i as usize) % survivors.len()]));
-            let body = json!({"Id": format!("k{round}-{i}"), "FailoverTimeout": "00:01:00"});
-            if send(&admin, "POST", &url, Some(body)).await.is_ok_and(|r| r.status == 201) {
-                break;
-            }
-            i += 1;
-            if killed.elapsed() > Duration::from_secs(30) {
-                kill.errors += 1;
-                break;
-            }
-        }
-        kill.latencies_us.push(killed.elapsed().as_micros() as u64);
-        kill.ops += 1;
-        cluster.restart(leader);
-        cluster.wait_converged(ELECTION).await;
-    }
-    kill.latencies_us.sort_unstable();
-    println!("{}", kill.line());
-    rows.push(kill);
-
-    drop(cluster);
 
     // Scale: memory with many groups, and a restart over a long log.
-    let (groups, entries) = if args.quick {
-        (args.scale_groups.min(5_000), args.log_entries.min(50_000))
-    } else {
-        (args.scale_groups, args.log_entries)
-    };
-    let scale = scale(groups, entries).await;
-    for line in &scale {
-        println!("{line}");
+    let mut scale_lines = Vec::new();
+    if args.runs("scale") {
+        let (groups, entries) = if args.quick {
+            (args.scale_groups.min(5_000), args.log_entries.min(50_000))
+        } else {
+            (args.scale_groups, args.log_entries)
+        };
+        scale_lines = scale(groups, entries).await;
+        for line in &scale_lines {
+            println!("{line}");
+        }
     }
+    let scale = scale_lines;
 
     if let Some(path) = &args.plot {
         let points: Vec<Point> = rows.iter().map(Row::point).collect();
@@ -352,6 +319,154 @@ async fn main() {
         }
         std::fs::write(&path, text).expect("write the markdown table");
     }
+}
+
+/// The loads, on one three-node cluster: heartbeats, writes, reads, failover detection and
+/// leader kills, as `args` selects.
+async fn loads_on_a_cluster(args: &Args, warmup: Duration, duration: Duration) -> Vec<Row> {
+    let mut cluster = TestCluster::start_with(3, &[("rate_limit_per_second", "0")]);
+    let leader = cluster.wait_for_leader(ELECTION).await;
+    eprintln!("bench: cluster up, leader {leader}");
+    let leader_url = cluster.url(leader);
+    let mut rows = Vec::new();
+    let many = if args.quick { vec![1, 16] } else { vec![1, 16, 64, 256] };
+    let admin = admin_client(Duration::from_secs(10));
+
+    // Heartbeats that change no role: one-session groups with the shortest timeout (1 s, so
+    // the per-session rate limit is 50 ms), each session holding the baton throughout. A
+    // load's clients share its groups: 4,096 sessions are each heard every 50 ms to 1 s at any
+    // rate from 4,100/s to 82,000/s (2,048 for one client). Before each load its groups are
+    // primed (two heartbeats each: granted, then Primary), since a group left silent by the
+    // previous load has lapsed; the warm-up then sees no role change either.
+    let groups_for = |n: usize| if n == 1 { 2048usize } else { 4096 };
+    let hb_path = |g: usize| format!("{GROUPS}/hb{g}/clientsessions/s/heartbeat");
+    if args.runs("heartbeat") {
+        setup_heartbeat_groups(&leader_url, groups_for(16)).await;
+        eprintln!("bench: {} heartbeat groups ready", groups_for(16));
+    }
+    for &n in many.iter().filter(|_| args.runs("heartbeat")) {
+        let groups = groups_for(n);
+        let urls: Arc<Vec<String>> =
+            Arc::new((0..groups).map(|g| format!("{leader_url}{}", hb_path(g))).collect());
+        prime(&urls).await;
+        let paths: Arc<Vec<String>> = Arc::new((0..groups).map(hb_path).collect());
+        let pool = conns(n, &leader_url);
+        let per = (groups / n).max(1);
+        let row = load("heartbeat (no role change)", n, warmup, duration, move |c, i| {
+            let (pool, paths) = (pool.clone(), paths.clone());
+            async move {
+                let path = &paths[(c * per + (i as usize % per)) % paths.len()];
+                pool[c].lock().await.call("POST", path, Some(r#"{"FailoverScore":100}"#)).await
+            }
+        })
+        .await;
+        println!("{}", row.line());
+        rows.push(row);
+    }
+    if args.runs("heartbeat") {
+        // Let the heartbeat groups lapse (their expiries are writes) before measuring writes.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+
+    // Durable writes: each client adds a session to its own group and removes it again, so
+    // every request is one Raft entry synced on a quorum and applied to a small group.
+    let writes = if args.quick { vec![1, 64] } else { vec![1, 64, 256] };
+    let most = writes.iter().copied().max().unwrap_or(1);
+    if args.runs("write") {
+        drive(most as u64, 32, {
+            let (admin, leader_url) = (admin.clone(), leader_url.clone());
+            move |c| {
+                let (admin, url) = (admin.clone(), format!("{leader_url}{GROUPS}"));
+                async move {
+                    let body = json!({"Id": format!("w{c}"), "FailoverTimeout": "00:01:00"});
+                    send(&admin, "POST", &url, Some(body)).await.expect("create a write group");
+                }
+            }
+        })
+        .await;
+    }
+    for &n in writes.iter().filter(|_| args.runs("write")) {
+        let pool = conns(n, &leader_url);
+        let row = load("durable write (session add/remove)", n, warmup, duration, move |c, i| {
+            let (pool, path) = (pool.clone(), format!("{GROUPS}/w{c}/clientsessions"));
+            async move {
+                let mut conn = pool[c].lock().await;
+                if i % 2 == 0 {
+                    conn.call("POST", &path, Some(r#"{"Id":"s"}"#)).await
+                } else {
+                    conn.call("DELETE", &format!("{path}/s"), None).await
+                }
+            }
+        })
+        .await;
+        println!("{}", row.line());
+        rows.push(row);
+    }
+
+    // Linearizable reads.
+    if args.runs("read") {
+        let body = json!({"Id": "r", "FailoverTimeout": "00:01:00"});
+        send(&admin, "POST", &format!("{leader_url}{GROUPS}"), Some(body)).await.expect("create r");
+        let n = 64;
+        let pool = conns(n, &leader_url);
+        let row = load("linearizable read (group)", n, warmup, duration, move |c, _| {
+            let pool = pool.clone();
+            async move { pool[c].lock().await.call("GET", &format!("{GROUPS}/r"), None).await }
+        })
+        .await;
+        println!("{}", row.line());
+        rows.push(row);
+    }
+
+    // Failover detection: groups with a 1 s timeout and two members; the Primary stops, the
+    // other keeps heartbeating every 100 ms; measure from the Primary's last heartbeat to the
+    // successor's first PendingPrimary answer.
+    if args.runs("failover") {
+        let detection = failover_detection(&cluster, leader, if args.quick { 5 } else { 20 }).await;
+        println!("{}", detection.line());
+        rows.push(detection);
+    }
+
+    // Leader SIGKILL to first successful write (through the survivors).
+    if args.runs("kill") {
+        let mut kill = Row {
+            name: "leader SIGKILL → first successful write".into(),
+            clients: 1,
+            ops: 0,
+            errors: 0,
+            seconds: 1.0,
+            latencies_us: Vec::new(),
+        };
+        for round in 0..(if args.quick { 2 } else { 5 }) {
+            let leader = cluster.wait_for_leader(ELECTION).await;
+            let survivors: Vec<u64> =
+                cluster.live().into_iter().filter(|id| *id != leader).collect();
+            let killed = Instant::now();
+            cluster.kill(leader);
+            let mut i = 0u64;
+            loop {
+                let url =
+                    format!("{}{GROUPS}", cluster.url(survivors[(i as usize) % survivors.len()]));
+                let body = json!({"Id": format!("k{round}-{i}"), "FailoverTimeout": "00:01:00"});
+                if send(&admin, "POST", &url, Some(body)).await.is_ok_and(|r| r.status == 201) {
+                    break;
+                }
+                i += 1;
+                if killed.elapsed() > Duration::from_secs(30) {
+                    kill.errors += 1;
+                    break;
+                }
+            }
+            kill.latencies_us.push(killed.elapsed().as_micros() as u64);
+            kill.ops += 1;
+            cluster.restart(leader);
+            cluster.wait_converged(ELECTION).await;
+        }
+        kill.latencies_us.sort_unstable();
+        println!("{}", kill.line());
+        rows.push(kill);
+    }
+    rows
 }
 
 /// A node's resident memory, in MiB, from /proc.
@@ -618,6 +733,23 @@ fn plot(points: &[Point]) -> String {
         top + 70.0
     ));
     svg
+}
+
+/// Heartbeats every url twice, 60 ms apart (beyond the rate limit), 256 at a time: a session
+/// whose grant lapsed is granted the baton again and made Primary.
+async fn prime(urls: &Arc<Vec<String>>) {
+    let http = Arc::new(admin_client(Duration::from_secs(30)));
+    let urls = urls.clone();
+    drive(urls.len() as u64, 256, move |i| {
+        let (http, urls) = (http.clone(), urls.clone());
+        async move {
+            let url = &urls[i as usize];
+            let _ = post(&http, url, &json!({"FailoverScore": 100})).await;
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            let _ = post(&http, url, &json!({"FailoverScore": 100})).await;
+        }
+    })
+    .await;
 }
 
 /// Creates `groups` one-session groups `hb{i}` with a 1 s timeout, 32 at a time, and makes
