@@ -18,8 +18,8 @@ done
 if [ "$profile" = release ]; then build_all --release --quiet; else build_all --quiet; fi
 table=$(mktemp)
 notes=$(mktemp)
-# Keep the hand-written "## Notes" section (analysis of a run) across runs.
-[ -f BENCHMARKS.md ] && sed -n '/^## Notes/,$p' BENCHMARKS.md > "$notes"
+# Keep the hand-written sections after the table (targets, analysis of a run) across runs.
+[ -f BENCHMARKS.md ] && sed -n '/^## /,$p' BENCHMARKS.md > "$notes"
 "$CARGO_TARGET_DIR/$profile/bench" --markdown "$table" --plot BENCHMARKS.svg "${args[@]}"
 {
   echo "# Benchmarks"

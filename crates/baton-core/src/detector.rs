@@ -357,24 +357,24 @@ impl Detector {
         // valid) and add one for every new group.
         let generation = state.group_set_generation();
         if self.paired_at != Some(generation) || self.groups.len() != state.group_count() {
-            self.groups.retain(|key, watch| {
-                state.group(key).is_some()
-                    || watch.grant.as_ref().is_some_and(|(_, _, until)| *until > now)
-            });
-            // The state's groups and the watches are both in key order: walk them side by
-            // side (a lookup per group per tick was most of a leader's CPU with 100,000
+            // The state's groups and the watches are both in key order: one walk side by side
+            // finds both (a lookup per group per tick was most of a leader's CPU with 100,000
             // groups).
-            let missing: Vec<GroupKey> = {
-                let mut watches = self.groups.keys().peekable();
-                state
-                    .all_groups()
-                    .filter(|group| {
-                        while watches.next_if(|key| **key < group.key).is_some() {}
-                        watches.peek() != Some(&&group.key)
-                    })
-                    .map(|group| group.key.clone())
-                    .collect()
-            };
+            let (mut gone, mut missing) = (Vec::new(), Vec::new());
+            let mut groups = state.all_groups().peekable();
+            for (key, watch) in &self.groups {
+                while let Some(group) = groups.next_if(|g| g.key < *key) {
+                    missing.push(group.key.clone());
+                }
+                let deleted = groups.next_if(|g| g.key == *key).is_none();
+                if deleted && watch.grant.as_ref().is_none_or(|(_, _, until)| *until <= now) {
+                    gone.push(key.clone());
+                }
+            }
+            missing.extend(groups.map(|g| g.key.clone()));
+            for key in gone {
+                self.groups.remove(&key);
+            }
             for key in missing {
                 self.groups.insert(key, Watch::default());
             }

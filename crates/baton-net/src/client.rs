@@ -144,15 +144,23 @@ fn classify(addr: &str, timeout: Duration, source: reqwest::Error) -> CallError 
 }
 
 /// The openraft network factory: one [`Connection`] per peer, all sharing one pool.
+///
+/// openraft 0.9 gives each AppendEntries the heartbeat interval as its deadline. On a busy
+/// node a batch of thousands of entries can take longer than that, and an RPC that times out
+/// would be retried with the same batch, and time out again. Every RPC therefore gets at
+/// least `min_deadline` (the node uses its shortest election timeout): a peer that answers
+/// late misses no heartbeat it would not have missed anyway.
 #[derive(Clone)]
 pub struct Network {
     client: RpcClient,
+    min_deadline: Duration,
 }
 
 impl Network {
-    /// A network whose RPCs go through `client`.
-    pub fn new(client: RpcClient) -> Self {
-        Self { client }
+    /// A network whose RPCs go through `client`, each with a deadline of at least
+    /// `min_deadline`.
+    pub fn new(client: RpcClient, min_deadline: Duration) -> Self {
+        Self { client, min_deadline }
     }
 }
 
@@ -160,7 +168,12 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Connection {
-        Connection { client: self.client.clone(), target, addr: node.raft_addr.clone() }
+        Connection {
+            client: self.client.clone(),
+            target,
+            addr: node.raft_addr.clone(),
+            min_deadline: self.min_deadline,
+        }
     }
 }
 
@@ -169,6 +182,7 @@ pub struct Connection {
     client: RpcClient,
     target: NodeId,
     addr: String,
+    min_deadline: Duration,
 }
 
 impl Connection {
@@ -183,14 +197,13 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let deadline = option.hard_ttl().max(self.min_deadline);
+        // Only a peer that cannot be reached sends openraft's replication into its back-off
+        // (500 ms without sending); a slow answer is retried at once.
         let answer: Result<Resp, RaftError<E>> =
-            self.client.call(&self.addr, path, &request, option.hard_ttl()).await.map_err(|e| {
-                match e {
-                    CallError::Unreachable { .. } | CallError::Timeout { .. } => {
-                        RPCError::Unreachable(Unreachable::new(&e))
-                    }
-                    _ => RPCError::Network(NetworkError::new(&e)),
-                }
+            self.client.call(&self.addr, path, &request, deadline).await.map_err(|e| match e {
+                CallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                _ => RPCError::Network(NetworkError::new(&e)),
             })?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }

@@ -3,7 +3,9 @@
 //! Raft RPCs (append entries, vote, install snapshot) travel between nodes on each node's
 //! internal listener (`raft_addr`), never on the public API port. Bodies are postcard-encoded;
 //! the transport is HTTP/2 (over mutual TLS when configured, see [`tls`]) on pooled, reused
-//! connections, with a deadline per RPC taken from openraft's `RPCOption`.
+//! connections, with a deadline per RPC taken from openraft's `RPCOption` but never shorter
+//! than the one [`Network`] is built with (openraft 0.9 gives an AppendEntries the
+//! heartbeat interval, too short for a large batch on a busy node).
 //!
 //! ```text
 //!  openraft ─▶ Network::new_client ─▶ Connection ─┐  POST /raft/{append,vote,snapshot}

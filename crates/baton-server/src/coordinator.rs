@@ -270,10 +270,13 @@ impl RaftCoordinator {
             }
         }
         let now = self.clock.now();
-        let commands = {
+        // A tick over many groups is long, synchronous work: the runtime moves this worker's
+        // other tasks (Raft's heartbeats among them) to another thread meanwhile, so that a
+        // busy leader does not miss its heartbeats and lose its leadership.
+        let commands = tokio::task::block_in_place(|| {
             let applied = self.state.read();
             self.with_detector(|d| d.tick(&applied.state, now)).unwrap_or_default()
-        };
+        });
         // Proposed together, so Raft replicates them in as few appends as it can: a leader
         // that finds a thousand holders stale commits their successors at once.
         let proposals = commands.into_iter().map(|command| async move {

@@ -79,7 +79,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             _ => None,
         };
         let rpc = RpcClient::new(&config.cluster_secret, source, raft_client_tls);
-        let network = Network::new(rpc.clone());
+        let network =
+            Network::new(rpc.clone(), Duration::from_millis(config.election_timeout_min_ms));
         let raft = Raft::new(config.id, raft_config(&config)?, network, log_store, state_machine)
             .await
             .context("starting Raft")?;

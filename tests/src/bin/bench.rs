@@ -232,15 +232,17 @@ impl Conn {
             body.unwrap_or_default().as_bytes(),
         ));
         let Ok(request) = request.body(body) else { return false };
-        let answered = match tokio::time::timeout(Duration::from_secs(10), send.send_request(request))
-            .await
-        {
-            Ok(Ok(response)) => {
-                let ok = response.status().is_success();
-                http_body_util::BodyExt::collect(response.into_body()).await.is_ok().then_some(ok)
-            }
-            _ => None,
-        };
+        let answered =
+            match tokio::time::timeout(Duration::from_secs(10), send.send_request(request)).await {
+                Ok(Ok(response)) => {
+                    let ok = response.status().is_success();
+                    http_body_util::BodyExt::collect(response.into_body())
+                        .await
+                        .is_ok()
+                        .then_some(ok)
+                }
+                _ => None,
+            };
         if answered.is_none() {
             self.send = None;
         }
