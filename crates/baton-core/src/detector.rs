@@ -128,6 +128,7 @@ impl Detector {
     /// grant its predecessor answered could still be valid.
     pub fn rearm(&mut self, state: &State, now: Timestamp) {
         self.groups.clear();
+        self.paired_at = None;
         for group in state.all_groups() {
             let until = after(now, group.rearm_ms());
             let watch = self.groups.entry(group.key.clone()).or_default();
@@ -173,7 +174,7 @@ impl Detector {
         now: Timestamp,
     ) -> Result<(), Refusal> {
         let ft = group.config.failover_timeout_ms();
-        let watch = self.groups.entry(group.key.clone()).or_default();
+        let watch = self.watch_mut(&group.key);
         let min_gap = ft / RATE_LIMIT_DIVISOR;
         if let Some(heard) = watch.sessions.get(session).and_then(|s| s.heard.as_ref()) {
             let earliest = after(heard.at, min_gap);
@@ -250,7 +251,7 @@ impl Detector {
         session: &SessionId,
         now: Timestamp,
     ) -> HeartbeatAnswer {
-        let watch = self.groups.entry(group.key.clone()).or_default();
+        let watch = self.watch_mut(&group.key);
         let mut answer = group.answer(session, watch.last_data_processed_time);
         let holder_epoch = group.holder.as_ref().map(|h| h.epoch);
         // A holder whose replacement is in flight is told Secondary: not yet committed, but
@@ -345,6 +346,15 @@ impl Detector {
             .get(group)
             .and_then(|w| w.sessions.get(session))
             .is_some_and(|s| now < s.deadline)
+    }
+
+    /// The group's watch, created if it has none; a watch created outside a tick makes the
+    /// next tick pair watches with groups again, whatever the group-set generation says.
+    fn watch_mut(&mut self, key: &GroupKey) -> &mut Watch {
+        if !self.groups.contains_key(key) {
+            self.paired_at = None;
+        }
+        self.groups.entry(key.clone()).or_default()
     }
 
     /// The commands time calls for: overrides that expired, holders whose grant lapsed,
