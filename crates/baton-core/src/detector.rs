@@ -405,11 +405,7 @@ impl Detector {
                 break;
             };
             debug_assert_eq!(key, &group.key, "watches and groups walk in the same key order");
-            if watch.sessions.len() > group.sessions.len()
-                || watch.sessions.keys().any(|id| !group.sessions.contains_key(id))
-            {
-                watch.sessions.retain(|id, _| group.sessions.contains_key(id));
-            }
+            watch.sessions.retain(|id, _| group.sessions.contains_key(id));
             if let Some(command) = Self::decide(group, watch, now) {
                 commands.push(command);
             } else if let Some(checkpoint) = Self::checkpoint(group, watch, now) {

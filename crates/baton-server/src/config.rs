@@ -342,7 +342,7 @@ impl Config {
         if self.heartbeat_interval_ms == 0 {
             return rule("heartbeat_interval_ms", "must be positive".into());
         }
-        if self.election_timeout_min_ms < 3 * self.heartbeat_interval_ms {
+        if self.election_timeout_min_ms < self.heartbeat_interval_ms.saturating_mul(3) {
             return rule(
                 "election_timeout_min_ms",
                 format!(
@@ -352,13 +352,13 @@ impl Config {
             );
         }
         let tick_ms = u64::try_from(crate::leader::TICK.as_millis()).unwrap_or(u64::MAX);
-        if self.election_timeout_min_ms < 2 * tick_ms {
+        if self.election_timeout_min_ms < tick_ms.saturating_mul(2) {
             return rule(
                 "election_timeout_min_ms",
                 format!(
                     "({}) must be at least {} ms (twice the leader tick), or the leader lease lapses between the ticks that renew it",
                     self.election_timeout_min_ms,
-                    2 * tick_ms
+                    tick_ms.saturating_mul(2)
                 ),
             );
         }
@@ -373,7 +373,7 @@ impl Config {
         }
         // A follower refuses votes for election_timeout_max after hearing from the leader and
         // campaigns after that plus its own timeout: an election can take twice the maximum.
-        if 2 * self.election_timeout_max_ms >= baton_core::MIN_FAILOVER_TIMEOUT_MS {
+        if self.election_timeout_max_ms.saturating_mul(2) >= baton_core::MIN_FAILOVER_TIMEOUT_MS {
             return rule(
                 "election_timeout_max_ms",
                 format!(
@@ -481,6 +481,17 @@ mod tests {
         env.push(("BATON_ELECTION_TIMEOUT_MAX_MS".into(), "500".into()));
         let err = Config::load(None, env, &[]).expect_err("refused").to_string();
         assert!(err.contains("election_timeout_max_ms"), "{err}");
+    }
+
+    #[test]
+    fn timings_too_large_to_multiply_are_refused_not_wrapped() {
+        for key in ["BATON_HEARTBEAT_INTERVAL_MS", "BATON_ELECTION_TIMEOUT_MAX_MS"] {
+            let mut env = base_env();
+            // TOML integers are i64: its largest times three does not fit a u64.
+            env.push((key.into(), i64::MAX.to_string()));
+            let err = Config::load(None, env, &[]).expect_err("refused").to_string();
+            assert!(err.contains("election_timeout"), "{key}: {err}");
+        }
     }
 
     #[test]

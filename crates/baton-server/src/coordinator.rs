@@ -181,6 +181,9 @@ impl RaftCoordinator {
     /// leadership, which also waited until everything committed was applied, so the state is
     /// caught up and every deadline is re-armed from it.
     fn arm(&self, term: u64) {
+        if self.armed().term == Some(term) {
+            return;
+        }
         let applied = self.state.read();
         let mut armed = self.armed();
         if armed.term != Some(term) {

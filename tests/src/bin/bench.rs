@@ -196,12 +196,17 @@ where
 /// little as possible. Reconnects after a failed request.
 struct Conn {
     addr: String,
+    authorization: String,
     send: Option<hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>>,
 }
 
 impl Conn {
     fn new(base_url: &str) -> Self {
-        Self { addr: base_url.trim_start_matches("http://").to_string(), send: None }
+        Self {
+            addr: base_url.trim_start_matches("http://").to_string(),
+            authorization: format!("Bearer {ADMIN_TOKEN}"),
+            send: None,
+        }
     }
 
     async fn connect(&mut self) -> Option<()> {
@@ -224,7 +229,7 @@ impl Conn {
             .method(method)
             .uri(path)
             .header("host", &self.addr)
-            .header("authorization", format!("Bearer {ADMIN_TOKEN}"));
+            .header("authorization", &self.authorization);
         if body.is_some() {
             request = request.header("content-type", "application/json");
         }
@@ -288,19 +293,18 @@ async fn main() {
     }
 
     // Scale: memory with many groups, and a restart over a long log.
-    let mut scale_lines = Vec::new();
+    let mut scale = Vec::new();
     if args.runs("scale") {
         let (groups, entries) = if args.quick {
             (args.scale_groups.min(5_000), args.log_entries.min(50_000))
         } else {
             (args.scale_groups, args.log_entries)
         };
-        scale_lines = scale(groups, entries).await;
-        for line in &scale_lines {
+        scale = scale_measurements(groups, entries).await;
+        for line in &scale {
             println!("{line}");
         }
     }
-    let scale = scale_lines;
 
     if let Some(path) = &args.plot {
         let points: Vec<Point> = rows.iter().map(Row::point).collect();
@@ -510,7 +514,7 @@ where
 /// A fresh cluster that keeps its whole log (no snapshots): `groups` groups of 3 sessions, RSS
 /// per node, then the log filled to `entries` entries (writes that change nothing), and a
 /// follower killed and restarted: time until it is ready again.
-async fn scale(groups: usize, entries: u64) -> Vec<String> {
+async fn scale_measurements(groups: usize, entries: u64) -> Vec<String> {
     let keep = (entries * 2).to_string();
     let mut cluster = TestCluster::start_with(
         3,
