@@ -7,8 +7,9 @@
 //! ```
 //!
 //! Every node applies the same log, so every node publishes the same decisions: a stream can be
-//! followed from any node. An event's `id` is the Raft log index of the command that made the
-//! decision; a client that reconnects with `Last-Event-ID` gets what it missed while the node
+//! followed from any node. An event's `id` comes from where the command that made the decision
+//! sits in the Raft log: its entry's index times 65,536 plus its position among the requests the
+//! leader proposed together in that entry ([`event_id`]); a client that reconnects with `Last-Event-ID` gets what it missed while the node
 //! still holds it ([`FEED_CAPACITY`] events). When the node no longer holds everything since
 //! that id, or the client reads too slowly to keep up, the stream sends a `lagged` event: the
 //! client should read the state again (a group, its history) and carry on.
@@ -43,11 +44,26 @@ const SUBSCRIBER_BACKLOG: usize = 1024;
 /// How often an idle stream sends a comment, so proxies and clients see it is alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// How many requests one log entry may hold and still give each decision its own event id.
+const IDS_PER_ENTRY: u64 = 1 << 16;
+
+/// The id of the event for the decision made by request `position` of the log entry at
+/// `index`: ids increase along the log and within an entry.
+pub fn event_id(index: u64, position: usize) -> u64 {
+    let position = u64::try_from(position).unwrap_or(u64::MAX).min(IDS_PER_ENTRY - 1);
+    index.saturating_mul(IDS_PER_ENTRY).saturating_add(position)
+}
+
+/// The highest event id a decision of the log entry at `index` can have.
+pub fn entry_last_event_id(index: u64) -> u64 {
+    event_id(index, usize::MAX)
+}
+
 /// A decision as this node published it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Event {
-    /// The Raft log index of the command that made the decision: increasing, the same on every
-    /// node.
+    /// Where the command that made the decision sits in the Raft log ([`event_id`]):
+    /// increasing, the same on every node.
     pub id: u64,
     /// The decision.
     #[serde(flatten)]
@@ -101,7 +117,7 @@ impl Feed {
         self.inner.lock().expect("the feed lock is never poisoned: nothing panics holding it")
     }
 
-    /// Publishes a decision applied from log index `id`. An id at or below one already
+    /// Publishes a decision under its [`event_id`]. An id at or below one already
     /// published or gone is ignored, so nothing is published twice.
     pub fn publish(&self, id: u64, decision: Decision) {
         let mut kept = self.lock();
@@ -157,11 +173,11 @@ impl Feed {
         }
     }
 
-    /// Records that decisions up to log index `index` will never be published here: they were
+    /// Records that decisions up to event id `id` will never be published here: they were
     /// applied before this process started, or a snapshot replaced them.
-    pub fn skip_to(&self, index: u64) {
+    pub fn skip_to(&self, id: u64) {
         let mut kept = self.lock();
-        kept.gone_up_to = kept.gone_up_to.max(index);
+        kept.gone_up_to = kept.gone_up_to.max(id);
         let gone = kept.gone_up_to;
         kept.recent.retain(|e| e.id > gone);
     }

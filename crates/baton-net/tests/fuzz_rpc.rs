@@ -34,7 +34,7 @@ fn sample_append() -> Vec<u8> {
     let rpc = AppendEntriesRequest {
         vote: Vote::new_committed(3, 1),
         prev_log_id: Some(LogId::new(LeaderId::new(3, 1), 6)),
-        entries: vec![Entry { log_id, payload: EntryPayload::Normal(request) }],
+        entries: vec![Entry { log_id, payload: EntryPayload::Normal(vec![request]) }],
         leader_commit: Some(log_id),
     };
     postcard::to_allocvec(&rpc).expect("encode")

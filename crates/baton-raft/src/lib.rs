@@ -3,9 +3,12 @@
 //! `declare_raft_types!` for Baton and the [`typ`] aliases every other crate uses, so that no
 //! other crate spells out openraft's generic parameters.
 //!
-//! - Log payload (`D`): [`baton_core::Request`], a command plus the leader's timestamp.
-//! - Apply result (`R`): `Option<`[`baton_core::Response`]`>`: `None` for Raft's own entries
-//!   (blank, membership), which carry no command.
+//! - Log payload (`D`): `Vec<`[`baton_core::Request`]`>`, the requests (a command plus the
+//!   leader's timestamp and the caller) that the leader proposed together, applied one after
+//!   another in order. Proposing concurrent requests as one entry is the leader's group
+//!   commit: one append, one sync and one replication round for all of them.
+//! - Apply result (`R`): `Vec<`[`baton_core::Response`]`>`, one response per request, in
+//!   order; empty for Raft's own entries (blank, membership), which carry no request.
 //! - Node identity: [`NodeId`] (`u64`) and [`NodeInfo`], which carries both of a node's
 //!   addresses: Raft RPC (internal) and the public API.
 
@@ -39,8 +42,8 @@ impl fmt::Display for NodeInfo {
 openraft::declare_raft_types!(
     /// Baton's openraft type configuration.
     pub TypeConfig:
-        D = baton_core::Request,
-        R = Option<baton_core::Response>,
+        D = Vec<baton_core::Request>,
+        R = Vec<baton_core::Response>,
         NodeId = NodeId,
         Node = NodeInfo,
         Entry = openraft::Entry<TypeConfig>,

@@ -25,6 +25,7 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError as CWE};
 use serde::{Deserialize, Serialize};
 
 use crate::leader::{Armed, Clock, Lease, TICK};
+use crate::proposer::{Proposer, Unwritten};
 
 /// Internal path of the leader-forwarding RPC.
 pub const PATH_FORWARD: &str = "/forward";
@@ -122,6 +123,7 @@ pub struct RaftCoordinator {
     clock: Clock,
     lease: Lease,
     armed: Mutex<Armed>,
+    proposer: Proposer,
 }
 
 /// How often a heartbeat re-plans after its command lost a race with another decision.
@@ -141,6 +143,7 @@ impl RaftCoordinator {
         let lease = Lease::new(options.lease);
         Self {
             id,
+            proposer: Proposer::start(raft.clone()),
             raft,
             state,
             committed,
@@ -295,29 +298,26 @@ impl RaftCoordinator {
         futures::future::join_all(proposals).await;
     }
 
-    /// Proposes a command at the current leader time and waits for its response.
+    /// Proposes a command at the current leader time (with whatever else is being proposed,
+    /// as one entry: see `proposer.rs`) and waits for its response.
     async fn propose(
         &self,
         command: Command,
         actor: Option<Actor>,
     ) -> Result<Response, CoordinatorError> {
         let request = Request { at: self.clock.now(), command, actor };
-        match tokio::time::timeout(self.options.request_timeout, self.raft.client_write(request))
+        match tokio::time::timeout(self.options.request_timeout, self.proposer.propose(request))
             .await
         {
             Err(_) => {
                 Err(CoordinatorError::OutcomeUnknown("the write was not committed in time".into()))
             }
-            Ok(Ok(written)) => written.data.ok_or_else(|| {
-                CoordinatorError::Internal("a command entry produced no response".into())
-            }),
+            Ok(Ok(response)) => Ok(response),
             // The entry may already be in the log and be committed by the next leader.
-            Ok(Err(RaftError::APIError(CWE::ForwardToLeader(_)))) => {
-                Err(CoordinatorError::OutcomeUnknown(
-                    "leadership changed while the write was in flight".into(),
-                ))
+            Ok(Err(e @ Unwritten::LeadershipChanged)) => {
+                Err(CoordinatorError::OutcomeUnknown(e.to_string()))
             }
-            Ok(Err(e)) => Err(CoordinatorError::Internal(e.to_string())),
+            Ok(Err(Unwritten::Failed(e))) => Err(CoordinatorError::Internal(e)),
         }
     }
 

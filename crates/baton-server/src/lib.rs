@@ -18,3 +18,5 @@ pub mod identity;
 pub mod leader;
 pub mod listener;
 pub mod node;
+pub mod proposer;
+pub mod replication;

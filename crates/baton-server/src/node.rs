@@ -39,12 +39,12 @@ fn raft_config(config: &Config) -> anyhow::Result<Arc<openraft::Config>> {
 struct Publisher(Arc<baton_api::events::Feed>);
 
 impl baton_store::Observer for Publisher {
-    fn decided(&self, index: u64, decision: baton_core::Decision) {
-        self.0.publish(index, decision);
+    fn decided(&self, index: u64, position: usize, decision: baton_core::Decision) {
+        self.0.publish(baton_api::events::event_id(index, position), decision);
     }
 
     fn skipped_to(&self, index: u64) {
-        self.0.skip_to(index);
+        self.0.skip_to(baton_api::events::entry_last_event_id(index));
     }
 }
 
@@ -105,6 +105,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             async move { duties.run_leader_duties(wait_true(duties_stopped)).await }
                 .instrument(tracing::info_span!("leader_duties")),
         );
+        let streaming_task = tokio::spawn(crate::replication::keep_streaming(
+            raft.clone(),
+            config.id,
+            wait_true(stop_duties.subscribe()),
+        ));
 
         // 4. The internal listener: Raft RPCs and leader forwarding, behind the cluster secret.
         let raft_listener = TcpListener::bind(&config.raft_addr)
@@ -183,6 +188,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
         let _ = stop_duties.send(true);
         let _ = duties_task.await;
+        let _ = streaming_task.await;
         let _ = stop_internal.send(true);
         if tokio::time::timeout(limit, internal_task).await.is_err() {
             tracing::warn!("the internal listener did not stop in time");

@@ -8,6 +8,7 @@
 //! the log, and the log is never purged past what the state machine has made durable, because
 //! a purge is itself a synced write that comes after the applies it covers.
 
+use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
@@ -65,8 +66,9 @@ impl StateReader {
 
 /// Told what the state machine decides, after it is written: the node publishes it as events.
 pub trait Observer: Send + Sync + 'static {
-    /// A decision applied from the entry at log index `index`.
-    fn decided(&self, index: u64, decision: Decision);
+    /// A decision applied from request `position` of the entry at log index `index` (an entry
+    /// holds the requests the leader proposed together).
+    fn decided(&self, index: u64, position: usize, decision: Decision);
     /// Nothing at or below log index `index` will be reported: it was applied before this
     /// process started, or a snapshot replaced it.
     fn skipped_to(&self, index: u64);
@@ -198,50 +200,56 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn apply<I>(
         &mut self,
         entries: I,
-    ) -> std::result::Result<Vec<Option<Response>>, StorageError>
+    ) -> std::result::Result<Vec<Vec<Response>>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let db = self.db.clone();
-        let sm = cf(&db, CF_SM);
         let mut batch = WriteBatch::default();
         let mut responses = Vec::new();
         let mut decisions = Vec::new();
+        // Every record a request changed, written once with its value after the whole apply
+        // (an entry's requests, and consecutive entries, often touch the same group).
+        let mut touched = BTreeSet::new();
         let mut applied = self.write_lock();
         for entry in entries {
             applied.last_applied = Some(entry.log_id);
-            let response = match entry.payload {
-                EntryPayload::Blank => None,
-                EntryPayload::Normal(request) => {
-                    let effects = applied.state.apply_tracked(&request);
-                    if let Some(decision) = effects.decision {
-                        decisions.push((entry.log_id.index, decision));
-                    }
-                    for key in effects.touched {
-                        match applied.state.record(&key) {
-                            Some(record) => {
-                                batch.put_cf(sm, encode(&key), encode::<Record>(&record))
-                            }
-                            None => batch.delete_cf(sm, encode(&key)),
+            let answers = match entry.payload {
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(requests) => {
+                    let mut answers = Vec::with_capacity(requests.len());
+                    for (position, request) in requests.iter().enumerate() {
+                        let effects = applied.state.apply_tracked(request);
+                        if let Some(decision) = effects.decision {
+                            decisions.push((entry.log_id.index, position, decision));
                         }
+                        touched.extend(effects.touched);
+                        answers.push(effects.response);
                     }
-                    Some(effects.response)
+                    answers
                 }
                 EntryPayload::Membership(membership) => {
                     applied.membership = StoredMembership::new(Some(entry.log_id), membership);
                     batch.put_cf(cf(&db, CF_SM_META), KEY_MEMBERSHIP, encode(&applied.membership));
-                    None
+                    Vec::new()
                 }
             };
-            responses.push(response);
+            responses.push(answers);
+        }
+        let sm = cf(&db, CF_SM);
+        for key in touched {
+            match applied.state.record(&key) {
+                Some(record) => batch.put_cf(sm, encode(&key), encode::<Record>(&record)),
+                None => batch.delete_cf(sm, encode(&key)),
+            }
         }
         batch.put_cf(cf(&db, CF_SM_META), KEY_APPLIED, encode(&applied.last_applied));
         db.write_opt(batch, &unsynced()).map_err(|e| StorageIOError::write_state_machine(&e))?;
         drop(applied);
         if let Some(observer) = &self.observer {
-            for (index, decision) in decisions {
-                observer.decided(index, decision);
+            for (index, position, decision) in decisions {
+                observer.decided(index, position, decision);
             }
         }
         Ok(responses)

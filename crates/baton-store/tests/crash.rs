@@ -33,11 +33,11 @@ fn entry(index: u64) -> Entry {
     let config = GroupConfig::new(None, None, 10_000).expect("valid");
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Request {
+        payload: EntryPayload::Normal(vec![Request {
             at: Timestamp(index),
             command: CoreCommand::CreateGroup { key, config, members: vec![] },
             actor: None,
-        }),
+        }]),
     }
 }
 
