@@ -29,16 +29,19 @@ pub fn normalize_path(mut req: Request) -> Request {
         return req;
     }
     let segments: Vec<&str> = path[1..].split('/').collect();
+    let literal = |i: usize| AVEVA_LITERALS.contains(&i) || i == AVEVA_ACTION;
+    // Nearly every client already writes the literals in lower case: nothing to rebuild.
+    if segments
+        .iter()
+        .enumerate()
+        .all(|(i, s)| !literal(i) || !s.bytes().any(|b| b.is_ascii_uppercase()))
+    {
+        return req;
+    }
     let normalized: Vec<String> = segments
         .iter()
         .enumerate()
-        .map(|(i, s)| {
-            if AVEVA_LITERALS.contains(&i) || i == AVEVA_ACTION {
-                s.to_ascii_lowercase()
-            } else {
-                (*s).to_string()
-            }
-        })
+        .map(|(i, s)| if literal(i) { s.to_ascii_lowercase() } else { (*s).to_string() })
         .collect();
     let mut new_path = format!("/{}", normalized.join("/"));
     if new_path == path {

@@ -41,7 +41,7 @@ use std::collections::BTreeMap;
 use crate::command::{Command, GroupCheckpoint};
 use crate::group::Group;
 use crate::history::{Candidate, Verdict};
-use crate::ids::{ClientTime, Epoch, GroupKey, SessionId, Timestamp};
+use crate::ids::{ClientTime, Epoch, GroupId, GroupKey, Scope, SessionId, Timestamp};
 use crate::session::{HeartbeatAnswer, HeartbeatIn, HeartbeatRecord, Reason, Role, Score, Stage};
 use crate::state::State;
 
@@ -85,10 +85,11 @@ struct Watch {
     /// The holder's latest answered grant: (session, epoch, valid until).
     grant: Option<(SessionId, Epoch, Timestamp)>,
     /// The PendingPrimary this leader has told so, with its epoch: its next heartbeat
-    /// promotes it.
-    told_pending: Option<(SessionId, Epoch)>,
+    /// promotes it. (This and the other rarely set fields are boxed: a leader keeps a watch for
+    /// every group, and most groups are steady.)
+    told_pending: Option<Box<(SessionId, Epoch)>>,
     /// A member whose score beats the Primary's by the margin, and since when.
-    better_since: Option<(SessionId, Timestamp)>,
+    better_since: Option<Box<(SessionId, Timestamp)>>,
     /// The Primary's latest last-data-processed time.
     last_data_processed_time: Option<ClientTime>,
     /// When the group was last checkpointed.
@@ -96,13 +97,80 @@ struct Watch {
     /// A holder (with its epoch) that a proposed `Grant` or `Expire` is replacing. Until the
     /// proposal is applied or refused, the holder is answered Secondary: a grant answered now
     /// could overlap its successor's.
-    retiring: Option<(SessionId, Epoch)>,
+    retiring: Option<Box<(SessionId, Epoch)>>,
+}
+
+/// One watch per group (and per deleted group whose last grant may still be valid), keyed by
+/// scope and then id like the state's groups, so a scope's name is kept once, not per group.
+#[derive(Clone, Debug, Default)]
+struct Watches {
+    scopes: BTreeMap<Scope, BTreeMap<GroupId, Watch>>,
+    len: usize,
+}
+
+impl Watches {
+    fn get(&self, key: &GroupKey) -> Option<&Watch> {
+        self.scopes.get(&key.scope)?.get(&key.group)
+    }
+
+    fn get_mut(&mut self, key: &GroupKey) -> Option<&mut Watch> {
+        self.scopes.get_mut(&key.scope)?.get_mut(&key.group)
+    }
+
+    /// The group's watch, created (empty) if it has none.
+    fn entry(&mut self, key: &GroupKey) -> &mut Watch {
+        if !self.scopes.contains_key(&key.scope) {
+            self.scopes.insert(key.scope.clone(), BTreeMap::new());
+        }
+        let scope = self.scopes.get_mut(&key.scope).expect("inserted above");
+        if !scope.contains_key(&key.group) {
+            self.len += 1;
+        }
+        scope.entry(key.group.clone()).or_default()
+    }
+
+    fn remove(&mut self, key: &GroupKey) {
+        let Some(scope) = self.scopes.get_mut(&key.scope) else { return };
+        if scope.remove(&key.group).is_some() {
+            self.len -= 1;
+        }
+        if scope.is_empty() {
+            self.scopes.remove(&key.scope);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Every watch in key order (the order of `State::all_groups`).
+    fn iter(&self) -> impl Iterator<Item = (GroupRef<'_>, &Watch)> {
+        self.scopes.iter().flat_map(|(scope, ws)| ws.iter().map(move |(id, w)| ((scope, id), w)))
+    }
+
+    /// Every watch in key order, mutably.
+    fn iter_mut(&mut self) -> impl Iterator<Item = (GroupRef<'_>, &mut Watch)> {
+        self.scopes
+            .iter_mut()
+            .flat_map(|(scope, ws)| ws.iter_mut().map(move |(id, w)| ((&*scope, id), w)))
+    }
+}
+
+/// A group's key as the watches hold it; compares like `GroupKey` (scope, then id).
+type GroupRef<'a> = (&'a Scope, &'a GroupId);
+
+fn key_ref(key: &GroupKey) -> GroupRef<'_> {
+    (&key.scope, &key.group)
 }
 
 /// The leader-local failure detector. See the module documentation.
 #[derive(Clone, Debug, Default)]
 pub struct Detector {
-    groups: BTreeMap<GroupKey, Watch>,
+    groups: Watches,
     /// The state's group-set generation when watches were last paired with groups.
     paired_at: Option<u64>,
 }
@@ -131,7 +199,7 @@ impl Detector {
         self.paired_at = None;
         for group in state.all_groups() {
             let until = after(now, group.rearm_ms());
-            let watch = self.groups.entry(group.key.clone()).or_default();
+            let watch = self.groups.entry(&group.key);
             for id in group.sessions.keys() {
                 watch
                     .sessions
@@ -154,7 +222,7 @@ impl Detector {
             if state.group(key).is_some_and(|g| g.epoch != tombstone.epoch) {
                 continue;
             }
-            let watch = self.groups.entry(key.clone()).or_default();
+            let watch = self.groups.entry(key);
             if watch.grant.is_none() {
                 watch.grant = Some((
                     holder.clone(),
@@ -224,7 +292,10 @@ impl Detector {
                         last_data_processed_time: ldpt,
                     })
                 } else if h.stage == Stage::Pending
-                    && watch.told_pending == Some((session.clone(), h.epoch))
+                    && watch
+                        .told_pending
+                        .as_deref()
+                        .is_some_and(|(s, e)| s == session && *e == h.epoch)
                 {
                     Some(Command::Promote {
                         group: group.key.clone(),
@@ -259,7 +330,7 @@ impl Detector {
         if answer.role != Role::Secondary
             && watch
                 .retiring
-                .as_ref()
+                .as_deref()
                 .is_some_and(|(s, e)| s == session && Some(*e) == holder_epoch)
         {
             answer.role = Role::Secondary;
@@ -276,7 +347,7 @@ impl Detector {
         watch.grant =
             Some((session.clone(), epoch, after(now, group.config.failover_timeout_ms())));
         if answer.role == Role::PendingPrimary {
-            watch.told_pending = Some((session.clone(), epoch));
+            watch.told_pending = Some(Box::new((session.clone(), epoch)));
         }
         answer
     }
@@ -287,7 +358,7 @@ impl Detector {
         if let Command::Grant { group, replaces: Some(session), expected_epoch, .. }
         | Command::Expire { group, session, epoch: expected_epoch, .. } = command
             && let Some(watch) = self.groups.get_mut(group)
-            && watch.retiring == Some((session.clone(), *expected_epoch))
+            && watch.retiring.as_deref().is_some_and(|(s, e)| s == session && e == expected_epoch)
         {
             watch.retiring = None;
         }
@@ -351,10 +422,10 @@ impl Detector {
     /// The group's watch, created if it has none; a watch created outside a tick makes the
     /// next tick pair watches with groups again, whatever the group-set generation says.
     fn watch_mut(&mut self, key: &GroupKey) -> &mut Watch {
-        if !self.groups.contains_key(key) {
+        if self.groups.get(key).is_none() {
             self.paired_at = None;
         }
-        self.groups.entry(key.clone()).or_default()
+        self.groups.entry(key)
     }
 
     /// The commands time calls for: overrides that expired, holders whose grant lapsed,
@@ -372,13 +443,13 @@ impl Detector {
             // groups).
             let (mut gone, mut missing) = (Vec::new(), Vec::new());
             let mut groups = state.all_groups().peekable();
-            for (key, watch) in &self.groups {
-                while let Some(group) = groups.next_if(|g| g.key < *key) {
+            for (key, watch) in self.groups.iter() {
+                while let Some(group) = groups.next_if(|g| key_ref(&g.key) < key) {
                     missing.push(group.key.clone());
                 }
-                let deleted = groups.next_if(|g| g.key == *key).is_none();
+                let deleted = groups.next_if(|g| key_ref(&g.key) == key).is_none();
                 if deleted && watch.grant.as_ref().is_none_or(|(_, _, until)| *until <= now) {
-                    gone.push(key.clone());
+                    gone.push(GroupKey { scope: key.0.clone(), group: key.1.clone() });
                 }
             }
             missing.extend(groups.map(|g| g.key.clone()));
@@ -386,7 +457,7 @@ impl Detector {
                 self.groups.remove(&key);
             }
             for key in missing {
-                self.groups.insert(key, Watch::default());
+                self.groups.entry(&key);
             }
             self.paired_at = Some(generation);
         }
@@ -398,13 +469,13 @@ impl Detector {
         let mut watches = self.groups.iter_mut().peekable();
         for group in state.all_groups() {
             if !paired {
-                while watches.next_if(|(key, _)| **key < group.key).is_some() {}
+                while watches.next_if(|(key, _)| *key < key_ref(&group.key)).is_some() {}
             }
             let Some((key, watch)) = watches.next() else {
                 debug_assert!(false, "every group has a watch after the pairing above");
                 break;
             };
-            debug_assert_eq!(key, &group.key, "watches and groups walk in the same key order");
+            debug_assert_eq!(key, key_ref(&group.key), "watches and groups walk in the same order");
             watch.sessions.retain(|id, _| group.sessions.contains_key(id));
             if let Some(command) = Self::decide(group, watch, now) {
                 commands.push(command);
@@ -441,7 +512,7 @@ impl Detector {
             }
             return Some(Self::grant_of(group, watch, &successor, None, now));
         };
-        match &watch.retiring {
+        match watch.retiring.as_deref() {
             // A proposal replacing this holder is in flight: wait for it.
             Some((s, e)) if *s == holder.session && *e == holder.epoch => return None,
             _ => watch.retiring = None,
@@ -478,7 +549,7 @@ impl Detector {
                 // Stale with nobody to take over: it keeps the baton and gets it back if it returns.
                 _ => return None,
             };
-            watch.retiring = Some((holder.session.clone(), holder.epoch));
+            watch.retiring = Some(Box::new((holder.session.clone(), holder.epoch)));
             return Some(command);
         }
         if stale || leaving || pinned {
@@ -549,10 +620,10 @@ impl Detector {
             watch.better_since = None;
             return None;
         };
-        let since = match &watch.better_since {
+        let since = match watch.better_since.as_deref() {
             Some((id, since)) if *id == c => *since,
             _ => {
-                watch.better_since = Some((c, now));
+                watch.better_since = Some(Box::new((c, now)));
                 now
             }
         };

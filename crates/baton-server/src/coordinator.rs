@@ -346,11 +346,17 @@ impl RaftCoordinator {
     ) -> Result<Served<LeaderAnswer>, CoordinatorError> {
         let give_up = Instant::now() + self.options.reroute_for;
         loop {
-            let (leader, node) = self.leader().await?;
-            let outcome = if leader == self.id {
-                self.execute(request.clone()).await
+            // Most requests reach the leader itself: no need to copy the cluster's metrics and
+            // the leader's addresses to find out.
+            let (leader, outcome) = if self.leadership().0 {
+                (self.id, self.execute(request.clone()).await)
             } else {
-                self.forward(&node, &request).await
+                let (leader, node) = self.leader().await?;
+                if leader == self.id {
+                    (leader, self.execute(request.clone()).await)
+                } else {
+                    (leader, self.forward(&node, &request).await)
+                }
             };
             match outcome {
                 Outcome::Done(value) => return Ok(Served { value: *value, by: leader }),

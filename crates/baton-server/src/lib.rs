@@ -6,7 +6,7 @@
 //! forwarding), serves both listeners and shuts down in order ([`node::run`]).
 //!
 //! ```text
-//!  client ─▶ api_addr ─▶ baton-api ─▶ RaftCoordinator ─┬─ leader here: client_write / ensure_linearizable
+//!  client ─▶ api_addr ─▶ baton-api ─▶ RaftCoordinator ─┬─ leader here: Proposer (group commit) / lease read
 //!                                                     └─ else: POST raft_addr/forward on the leader
 //!  peers  ─▶ raft_addr ─▶ baton-net (secret check) ─▶ /raft/{append,vote,snapshot}, /forward
 //! ```
