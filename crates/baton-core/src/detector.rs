@@ -119,6 +119,10 @@ impl Watches {
 
     /// The group's watch, created (empty) if it has none.
     fn entry(&mut self, key: &GroupKey) -> &mut Watch {
+        // Found without copying the key (every heartbeat comes here).
+        if self.get(key).is_some() {
+            return self.get_mut(key).expect("just found");
+        }
         if !self.scopes.contains_key(&key.scope) {
             self.scopes.insert(key.scope.clone(), BTreeMap::new());
         }
@@ -158,6 +162,11 @@ impl Watches {
             .iter_mut()
             .flat_map(|(scope, ws)| ws.iter_mut().map(move |(id, w)| ((&*scope, id), w)))
     }
+}
+
+/// Whether two sorted maps hold exactly the same keys.
+fn same_keys<V, W>(a: &litemap::LiteMap<SessionId, V>, b: &litemap::LiteMap<SessionId, W>) -> bool {
+    a.len() == b.len() && a.keys().eq(b.keys())
 }
 
 /// A group's key as the watches hold it; compares like `GroupKey` (scope, then id).
@@ -476,7 +485,10 @@ impl Detector {
                 break;
             };
             debug_assert_eq!(key, key_ref(&group.key), "watches and groups walk in the same order");
-            watch.sessions.retain(|id, _| group.sessions.contains_key(id));
+            // Forget sessions that left (checked cheaply first: members rarely change).
+            if !same_keys(&watch.sessions, &group.sessions) {
+                watch.sessions.retain(|id, _| group.sessions.contains_key(id));
+            }
             if let Some(command) = Self::decide(group, watch, now) {
                 commands.push(command);
             } else if let Some(checkpoint) = Self::checkpoint(group, watch, now) {

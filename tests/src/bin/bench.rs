@@ -514,6 +514,9 @@ where
 /// A fresh cluster that keeps its whole log (no snapshots): `groups` groups of 3 sessions, RSS
 /// per node, then the log filled to `entries` entries (writes that change nothing), and a
 /// follower killed and restarted: time until it is ready again.
+/// Clients filling the log for the restart measurement.
+const FILL_CLIENTS: u64 = 4;
+
 async fn scale_measurements(groups: usize, entries: u64) -> Vec<String> {
     let keep = (entries * 2).to_string();
     let mut cluster = TestCluster::start_with(
@@ -562,14 +565,21 @@ async fn scale_measurements(groups: usize, entries: u64) -> Vec<String> {
     ));
 
     // Fill the log: re-creating an existing group with its own configuration changes nothing
-    // but is a committed, synced entry like any other.
-    let status = cluster.status(leader).await.expect("status");
-    let have = status["last_log_index"].as_u64().unwrap_or_default();
-    let missing = entries.saturating_sub(have);
+    // but is a committed, synced request like any other. The leader proposes concurrent
+    // requests as one entry, so few clients fill the log with the most entries: keep going
+    // until it holds `entries`.
     let fill_started = Instant::now();
-    {
+    let from = cluster.status(leader).await.expect("status")["last_log_index"].as_u64();
+    let mut written = 0;
+    let log = loop {
+        let status = cluster.status(leader).await.expect("status");
+        let have = status["last_log_index"].as_u64().unwrap_or_default();
+        if have >= entries {
+            break have;
+        }
+        let round = (entries - have).min(50_000);
         let (http, url) = (http.clone(), url.clone());
-        drive(missing, 128, move |i| {
+        drive(round, FILL_CLIENTS, move |i| {
             let (http, url) = (http.clone(), url.clone());
             async move {
                 let body = json!({"Id": format!("f{}", i % 64), "FailoverTimeout": 30_000});
@@ -577,14 +587,13 @@ async fn scale_measurements(groups: usize, entries: u64) -> Vec<String> {
             }
         })
         .await;
-    }
+        written += round;
+    };
     let filled = fill_started.elapsed();
-    let status = cluster.status(leader).await.expect("status");
-    let log = status["last_log_index"].as_u64().unwrap_or_default();
-    eprintln!("bench: log at {log} entries after {filled:?}");
+    eprintln!("bench: log at {log} entries after {filled:?} and {written} writes");
     lines.push(format!(
-        "| filling the log with {missing} no-op writes, 128 clients | {:.0} writes/s |",
-        missing as f64 / filled.as_secs_f64()
+        "| filling the log to {log} entries ({written} no-op writes, {FILL_CLIENTS} clients) | {:.0} entries/s |",
+        log.saturating_sub(from.unwrap_or_default()) as f64 / filled.as_secs_f64()
     ));
     let rss: Vec<String> = cluster
         .ids()
