@@ -107,7 +107,10 @@ async fn operators_run_the_cluster_from_the_command_line() {
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The stream carries only what is applied after it connects, and nothing says when it has:
+    // give the process time to start and connect (500 ms was too little on a loaded machine,
+    // where the hand-over's first event came before the stream).
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let moved = baton(&url, None, &["failover", "e2e/ns/g", "--wait", "15"]).await;
     assert!(expect(&moved, 0).contains("b holds the baton of e2e/ns/g"));
     let events = expect(&follow.await.expect("followed"), 0);
