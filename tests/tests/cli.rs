@@ -83,9 +83,11 @@ async fn operators_run_the_cluster_from_the_command_line() {
     expect(&same, 0); // the same configuration again: nothing to do
     let other = baton(&url, None, &["groups", "create", "e2e/ns/g", "--timeout-ms", "2000"]).await;
     assert_eq!(code(&other), 4, "another configuration under the same id conflicts");
-    let a = keep_alive(url.clone(), "a", 4);
-    a.await.expect("a heartbeated");
-    let b = keep_alive(url.clone(), "b", 60);
+    keep_alive(url.clone(), "a", 4).await.expect("a heartbeated");
+    // a keeps heartbeating until the forced failover: were it silent for the group's 1 s
+    // timeout, the detector would hand the baton to b on its own before the operator asks.
+    let a = keep_alive(url.clone(), "a", 200);
+    let b = keep_alive(url.clone(), "b", 200);
     let show = expect(&baton(&url, None, &["groups", "show", "e2e/ns/g", "--json"]).await, 0);
     let group: Value = serde_json::from_str(&show).expect("JSON");
     assert_eq!(group["holder"]["session"], json!("a"));
@@ -98,7 +100,7 @@ async fn operators_run_the_cluster_from_the_command_line() {
     let one = expect(&baton(&url, None, &["sessions", "show", "e2e/ns/g", "b"]).await, 0);
     assert!(one.contains("role        Secondary"), "{one}");
 
-    // A forced failover that waits: a is silent now, b heartbeats, so b takes over.
+    // A forced failover that waits: both heartbeat, and the operator moves the baton to b.
     let url_for_events = format!("http://127.0.0.1:1,{url}");
     let follow = {
         let url = url_for_events.clone();
@@ -112,6 +114,7 @@ async fn operators_run_the_cluster_from_the_command_line() {
     // where the hand-over's first event came before the stream).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let moved = baton(&url, None, &["failover", "e2e/ns/g", "--wait", "15"]).await;
+    a.abort();
     assert!(expect(&moved, 0).contains("b holds the baton of e2e/ns/g"));
     let events = expect(&follow.await.expect("followed"), 0);
     let lines: Vec<&str> = events.lines().collect();
