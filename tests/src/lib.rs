@@ -152,8 +152,12 @@ pub fn baton_bin() -> &'static Path {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         // Build exactly what `cargo test --workspace` builds, so the features of every
         // dependency match and nothing (RocksDB above all) is compiled a second time.
+        // Into the target directory this executable was built in, whatever CARGO_TARGET_DIR
+        // the caller's shell has (the bench run by hand would otherwise build into ./target).
+        let target_dir = profile_dir.parent().expect("the profile directory has a parent");
         let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "--workspace", "--all-targets"]);
+        build.args(["build", "--quiet", "--workspace", "--all-targets", "--target-dir"]);
+        build.arg(target_dir);
         if release {
             build.arg("--release");
         }
