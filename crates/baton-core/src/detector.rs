@@ -723,6 +723,11 @@ impl Detector {
         if group.config.policy.suspended {
             return None;
         }
+        // Nobody heard from and fresh, nobody eligible: said without looking members up by id
+        // (a vacant group whose members have not started is visited every tick).
+        if !watch.sessions.values().any(|s| s.heard.is_some() && now < s.deadline) {
+            return None;
+        }
         // A pinned member is the only successor; until it is eligible, nobody is.
         if let Some(pinned) = Self::pinned(group) {
             return (pinned.enabled && Self::eligible(watch, &pinned.id, now))
