@@ -19,7 +19,7 @@ pub(crate) const CF_SM_META: &str = "sm_meta";
 const ALL_CFS: [&str; 4] = [CF_LOGS, CF_META, CF_SM, CF_SM_META];
 
 /// Bytes of memtables across all column families before the largest is flushed.
-const MEMTABLE_BUDGET: usize = 32 * 1024 * 1024;
+const MEMTABLE_BUDGET: usize = 16 * 1024 * 1024;
 
 /// Opens (or creates) the database at `dir`.
 pub(crate) fn open(dir: &Path) -> Result<Arc<DB>> {
