@@ -148,8 +148,10 @@ fn classify(addr: &str, timeout: Duration, source: reqwest::Error) -> CallError 
 /// openraft 0.9 gives each AppendEntries the heartbeat interval as its deadline. On a busy
 /// node a batch of thousands of entries can take longer than that, and an RPC that times out
 /// would be retried with the same batch, and time out again. Every RPC therefore gets at
-/// least `min_deadline` (the node uses its shortest election timeout): a peer that answers
-/// late misses no heartbeat it would not have missed anyway.
+/// least `min_deadline` (the node uses its shortest election timeout) here. But openraft 0.9's
+/// replication also wraps each AppendEntries in its own timeout of the heartbeat interval,
+/// outside this network, so for AppendEntries that shorter timeout still decides: one slower
+/// than the heartbeat interval is abandoned (see BENCHMARKS.md, "Leader kill").
 #[derive(Clone)]
 pub struct Network {
     client: RpcClient,

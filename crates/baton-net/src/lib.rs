@@ -5,7 +5,9 @@
 //! the transport is HTTP/2 (over mutual TLS when configured, see [`tls`]) on pooled, reused
 //! connections, with a deadline per RPC taken from openraft's `RPCOption` but never shorter
 //! than the one [`Network`] is built with (openraft 0.9 gives an AppendEntries the
-//! heartbeat interval, too short for a large batch on a busy node).
+//! heartbeat interval, too short for a large batch on a busy node; its replication also
+//! enforces that interval itself, around this network, so the floor does not lengthen an
+//! AppendEntries).
 //!
 //! ```text
 //!  openraft ─▶ Network::new_client ─▶ Connection ─┐  POST /raft/{append,vote,snapshot}
