@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use baton_e2e::{SECRET, TestCluster, groups_url, send};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ELECTION: Duration = Duration::from_secs(10);
 
@@ -219,20 +220,35 @@ async fn raft_port_refuses_requests_without_the_cluster_secret() {
     let leader = cluster.wait_for_leader(ELECTION).await;
     let raft = &cluster.node(leader).raft_addr;
     let before = cluster.wait_converged(ELECTION).await;
-    for path in ["/raft/append", "/raft/vote", "/raft/snapshot", "/forward"] {
-        for secret in [None, Some("wrong-secret-0123456789"), Some(&SECRET[..SECRET.len() - 1])] {
-            let mut req = cluster.http().post(format!("http://{raft}{path}")).body(vec![0u8; 16]);
-            if let Some(s) = secret {
-                req = req.header("x-baton-cluster-secret", s);
-            }
-            let resp = req.send().await.expect("answer");
-            assert_eq!(resp.status().as_u16(), 401, "{path} with {secret:?}");
+    // HTTP (leader forwarding): 401 before any handler.
+    for secret in [None, Some("wrong-secret-0123456789"), Some(&SECRET[..SECRET.len() - 1])] {
+        let mut req = cluster.http().post(format!("http://{raft}/forward")).body(vec![0u8; 16]);
+        if let Some(s) = secret {
+            req = req.header("x-baton-cluster-secret", s);
         }
+        let resp = req.send().await.expect("answer");
+        assert_eq!(resp.status().as_u16(), 401, "/forward with {secret:?}");
     }
-    // With the secret but garbage in the body: refused as a bad request, nothing applied.
+    // Framed Raft connections: refused before any request is read.
+    for secret in [&b""[..], b"wrong-secret-0123456789", &SECRET.as_bytes()[..SECRET.len() - 1]] {
+        let mut stream = raft_connection(raft, secret).await;
+        assert_eq!(stream.read_u8().await.expect("an answer to the preface"), 1, "refused");
+        assert_eq!(stream.read(&mut [0u8; 8]).await.expect("closed"), 0, "then closed");
+    }
+    // With the secret but garbage in the body: rejected with a reason, nothing applied.
+    let mut stream = raft_connection(raft, SECRET.as_bytes()).await;
+    assert_eq!(stream.read_u8().await.expect("an answer to the preface"), 0, "accepted");
+    let mut frame = vec![1u8];
+    frame.extend_from_slice(&64u32.to_be_bytes());
+    frame.extend_from_slice(&[0xffu8; 64]);
+    stream.write_all(&frame).await.expect("send");
+    assert_eq!(stream.read_u8().await.expect("status"), 1, "rejected");
+    let mut reason = vec![0u8; stream.read_u32().await.expect("length") as usize];
+    stream.read_exact(&mut reason).await.expect("reason");
+    assert!(String::from_utf8_lossy(&reason).contains("cannot decode"), "{reason:?}");
     let resp = cluster
         .http()
-        .post(format!("http://{raft}/raft/append"))
+        .post(format!("http://{raft}/forward"))
         .header("x-baton-cluster-secret", SECRET)
         .body(vec![0xffu8; 64])
         .send()
@@ -325,4 +341,14 @@ fn walk(dir: &std::path::Path) -> Vec<(String, u64)> {
         }
     }
     out
+}
+
+/// A framed connection to a Raft port that has sent its preface with `secret`.
+async fn raft_connection(raft: &str, secret: &[u8]) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(raft).await.expect("connect");
+    let mut preface = baton_net::PREFACE.to_vec();
+    preface.extend_from_slice(&(secret.len() as u16).to_be_bytes());
+    preface.extend_from_slice(secret);
+    stream.write_all(&preface).await.expect("send the preface");
+    stream
 }

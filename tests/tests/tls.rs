@@ -45,7 +45,7 @@ async fn a_tls_cluster_works_end_to_end_and_refuses_peers_without_the_cas_certif
     // The Raft port: with the cluster's CA trusted but no client certificate, or with a
     // certificate from another CA, the TLS handshake fails before any HTTP.
     let raft = &cluster.node(leader).raft_addr;
-    let url = format!("https://{raft}/raft/vote");
+    let url = format!("https://{raft}/forward");
     let ca = reqwest::Certificate::from_pem(&std::fs::read(&tls.ca).expect("ca")).expect("pem");
     let dir = tempfile::tempdir().expect("tempdir");
     let intruder = TestTls::make(dir.path(), "intruder");
@@ -71,7 +71,7 @@ async fn a_tls_cluster_works_end_to_end_and_refuses_peers_without_the_cas_certif
             .await;
         assert!(answer.is_err(), "{what}: the Raft port answered {:?}", answer.map(|r| r.status()));
     }
-    // With the cluster's certificate but without the secret: both layers hold.
+    // With the cluster's certificate but without the secret: both layers hold (the framed Raft RPCs check the secret alike: cluster_ops.rs).
     let member_cert = client_builder(None, Duration::from_secs(5))
         .add_root_certificate(ca)
         .identity(identity_of(&tls))

@@ -1,7 +1,10 @@
-//! The client side: a pooled HTTP client that posts postcard bodies to other nodes, and the
-//! openraft network built on it.
+//! The client side: the openraft network, which sends Raft RPCs over framed connections (see
+//! `frame.rs`), and a pooled HTTP client that posts postcard bodies to other nodes (leader
+//! forwarding).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baton_raft::typ::{
@@ -13,13 +16,21 @@ use openraft::error::{InstallSnapshotError, NetworkError, RemoteError, Unreachab
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::io::{AsyncReadExt, BufReader};
+use tokio::net::TcpSocket;
 
-use crate::{CONTENT_TYPE, PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE, SECRET_HEADER};
+use crate::frame::{self, AsyncIo};
+use crate::{CONTENT_TYPE, MAX_RPC_BODY, SECRET_HEADER};
 
 /// How long opening a TCP connection to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle framed connections kept per peer for the next [`Connection`] (openraft makes one per
+/// replication stream and per vote).
+const IDLE_PER_PEER: usize = 4;
+/// Bytes read from a framed connection at once: most answers arrive in one read.
+const READ_BUFFER: usize = 16 * 1024;
 
 /// Why an internal RPC failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +41,7 @@ pub enum CallError {
         /// The peer's address.
         addr: String,
         /// The transport's reason.
-        source: reqwest::Error,
+        source: BoxError,
     },
     /// The peer did not answer within the deadline. The request may or may not have been
     /// processed.
@@ -55,7 +66,16 @@ pub enum CallError {
         /// The peer's address.
         addr: String,
         /// The transport's reason.
-        source: reqwest::Error,
+        source: BoxError,
+    },
+    /// The peer did not handle the request and said why (the framed transport's rejection:
+    /// a wrong cluster secret, an undecodable body).
+    #[error("{addr} rejected the request: {reason}")]
+    Rejected {
+        /// The peer's address.
+        addr: String,
+        /// The peer's reason.
+        reason: String,
     },
     /// The peer's answer could not be decoded.
     #[error("undecodable answer from {addr}: {source}")]
@@ -67,6 +87,9 @@ pub enum CallError {
     },
 }
 
+/// A transport fault's cause, from either transport.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A client for the internal listener of other nodes. Cheap to clone; clones share one
 /// connection pool, so connections to a peer are reused across RPCs.
 #[derive(Clone)]
@@ -74,6 +97,7 @@ pub struct RpcClient {
     http: reqwest::Client,
     secret: Arc<str>,
     scheme: &'static str,
+    dialer: Arc<Dialer>,
 }
 
 impl RpcClient {
@@ -86,6 +110,15 @@ impl RpcClient {
         source: Option<std::net::IpAddr>,
         tls: Option<rustls::ClientConfig>,
     ) -> Self {
+        let dialer = Arc::new(Dialer {
+            secret: secret.into(),
+            source,
+            tls: tls.clone().map(|mut config| {
+                config.alpn_protocols = vec![frame::ALPN.to_vec()];
+                tokio_rustls::TlsConnector::from(Arc::new(config))
+            }),
+            idle: Mutex::default(),
+        });
         let mut builder = reqwest::Client::builder()
             .local_address(source)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -96,7 +129,7 @@ impl RpcClient {
         builder =
             builder.tls_backend_preconfigured(tls.unwrap_or_else(crate::tls::plain_http_only));
         let http = builder.build().expect("a client with a ready TLS configuration always builds");
-        Self { http, secret: secret.into(), scheme }
+        Self { http, secret: secret.into(), scheme, dialer }
     }
 
     /// Posts `request` postcard-encoded to `{http|https}://{addr}{path}` and decodes the answer.
@@ -137,10 +170,101 @@ fn classify(addr: &str, timeout: Duration, source: reqwest::Error) -> CallError 
     if source.is_timeout() {
         CallError::Timeout { addr, timeout }
     } else if source.is_connect() {
-        CallError::Unreachable { addr, source }
+        CallError::Unreachable { addr, source: source.into() }
     } else {
-        CallError::Transport { addr, source }
+        CallError::Transport { addr, source: source.into() }
     }
+}
+
+/// Opens framed connections to peers (from the node's own address, over TLS when configured,
+/// presenting the cluster secret) and keeps a few idle ones per peer.
+struct Dialer {
+    secret: Arc<str>,
+    source: Option<IpAddr>,
+    tls: Option<tokio_rustls::TlsConnector>,
+    idle: Mutex<HashMap<String, Vec<Stream>>>,
+}
+
+/// One framed connection to a peer, after its preface was accepted.
+struct Stream {
+    io: BufReader<Box<dyn AsyncIo>>,
+}
+
+impl Stream {
+    /// Sends one request frame and reads its answer.
+    async fn exchange(&mut self, request: &[u8]) -> std::io::Result<(u8, Vec<u8>)> {
+        frame::write(&mut self.io, request).await?;
+        frame::read(&mut self.io, MAX_RPC_BODY).await
+    }
+}
+
+impl Dialer {
+    fn idle(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Stream>>> {
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn take_idle(&self, addr: &str) -> Option<Stream> {
+        self.idle().get_mut(addr).and_then(Vec::pop)
+    }
+
+    fn keep_idle(&self, addr: &str, stream: Stream) {
+        let mut idle = self.idle();
+        let streams = idle.entry(addr.to_string()).or_default();
+        if streams.len() < IDLE_PER_PEER {
+            streams.push(stream);
+        }
+    }
+
+    /// Connects to `addr`, speaks TLS if configured, and presents the cluster secret.
+    async fn open(&self, addr: &str) -> Result<Stream, CallError> {
+        let unreachable = |source: BoxError| CallError::Unreachable { addr: addr.into(), source };
+        let transport = |source: BoxError| CallError::Transport { addr: addr.into(), source };
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, self.connect(addr))
+            .await
+            .map_err(|_| unreachable(format!("no connection within {CONNECT_TIMEOUT:?}").into()))?
+            .map_err(|e| unreachable(e.into()))?;
+        let _ = tcp.set_nodelay(true);
+        let io: Box<dyn AsyncIo> = match &self.tls {
+            None => Box::new(tcp),
+            Some(connector) => {
+                let name = rustls::pki_types::ServerName::try_from(host_of(addr).to_string())
+                    .map_err(|e| unreachable(e.into()))?;
+                Box::new(connector.connect(name, tcp).await.map_err(|e| unreachable(e.into()))?)
+            }
+        };
+        let mut io = BufReader::with_capacity(READ_BUFFER, io);
+        frame::write(&mut io, &frame::preface(self.secret.as_bytes()))
+            .await
+            .map_err(|e| transport(e.into()))?;
+        match io.read_u8().await.map_err(|e| transport(e.into()))? {
+            frame::ACCEPTED => Ok(Stream { io }),
+            _ => Err(CallError::Rejected {
+                addr: addr.into(),
+                reason: "the cluster secret was not accepted".into(),
+            }),
+        }
+    }
+
+    async fn connect(&self, addr: &str) -> std::io::Result<tokio::net::TcpStream> {
+        let mut last = None;
+        for target in tokio::net::lookup_host(addr).await? {
+            let socket = if target.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            if let Some(ip) = self.source.filter(|ip| ip.is_ipv4() == target.is_ipv4()) {
+                socket.bind(SocketAddr::new(ip, 0))?;
+            }
+            match socket.connect(target).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other(format!("{addr} resolves to nothing"))))
+    }
+}
+
+/// The host part of `host:port` (brackets of an IPv6 literal removed).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// The openraft network factory: one [`Connection`] per peer, all sharing one pool.
@@ -171,26 +295,37 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Connection {
         Connection {
-            client: self.client.clone(),
+            dialer: self.client.dialer.clone(),
             target,
             addr: node.raft_addr.clone(),
             min_deadline: self.min_deadline,
+            stream: None,
         }
     }
 }
 
-/// Sends Raft RPCs to one peer.
+/// Sends Raft RPCs to one peer, one at a time, over one framed connection (opened on first
+/// use, reopened after a fault, handed back to the pool when dropped).
 pub struct Connection {
-    client: RpcClient,
+    dialer: Arc<Dialer>,
     target: NodeId,
     addr: String,
     min_deadline: Duration,
+    stream: Option<Stream>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            self.dialer.keep_idle(&self.addr, stream);
+        }
+    }
 }
 
 impl Connection {
     async fn rpc<Req, Resp, E>(
-        &self,
-        path: &str,
+        &mut self,
+        kind: u8,
         request: Req,
         option: RPCOption,
     ) -> Result<Resp, RPCError<E>>
@@ -200,14 +335,61 @@ impl Connection {
         E: std::error::Error + DeserializeOwned,
     {
         let deadline = option.hard_ttl().max(self.min_deadline);
+        let request = frame::encode(kind, &request);
         // Only a peer that cannot be reached sends openraft's replication into its back-off
         // (500 ms without sending); a slow answer is retried at once.
         let answer: Result<Resp, RaftError<E>> =
-            self.client.call(&self.addr, path, &request, deadline).await.map_err(|e| match e {
+            match tokio::time::timeout(deadline, self.call(&request)).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    // The answer may still arrive: the connection is out of step, drop it.
+                    self.stream = None;
+                    Err(CallError::Timeout { addr: self.addr.clone(), timeout: deadline })
+                }
+            }
+            .map_err(|e| match e {
                 CallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
                 _ => RPCError::Network(NetworkError::new(&e)),
             })?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    /// One exchange on this connection's stream (or an idle one, or a new one). A reused
+    /// stream that fails is replaced once by a new one: the peer may have closed it while it
+    /// was idle, and every Raft RPC can be repeated.
+    async fn call<Resp: DeserializeOwned>(&mut self, request: &[u8]) -> Result<Resp, CallError> {
+        let reused = self.stream.take().or_else(|| self.dialer.take_idle(&self.addr));
+        let (stream, answer) = match reused {
+            Some(mut stream) => match stream.exchange(request).await {
+                Ok(answer) => (stream, answer),
+                Err(_) => self.exchange_on_new(request).await?,
+            },
+            None => self.exchange_on_new(request).await?,
+        };
+        let (status, body) = answer;
+        let decoded = match status {
+            frame::ANSWER => postcard::from_bytes(&body)
+                .map_err(|source| CallError::Decode { addr: self.addr.clone(), source }),
+            _ => Err(CallError::Rejected {
+                addr: self.addr.clone(),
+                reason: String::from_utf8_lossy(&body).into_owned(),
+            }),
+        };
+        // Only a stream whose exchange completed is in step for the next one.
+        self.stream = Some(stream);
+        decoded
+    }
+
+    async fn exchange_on_new(
+        &mut self,
+        request: &[u8],
+    ) -> Result<(Stream, (u8, Vec<u8>)), CallError> {
+        let mut stream = self.dialer.open(&self.addr).await?;
+        let answer = stream
+            .exchange(request)
+            .await
+            .map_err(|e| CallError::Transport { addr: self.addr.clone(), source: e.into() })?;
+        Ok((stream, answer))
     }
 }
 
@@ -217,7 +399,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RPCError> {
-        self.rpc(PATH_APPEND, rpc, option).await
+        self.rpc(frame::APPEND, rpc, option).await
     }
 
     async fn install_snapshot(
@@ -225,7 +407,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: InstallSnapshotRequest,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse, RPCError<InstallSnapshotError>> {
-        self.rpc(PATH_SNAPSHOT, rpc, option).await
+        self.rpc(frame::SNAPSHOT, rpc, option).await
     }
 
     async fn vote(
@@ -233,6 +415,6 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest,
         option: RPCOption,
     ) -> Result<VoteResponse, RPCError> {
-        self.rpc(PATH_VOTE, rpc, option).await
+        self.rpc(frame::VOTE, rpc, option).await
     }
 }

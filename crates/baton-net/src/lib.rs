@@ -1,46 +1,54 @@
 //! # baton-net: the internal Raft network
 //!
 //! Raft RPCs (append entries, vote, install snapshot) travel between nodes on each node's
-//! internal listener (`raft_addr`), never on the public API port. Bodies are postcard-encoded;
-//! the transport is HTTP/2 (over mutual TLS when configured, see [`tls`]) on pooled, reused
-//! connections, with a deadline per RPC taken from openraft's `RPCOption` but never shorter
-//! than the one [`Network`] is built with (openraft 0.9 gives an AppendEntries the
-//! heartbeat interval, too short for a large batch on a busy node; its replication also
-//! enforces that interval itself, around this network, so the floor does not lengthen an
-//! AppendEntries).
+//! internal listener (`raft_addr`), never on the public API port. They use framed connections
+//! (see `frame.rs`): a peer opens a TCP connection (mutual TLS when configured, see [`tls`]),
+//! presents the cluster secret once, then sends postcard-encoded requests one at a time, each
+//! answered by the connection's own task. openraft keeps one request in flight per follower, so
+//! each replication stream owns one connection; idle ones are pooled per peer. Each RPC has a
+//! deadline taken from openraft's `RPCOption` but never shorter than the one [`Network`] is
+//! built with (openraft 0.9 gives an AppendEntries the heartbeat interval, too short for a
+//! large batch on a busy node; its replication also enforces that interval itself, around this
+//! network, so the floor does not lengthen an AppendEntries).
+//!
+//! The same port serves HTTP for the routes the server crate adds (leader forwarding, with
+//! [`RpcClient::call`]), wrapped with [`secured`]: a framed connection begins with
+//! [`PREFACE`], which no HTTP request does, so the listener tells them apart by their first
+//! bytes.
 //!
 //! ```text
-//!  openraft ─▶ Network::new_client ─▶ Connection ─┐  POST /raft/{append,vote,snapshot}
-//!                                                 │  x-baton-cluster-secret, postcard body
-//!  peer: secured(raft_routes(raft)) ◀─────────────┘  401 without the secret
+//!  openraft ─▶ Network::new_client ─▶ Connection ─┐  PREFACE + secret, then frames
+//!                                                 │  (kind, length, postcard body)
+//!  peer: RaftPort::serve(raft) ◀──────────────────┘  refused without the secret
 //! ```
 //!
-//! The server crate adds its own routes (leader forwarding) beside [`raft_routes`] and wraps
-//! them all with [`secured`], and calls other nodes with [`RpcClient::call`].
+//! Why not HTTP for Raft too (it was, until measured): on this project's 2-core benchmark
+//! machine an AppendEntries over reqwest, HTTP/2 and axum cost about 200 µs more than the
+//! follower's own handling, and openraft 0.9 sends two per write to each follower (the entries,
+//! then the new commit index), one after the other. See BENCHMARKS.md.
 //!
 //! ## Contract
-//! - Every request carries the cluster secret; a request without it is refused with 401 before
-//!   any handler runs, so a host that is not a member can neither append to, vote in, read, nor
-//!   install a snapshot on the log. The secret is compared in constant time and never logged.
-//! - Connection failures and timeouts are reported to openraft as `Unreachable` (it backs
-//!   off); other transport faults as `NetworkError`; the peer's Raft errors as `RemoteError`.
+//! - Every connection or request carries the cluster secret; without one of the accepted
+//!   secrets a framed connection is refused before any request is read, and an HTTP request
+//!   gets 401 before any handler runs. So a host that is not a member can neither append to,
+//!   vote in, read, nor install a snapshot on the log. Secrets are compared in constant time
+//!   and never logged.
+//! - Connection failures are reported to openraft as `Unreachable` (it backs off); timeouts
+//!   and other transport faults as `NetworkError` (it retries at once); the peer's Raft errors
+//!   as `RemoteError`. A connection that timed out or broke is never reused.
 
 #![cfg_attr(not(test), deny(unused_crate_dependencies))]
 
 mod client;
+mod frame;
 mod server;
 pub mod tls;
 
-pub use client::{CallError, Connection, Network, RpcClient};
-pub use server::{MAX_RPC_BODY, Postcard, raft_routes, secured};
+pub use client::{BoxError, CallError, Connection, Network, RpcClient};
+pub use frame::{AsyncIo, PREFACE};
+pub use server::{MAX_RPC_BODY, Postcard, RaftPort, Rpcs, secured};
 
 /// Header carrying the cluster's shared secret on every internal request.
 pub const SECRET_HEADER: &str = "x-baton-cluster-secret";
 /// Content type of internal bodies.
 pub const CONTENT_TYPE: &str = "application/x-postcard";
-/// AppendEntries RPC path.
-pub const PATH_APPEND: &str = "/raft/append";
-/// Vote RPC path.
-pub const PATH_VOTE: &str = "/raft/vote";
-/// InstallSnapshot RPC path.
-pub const PATH_SNAPSHOT: &str = "/raft/snapshot";

@@ -1,20 +1,25 @@
-//! The server side: axum routes for the Raft RPCs, the cluster-secret check, and the postcard
-//! body type shared with handlers the server crate adds (leader forwarding).
+//! The server side: the Raft RPCs on framed connections ([`RaftPort`]), the cluster-secret
+//! check for the HTTP routes the server crate adds (leader forwarding), and their postcard body
+//! type.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use baton_raft::typ::{AppendEntriesRequest, InstallSnapshotRequest, Raft, VoteRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 
-use crate::{CONTENT_TYPE, PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE, SECRET_HEADER};
+use crate::frame::{self, AsyncIo};
+use crate::{CONTENT_TYPE, SECRET_HEADER};
 
 /// Largest internal request body: a batch of log entries or one snapshot chunk.
 pub const MAX_RPC_BODY: usize = 64 * 1024 * 1024;
@@ -48,32 +53,18 @@ impl<T: Serialize> IntoResponse for Postcard<T> {
     }
 }
 
-/// The Raft RPC routes (`/raft/append`, `/raft/vote`, `/raft/snapshot`), unauthenticated:
-/// wrap them with [`secured`].
-pub fn raft_routes(raft: Raft) -> Router {
-    Router::new()
-        .route(PATH_APPEND, post(append))
-        .route(PATH_VOTE, post(vote))
-        .route(PATH_SNAPSHOT, post(snapshot))
-        .with_state(raft)
-}
-
 /// Requires one of the cluster `secrets` (the current one and any still accepted during a
 /// rotation) on every request of `router` and raises the body limit to [`MAX_RPC_BODY`]. A
 /// request without a right secret gets 401 and reaches no handler.
 pub fn secured(router: Router, secrets: &[String]) -> Router {
-    let secrets: Arc<[Vec<u8>]> = secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
+    let secrets = Secrets::new(secrets);
     router
         .layer(DefaultBodyLimit::max(MAX_RPC_BODY))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             let secrets = secrets.clone();
             async move {
                 let presented = req.headers().get(SECRET_HEADER).map(HeaderValue::as_bytes).unwrap_or_default();
-                // Every secret is compared, so the time taken does not tell which one matched.
-                let matched = secrets
-                    .iter()
-                    .fold(false, |any, s| constant_time_eq::constant_time_eq(presented, s) | any);
-                if !matched {
+                if !secrets.accept(presented) {
                     tracing::warn!(path = %req.uri().path(), "refused an internal request without the cluster secret");
                     return StatusCode::UNAUTHORIZED.into_response();
                 }
@@ -82,20 +73,123 @@ pub fn secured(router: Router, secrets: &[String]) -> Router {
         }))
 }
 
-async fn append(
-    State(raft): State<Raft>,
-    Postcard(rpc): Postcard<AppendEntriesRequest>,
-) -> impl IntoResponse {
-    Postcard(raft.append_entries(rpc).await)
+/// The cluster secrets a peer may present: the current one and any still accepted during a
+/// rotation.
+#[derive(Clone)]
+struct Secrets(Arc<[Vec<u8>]>);
+
+impl Secrets {
+    fn new(secrets: &[String]) -> Self {
+        Self(secrets.iter().map(|s| s.as_bytes().to_vec()).collect())
+    }
+
+    /// Whether `presented` is one of them. Every secret is compared, in constant time, so the
+    /// time taken does not tell which one matched, or how much of one.
+    fn accept(&self, presented: &[u8]) -> bool {
+        self.0.iter().fold(false, |any, s| constant_time_eq::constant_time_eq(presented, s) | any)
+    }
 }
 
-async fn vote(State(raft): State<Raft>, Postcard(rpc): Postcard<VoteRequest>) -> impl IntoResponse {
-    Postcard(raft.vote(rpc).await)
+/// What answers the requests of a framed connection: openraft, or a stand-in in tests.
+pub trait Rpcs: Send + Sync + 'static {
+    /// Answers a request of `kind` (a `frame` kind) with its postcard-encoded body, or says why
+    /// it cannot.
+    fn answer(
+        &self,
+        kind: u8,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<Vec<u8>, String>> + Send;
 }
 
-async fn snapshot(
-    State(raft): State<Raft>,
-    Postcard(rpc): Postcard<InstallSnapshotRequest>,
-) -> impl IntoResponse {
-    Postcard(raft.install_snapshot(rpc).await)
+impl Rpcs for Raft {
+    async fn answer(&self, kind: u8, body: Vec<u8>) -> Result<Vec<u8>, String> {
+        fn decoded<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+            postcard::from_bytes(body).map_err(|e| format!("cannot decode the body: {e}"))
+        }
+        let encoded = match kind {
+            frame::APPEND => {
+                encode(&self.append_entries(decoded::<AppendEntriesRequest>(&body)?).await)
+            }
+            frame::VOTE => encode(&self.vote(decoded::<VoteRequest>(&body)?).await),
+            frame::SNAPSHOT => {
+                encode(&self.install_snapshot(decoded::<InstallSnapshotRequest>(&body)?).await)
+            }
+            other => return Err(format!("unknown request kind {other}")),
+        };
+        Ok(encoded)
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).expect("postcard encodes Baton's RPC types without failing")
+}
+
+/// Serves Raft RPCs on framed connections (see `frame.rs`): the peer presents the cluster
+/// secret once per connection, then sends requests one at a time, each answered in turn by
+/// the connection's own task, straight from openraft.
+pub struct RaftPort<R> {
+    rpcs: Arc<R>,
+    secrets: Secrets,
+    handshake: Duration,
+}
+
+impl<R: Rpcs> RaftPort<R> {
+    /// A port answering with `rpcs`, for peers that present one of `secrets` within
+    /// `handshake` of their first bytes.
+    pub fn new(rpcs: R, secrets: &[String], handshake: Duration) -> Self {
+        Self { rpcs: Arc::new(rpcs), secrets: Secrets::new(secrets), handshake }
+    }
+
+    /// Serves one connection whose first bytes, [`frame::PREFACE`], the caller has read (it
+    /// told this connection from HTTP by them), until the peer closes it, it breaks, or `stop`
+    /// resolves between two requests.
+    pub async fn serve(&self, io: impl AsyncIo, peer: SocketAddr, stop: impl Future<Output = ()>) {
+        let mut io = BufReader::new(io);
+        let presented = tokio::time::timeout(self.handshake, async {
+            let length = io.read_u16().await?;
+            let mut secret = vec![0u8; usize::from(length)];
+            io.read_exact(&mut secret).await?;
+            Ok::<_, std::io::Error>(secret)
+        })
+        .await;
+        let Ok(Ok(presented)) = presented else {
+            tracing::debug!(%peer, "a Raft connection did not finish its preface");
+            return;
+        };
+        if !self.secrets.accept(&presented) {
+            tracing::warn!(%peer, "refused a Raft connection without the cluster secret");
+            let _ = io.write_u8(frame::REFUSED).await;
+            let _ = io.flush().await;
+            return;
+        }
+        if frame::write(&mut io, &[frame::ACCEPTED]).await.is_err() {
+            return;
+        }
+        tokio::pin!(stop);
+        loop {
+            let (kind, body) = tokio::select! {
+                biased;
+                _ = &mut stop => return,
+                request = frame::read(&mut io, MAX_RPC_BODY) => match request {
+                    Ok(request) => request,
+                    Err(e) => {
+                        if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                            tracing::debug!(%peer, error = %e, "closing a broken Raft connection");
+                        }
+                        return;
+                    }
+                },
+            };
+            let answer = match self.rpcs.answer(kind, body).await {
+                Ok(answer) => frame::encode_bytes(frame::ANSWER, &answer),
+                Err(reason) => {
+                    tracing::warn!(%peer, %reason, "rejected a Raft request");
+                    frame::encode_bytes(frame::REJECTED, reason.as_bytes())
+                }
+            };
+            if frame::write(&mut io, &answer).await.is_err() {
+                return;
+            }
+        }
+    }
 }

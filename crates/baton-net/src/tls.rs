@@ -111,7 +111,8 @@ pub fn raft_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsErro
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs(&files.cert)?, key(&files.key)?)
         .map_err(|e| TlsError::Invalid(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    // Raft RPCs on framed connections; leader forwarding on HTTP/2.
+    config.alpn_protocols = vec![crate::frame::ALPN.to_vec(), b"h2".to_vec()];
     Ok(Arc::new(config))
 }
 

@@ -2,20 +2,27 @@
 //! open connections, a deadline for request headers, a cap on header bytes, a deadline for
 //! whole requests, and a graceful stop. Each request carries the client's address
 //! (`ConnectInfo`) for the audit trail. With a TLS configuration, each connection is a TLS
-//! handshake first (bounded by the header deadline), then HTTP.
+//! handshake first (bounded by the header deadline), then HTTP. On the Raft port, a connection
+//! that opens with `baton_net::PREFACE` carries framed Raft RPCs instead and is handed to the
+//! node's `RaftPort`.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
+use baton_net::{AsyncIo, PREFACE, RaftPort};
+use baton_raft::typ::Raft;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tower::{Service, ServiceExt as _};
 
 /// Limits on what one client may hold or send.
@@ -33,13 +40,15 @@ pub struct Limits {
     pub drain: Duration,
 }
 
-/// Serves `service` on `listener` (over TLS when `tls` is given) until `stop` resolves, then
-/// stops accepting and waits (up to [`Limits::drain`]) for open connections.
+/// Serves `service` on `listener` (over TLS when `tls` is given), and framed Raft RPCs on
+/// `raft` when given, until `stop` resolves; then stops accepting, ends framed connections
+/// between two requests, and waits (up to [`Limits::drain`]) for open HTTP connections.
 pub async fn serve<S>(
     listener: TcpListener,
     service: S,
     limits: Limits,
     tls: Option<Arc<rustls::ServerConfig>>,
+    raft: Option<Arc<RaftPort<Raft>>>,
     stop: impl Future<Output = ()>,
 ) where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
@@ -60,6 +69,7 @@ pub async fn serve<S>(
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    let (closing, closed) = watch::channel(false);
     tokio::pin!(stop);
     loop {
         let (stream, addr) = tokio::select! {
@@ -100,35 +110,48 @@ pub async fn serve<S>(
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let tls = tls.clone();
+        let raft = raft.clone();
+        let mut closed = closed.clone();
         let handshake = limits.header_read_timeout;
         tokio::spawn(async move {
             let _slot = slot;
-            match tls {
-                None => {
-                    let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_service);
-                    let _ = watcher.watch(connection.into_owned()).await;
-                }
+            let io: Box<dyn AsyncIo> = match tls {
+                None => Box::new(stream),
                 Some(acceptor) => {
-                    let stream =
-                        match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%addr, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%addr, "TLS handshake timed out");
-                                return;
-                            }
-                        };
+                    match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => Box::new(stream),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%addr, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            let opening = match &raft {
+                Some(_) => opening(io, handshake).await,
+                None => Opening::Http(Rewind { first: Vec::new(), at: 0, io }),
+            };
+            match (opening, raft) {
+                (Opening::Framed(io), Some(raft)) => {
+                    let stop = async move {
+                        let _ = closed.wait_for(|closed| *closed).await;
+                    };
+                    raft.serve(io, addr, stop).await;
+                }
+                (Opening::Http(io), _) => {
                     let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_service);
+                        builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_service);
                     let _ = watcher.watch(connection.into_owned()).await;
                 }
+                (Opening::Framed(_) | Opening::Silent, _) => {}
             }
         });
     }
+    let _ = closing.send(true);
     drop(listener);
     if tokio::time::timeout(limits.drain, graceful.shutdown()).await.is_err() {
         tracing::warn!("open connections did not finish in time; closing them");
@@ -137,4 +160,93 @@ pub async fn serve<S>(
 
 fn request_timeout() -> Response {
     (axum::http::StatusCode::REQUEST_TIMEOUT, "the request took too long\n").into_response()
+}
+
+/// How a connection opens.
+enum Opening {
+    /// With [`PREFACE`]: framed Raft RPCs follow (the preface itself is consumed).
+    Framed(Box<dyn AsyncIo>),
+    /// With anything else: HTTP, replayed from its first byte.
+    Http(Rewind),
+    /// With nothing before the deadline, or closed.
+    Silent,
+}
+
+/// Reads the first bytes of a connection, as many as [`PREFACE`] has, within `deadline`
+/// (every HTTP request, of either version, is longer than that).
+async fn opening(mut io: Box<dyn AsyncIo>, deadline: Duration) -> Opening {
+    let mut first = vec![0u8; PREFACE.len()];
+    let mut read = 0;
+    let started = tokio::time::timeout(deadline, async {
+        while read < first.len() {
+            match io.read(&mut first[read..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+    })
+    .await;
+    first.truncate(read);
+    if first == PREFACE {
+        Opening::Framed(io)
+    } else if started.is_err() && read == 0 {
+        Opening::Silent
+    } else {
+        // A short or late start is still HTTP's to answer (or time out) in its own way.
+        Opening::Http(Rewind { first, at: 0, io })
+    }
+}
+
+/// A connection whose first bytes were already read, handed to HTTP with them put back.
+struct Rewind {
+    first: Vec<u8>,
+    at: usize,
+    io: Box<dyn AsyncIo>,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.at < this.first.len() {
+            let n = buf.remaining().min(this.first.len() - this.at);
+            buf.put_slice(&this.first[this.at..this.at + n]);
+            this.at += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }

@@ -117,14 +117,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .with_context(|| format!("cannot listen on raft_addr {}", config.raft_addr))?;
         let forward_coordinator = coordinator.clone();
         let internal = baton_net::secured(
-            baton_net::raft_routes(raft.clone()).merge(Router::new().route(
+            Router::new().route(
                 PATH_FORWARD,
                 post(move |Postcard(request): Postcard<LeaderRequest>| async move {
                     Postcard(forward_coordinator.execute(request).await)
                 }),
-            )),
+            ),
             &accepted_secrets(&config),
         );
+        let raft_port = Arc::new(baton_net::RaftPort::new(
+            raft.clone(),
+            &accepted_secrets(&config),
+            Duration::from_millis(config.header_read_timeout_ms),
+        ));
         let raft_server_tls = match (&tls, config.raft_tls) {
             (Some(files), true) => Some(baton_net::tls::raft_server_config(files)?),
             _ => None,
@@ -136,6 +141,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 internal,
                 limits(&config),
                 raft_server_tls,
+                Some(raft_port),
                 wait_true(internal_stopped),
             )
             .instrument(tracing::info_span!("raft_listener")),
@@ -170,7 +176,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let limits = limits(&config);
         let api_task = tokio::spawn(
             async move {
-                listener::serve(api_listener, app, limits, api_tls, wait_true(api_stopped)).await
+                listener::serve(api_listener, app, limits, api_tls, None, wait_true(api_stopped))
+                    .await
             }
             .instrument(tracing::info_span!("api_listener")),
         );

@@ -1,0 +1,179 @@
+//! The framed Raft transport over real loopback sockets: openraft's `Connection` on one side,
+//! `RaftPort` with a stand-in for openraft on the other.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use baton_net::{Network, PREFACE, RaftPort, RpcClient, Rpcs};
+use baton_raft::typ::{RPCError, RaftError, VoteRequest, VoteResponse};
+use baton_raft::{NodeInfo, TypeConfig};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::{LeaderId, LogId, Vote};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+
+const SECRET: &str = "a-cluster-secret-of-some-length";
+const DEADLINE: Duration = Duration::from_millis(300);
+
+/// Grants every vote; counts the requests it answered. Its first answer takes `first_delay`.
+#[derive(Default)]
+struct StandIn {
+    answered: AtomicUsize,
+    first_delay: Option<Duration>,
+}
+
+impl Rpcs for StandIn {
+    async fn answer(&self, _kind: u8, body: Vec<u8>) -> Result<Vec<u8>, String> {
+        let request: VoteRequest = postcard::from_bytes(&body).map_err(|e| e.to_string())?;
+        if self.answered.fetch_add(1, Ordering::SeqCst) == 0
+            && let Some(delay) = self.first_delay
+        {
+            tokio::time::sleep(delay).await;
+        }
+        let answer: Result<VoteResponse, RaftError> =
+            Ok(VoteResponse::new(request.vote, request.last_log_id, true));
+        Ok(postcard::to_allocvec(&answer).expect("encode"))
+    }
+}
+
+struct Peer {
+    addr: String,
+    stand_in: Arc<StandIn>,
+    connections: Arc<AtomicUsize>,
+}
+
+/// A peer on a loopback port, serving framed connections the way the node's listener does
+/// (reading the preface first). With `one_answer_each`, each connection ends after its first
+/// request, as if the peer restarted in between.
+async fn peer(stand_in: StandIn, one_answer_each: bool) -> Peer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let stand_in = Arc::new(stand_in);
+    let connections = Arc::new(AtomicUsize::new(0));
+    let port = Arc::new(RaftPort::new(SharedStandIn(stand_in.clone()), &[SECRET.into()], DEADLINE));
+    let counted = connections.clone();
+    let answered = stand_in.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, from)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let port = port.clone();
+            let answered = answered.clone();
+            tokio::spawn(async move {
+                let mut first = vec![0u8; PREFACE.len()];
+                if stream.read_exact(&mut first).await.is_err() || first != PREFACE {
+                    return;
+                }
+                if one_answer_each {
+                    let before = answered.answered.load(Ordering::SeqCst);
+                    // Checked each time the port waits for a request, so after the first
+                    // answer the next wait ends the connection.
+                    let stop = std::future::poll_fn(move |_| {
+                        if answered.answered.load(Ordering::SeqCst) == before {
+                            std::task::Poll::Pending
+                        } else {
+                            std::task::Poll::Ready(())
+                        }
+                    });
+                    port.serve(stream, from, stop).await;
+                } else {
+                    port.serve(stream, from, std::future::pending()).await;
+                }
+            });
+        }
+    });
+    Peer { addr, stand_in, connections }
+}
+
+/// `Rpcs` over a shared stand-in, so the test can read its counter.
+struct SharedStandIn(Arc<StandIn>);
+
+impl Rpcs for SharedStandIn {
+    async fn answer(&self, kind: u8, body: Vec<u8>) -> Result<Vec<u8>, String> {
+        self.0.answer(kind, body).await
+    }
+}
+
+async fn connection(secret: &str, addr: &str) -> baton_net::Connection {
+    connect(&mut Network::new(RpcClient::new(secret, None, None), DEADLINE), addr).await
+}
+
+/// A new openraft client for the peer at `addr`, as openraft makes one for each replication
+/// stream and each vote.
+async fn connect(network: &mut Network, addr: &str) -> baton_net::Connection {
+    let node = NodeInfo { raft_addr: addr.into(), api_addr: String::new() };
+    RaftNetworkFactory::<TypeConfig>::new_client(network, 2, &node).await
+}
+
+fn vote_request(term: u64) -> VoteRequest {
+    VoteRequest::new(Vote::new(term, 1), Some(LogId::new(LeaderId::new(1, 1), 9)))
+}
+
+async fn vote(connection: &mut baton_net::Connection, term: u64) -> Result<VoteResponse, RPCError> {
+    connection.vote(vote_request(term), RPCOption::new(DEADLINE)).await
+}
+
+#[tokio::test]
+async fn votes_round_trip_on_one_reused_connection() {
+    let peer = peer(StandIn::default(), false).await;
+    let mut network = Network::new(RpcClient::new(SECRET, None, None), DEADLINE);
+    let mut connection = connect(&mut network, &peer.addr).await;
+    for term in 1..=3 {
+        let answer = vote(&mut connection, term).await.expect("granted");
+        assert!(answer.vote_granted);
+        assert_eq!(answer.vote, Vote::new(term, 1));
+    }
+    assert_eq!(peer.stand_in.answered.load(Ordering::SeqCst), 3);
+    assert_eq!(peer.connections.load(Ordering::SeqCst), 1, "one connection for all three");
+
+    // A later client for the same peer takes the idle connection the first one left.
+    drop(connection);
+    let mut again = connect(&mut network, &peer.addr).await;
+    vote(&mut again, 4).await.expect("granted");
+    assert_eq!(peer.connections.load(Ordering::SeqCst), 1, "the idle connection was reused");
+}
+
+#[tokio::test]
+async fn a_peer_without_the_cluster_secret_is_refused_before_any_request_is_read() {
+    let peer = peer(StandIn::default(), false).await;
+    let mut connection = connection("not-the-secret", &peer.addr).await;
+    let err = vote(&mut connection, 1).await.expect_err("refused");
+    assert!(matches!(err, RPCError::Network(_)), "{err:?}");
+    assert!(err.to_string().contains("cluster secret"), "{err}");
+    assert_eq!(peer.stand_in.answered.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn an_unreachable_peer_is_reported_unreachable_so_openraft_backs_off() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = closed.local_addr().expect("addr").to_string();
+    drop(closed);
+    let mut connection = connection(SECRET, &addr).await;
+    let err = vote(&mut connection, 1).await.expect_err("nobody listens");
+    assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_slow_answer_times_out_and_its_connection_is_never_reused() {
+    let stand_in = StandIn { first_delay: Some(DEADLINE * 3), ..StandIn::default() };
+    let peer = peer(stand_in, false).await;
+    let mut connection = connection(SECRET, &peer.addr).await;
+    let err = vote(&mut connection, 1).await.expect_err("too slow");
+    assert!(matches!(err, RPCError::Network(_)), "{err:?}");
+    assert!(err.to_string().contains("did not answer"), "{err}");
+    // The late answer to term 1 must not be taken for the answer to term 2.
+    let answer = vote(&mut connection, 2).await.expect("answered on a new connection");
+    assert_eq!(answer.vote, Vote::new(2, 1));
+    assert_eq!(peer.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_connection_the_peer_closed_while_idle_is_replaced_without_an_error() {
+    let peer = peer(StandIn::default(), true).await;
+    let mut connection = connection(SECRET, &peer.addr).await;
+    for term in 1..=3 {
+        let answer = vote(&mut connection, term).await.expect("answered");
+        assert_eq!(answer.vote, Vote::new(term, 1));
+    }
+    assert_eq!(peer.connections.load(Ordering::SeqCst), 3, "a new connection for each");
+}
