@@ -6,7 +6,7 @@
 //!
 //! ```text
 //!            ┌──────────── one RocksDB, one write-ahead log ────────────┐
-//!  openraft ─┤ logs    index(be u64) → Entry          append: batch, then group-commit fsync
+//!  openraft ─┤ logs    index(be u64) → Entry          append: synced batch          
 //!            │ meta    vote, committed, last_purged   vote/truncate/purge: synced batch
 //!            │ sm      RecordKey → Record             apply: one batch per apply call
 //!            │ sm_meta applied, membership, snapshot  snapshot build/install: synced batch
@@ -63,24 +63,21 @@ pub struct Store {
 /// node waits for everyone else to let go and closes the database itself.
 pub struct Closer {
     db: Arc<rocksdb::DB>,
-    sync_thread: std::thread::JoinHandle<()>,
 }
 
 impl Closer {
     /// Waits up to `within` until openraft has dropped the log store and state machine (after
-    /// `Raft::shutdown`) and the sync thread has ended, then closes the database. Returns false
-    /// if something still held the database when time ran out (it is then closed by the last
-    /// holder).
+    /// `Raft::shutdown`), then closes the database. Returns false if something still held the
+    /// database when time ran out (it is then closed by the last holder).
     pub fn close(self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
-        // Ours, the log store's and the sync thread's, the state machine's, and any reader.
-        while Arc::strong_count(&self.db) > 1 || !self.sync_thread.is_finished() {
+        // Ours, the log store's, the state machine's, and any reader's.
+        while Arc::strong_count(&self.db) > 1 {
             if Instant::now() >= deadline {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let _ = self.sync_thread.join();
         drop(self.db);
         true
     }
@@ -90,6 +87,6 @@ impl Closer {
 pub fn open(dir: &Path) -> Result<Store> {
     let db = db::open(dir)?;
     let state_machine = StateMachine::load(db.clone())?;
-    let (log, sync_thread) = LogStore::new(db.clone());
-    Ok(Store { log, state_machine, closer: Closer { db, sync_thread } })
+    let log = LogStore::new(db.clone());
+    Ok(Store { log, state_machine, closer: Closer { db } })
 }

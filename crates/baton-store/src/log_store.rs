@@ -1,15 +1,17 @@
 //! The Raft log on RocksDB: entries, vote, committed and purged log ids.
 //!
-//! Durability: `append` writes one batch (readable at once) and hands openraft's callback to
-//! the [`Syncer`] thread, which syncs the write-ahead log and only then reports the entries
-//! flushed. Concurrent appends share one fsync (group commit). Vote, truncate and purge are
-//! synced before they return.
+//! Durability: `append` writes one synced batch and only then reports the entries flushed to
+//! openraft. The sync happens on the caller's task, not on a thread of its own: openraft 0.9's
+//! core awaits every append's flush before it does anything else (`append_to_log`), so a
+//! separate sync thread could never batch two appends and only added two thread hand-offs to
+//! every write (measured in BENCHMARKS.md). Vote, truncate and purge are synced before they
+//! return too.
 
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -55,8 +57,8 @@ impl CommittedIndex {
 /// Raft log storage, generic over the type configuration.
 pub struct LogStore<C: RaftTypeConfig> {
     db: Arc<DB>,
-    syncer: mpsc::Sender<LogFlushed<C>>,
     committed: CommittedIndex,
+    _c: PhantomData<C>,
 }
 
 /// A read-only view of the log for replication tasks.
@@ -76,19 +78,13 @@ where
     C: RaftTypeConfig,
     C::Entry: Serialize + DeserializeOwned,
 {
-    /// A log store over `db`, and its sync thread, which ends when the store is dropped.
-    pub(crate) fn new(db: Arc<DB>) -> (Self, std::thread::JoinHandle<()>) {
-        let (syncer, rx) = mpsc::channel();
-        let sync_db = db.clone();
-        let thread = std::thread::Builder::new()
-            .name("baton-log-sync".into())
-            .spawn(move || sync_loop(sync_db, rx))
-            .expect("spawning the log sync thread");
-        let store = Self { db, syncer, committed: CommittedIndex::default() };
+    /// A log store over `db`.
+    pub(crate) fn new(db: Arc<DB>) -> Self {
+        let store = Self { db, committed: CommittedIndex::default(), _c: PhantomData };
         if let Ok(Some(Some(id))) = store.get_meta::<Option<LogId<C::NodeId>>>(KEY_COMMITTED) {
             store.committed.set(Some(id.index));
         }
-        (store, thread)
+        store
     }
 
     /// A handle that follows the committed index.
@@ -110,21 +106,6 @@ where
 
     fn last_purged(&self) -> Result<Option<LogId<C::NodeId>>, StorageIOError<C::NodeId>> {
         self.get_meta(KEY_LAST_PURGED)
-    }
-}
-
-/// Waits for flush requests, syncs the write-ahead log once for all that are waiting, then
-/// reports each of them. Exits when the log store is dropped.
-fn sync_loop<C: RaftTypeConfig>(db: Arc<DB>, rx: mpsc::Receiver<LogFlushed<C>>) {
-    while let Ok(first) = rx.recv() {
-        let mut waiting = vec![first];
-        waiting.extend(rx.try_iter());
-        let result = db.flush_wal(true);
-        for callback in waiting {
-            callback.log_io_completed(
-                result.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())),
-            );
-        }
     }
 }
 
@@ -255,13 +236,8 @@ where
                 postcard::to_allocvec(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
             batch.put_cf(logs, index_key(index), bytes);
         }
-        self.db.write_opt(batch, &unsynced()).map_err(|e| StorageIOError::write_logs(&e))?;
-        // The entries are readable now; they are reported flushed only after the sync thread
-        // has synced the write-ahead log.
-        if let Err(mpsc::SendError(callback)) = self.syncer.send(callback) {
-            callback
-                .log_io_completed(Err(std::io::Error::other("the log sync thread has stopped")));
-        }
+        self.db.write_opt(batch, &synced()).map_err(|e| StorageIOError::write_logs(&e))?;
+        callback.log_io_completed(Ok(()));
         Ok(())
     }
 

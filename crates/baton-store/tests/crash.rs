@@ -118,7 +118,7 @@ async fn sigkill_mid_write_stream_loses_no_acknowledged_entry() {
             "group g{index} is missing"
         );
     }
-    // Close the database here, not on its sync thread while the process exits.
+    // Close the database here, not on another thread while the process exits.
     drop((log, sm, reader));
     assert!(closer.close(std::time::Duration::from_secs(10)), "the store is still in use");
 }

@@ -10,7 +10,7 @@ use openraft::testing::{StoreBuilder, Suite};
 use tempfile::TempDir;
 
 /// Builds a fresh store per suite case, keeping each store's closer: the databases are closed
-/// here, in order, before the process exits (a database left to close on its sync thread while
+/// here, in order, before the process exits (a database left to close on another thread while
 /// the process exits can abort it).
 #[derive(Clone, Default)]
 struct RocksBuilder {
