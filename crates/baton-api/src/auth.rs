@@ -105,7 +105,8 @@ impl Gate {
         Self { limiter }
     }
 
-    fn admit(&self, principal: &Principal) -> Result<(), Denied> {
+    /// Counts one request of `principal` against its rate.
+    pub fn admit(&self, principal: &Principal) -> Result<(), Denied> {
         let Some(limiter) = &self.limiter else { return Ok(()) };
         limiter.check_key(&principal.name).map_err(|not_until| Denied::Throttled {
             retry_after: not_until.wait_time_from(DefaultClock::default().now()),

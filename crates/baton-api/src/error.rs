@@ -47,6 +47,11 @@ struct Body<'a> {
 }
 
 impl ApiError {
+    /// The error's code, as the `error` field of its body names it.
+    pub fn code(&self) -> &'static str {
+        self.parts().1
+    }
+
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::NoLeader => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),

@@ -10,6 +10,7 @@
 //!                                             ├─ /cluster/status|nodes|digest /metrics    (this node's view, admins)
 //!                                             ├─ /cluster/learners|nodes/{id}|snapshot    (leader, admins)
 //!                                             ├─ /identities /audit /groups/...           (native, bearer token)
+//!                                             ├─ /heartbeats                              (native: a WebSocket of heartbeats)
 //!                                             ├─ /events /groups/.../events|history       (decisions: SSE, history)
 //!                                             ├─ /api/{v1-preview|v1}/.../clientfailover  (AVEVA, bearer token)
 //!                                             ├─ /hybridity/api/...                       (HCX, x-hm-authorization)
@@ -37,6 +38,7 @@ mod dashboard;
 pub mod error;
 pub mod events;
 pub mod hcx;
+pub mod heartbeat_stream;
 pub mod metrics;
 mod middleware;
 pub mod native;
@@ -120,6 +122,7 @@ pub fn router<C: Coordinator>(coordinator: Arc<C>, options: ApiOptions) -> Route
     let leader_routes = ops::admin_routes::<C>()
         .merge(native::routes::<C>())
         .merge(events::routes::<C>())
+        .route("/heartbeats", axum::routing::get(heartbeat_stream::open::<C>))
         .layer(axum::extract::DefaultBodyLimit::max(native::MAX_BODY))
         .layer(native_auth.clone())
         .nest("/api", aveva::routes::<C>(state.clone()))

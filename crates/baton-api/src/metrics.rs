@@ -23,6 +23,13 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Labels of the streamed-heartbeat counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamedLabels {
+    /// `answered`, or the refusal's error code (`not_found`, `too_many_requests`, ...).
+    pub outcome: String,
+}
+
 /// Labels of the decision counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
@@ -58,6 +65,10 @@ pub struct Metrics {
     registry: Registry,
     /// Requests answered, by route, method and status (heartbeats included, by route).
     pub requests: Family<RequestLabels, Counter>,
+    /// Heartbeats answered on heartbeat streams, by outcome.
+    pub streamed_heartbeats: Family<StreamedLabels, Counter>,
+    /// Heartbeat streams open on this node.
+    pub heartbeat_streams: Gauge,
     term: Gauge,
     leader: Gauge,
     is_leader: Gauge,
@@ -73,6 +84,12 @@ impl Metrics {
         let mut registry = Registry::with_prefix("baton");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
+        let streamed_heartbeats = Family::<StreamedLabels, Counter>::default();
+        registry.register(
+            "streamed_heartbeats",
+            "Heartbeats answered on heartbeat streams (GET /heartbeats), by outcome",
+            streamed_heartbeats.clone(),
+        );
         registry.register(
             "decisions",
             "Decisions about batons applied by this node, by kind and reason",
@@ -88,6 +105,7 @@ impl Metrics {
             registry.register(name, help, g.clone());
             g
         };
+        let heartbeat_streams = gauge("heartbeat_streams", "Heartbeat streams open on this node");
         let term = gauge("raft_term", "Current Raft term");
         let leader = gauge("raft_leader", "Node id of the known leader, or -1");
         let is_leader = gauge("raft_is_leader", "1 when this node is the leader");
@@ -98,6 +116,8 @@ impl Metrics {
         Self {
             registry,
             requests,
+            streamed_heartbeats,
+            heartbeat_streams,
             term,
             leader,
             is_leader,

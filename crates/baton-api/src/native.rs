@@ -15,6 +15,7 @@
 //! DELETE /groups/{t}/{n}/{g}                    delete it (its holder's grant is honoured)
 //! POST   /groups/{t}/{n}/{g}/failover[?to=s]    force a hand-over away from the holder
 //! PUT    /groups/{t}/{n}/{g}/allowed-owners     {"owners": [...]}
+//! GET    /heartbeats                            a WebSocket of heartbeats (`heartbeat_stream`)
 //! ```
 
 use std::collections::BTreeSet;
@@ -356,7 +357,7 @@ pub struct AuditQuery {
     pub limit: Option<usize>,
 }
 
-fn parse_group_key(text: &str) -> Result<GroupKey, ApiError> {
+pub(crate) fn parse_group_key(text: &str) -> Result<GroupKey, ApiError> {
     let mut parts = text.splitn(3, '/');
     let (Some(t), Some(n), Some(g)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(ApiError::BadRequest(format!("group {text:?} is not tenant/namespace/group")));

@@ -1,7 +1,8 @@
 //! `bench`: Baton's benchmark harness. Starts a local three-node cluster (real processes on
 //! loopback, rate limits off), drives it over HTTP with many concurrent simulated clients on
 //! keep-alive connections, and reports ops/s and latency p50/p99/p999 for:
-//! - AVEVA heartbeats that change no role (1, 16, 64, 256 clients);
+//! - AVEVA heartbeats that change no role (1, 16, 64, 256 clients), and the same heartbeats
+//!   streamed on WebSockets (16, 64 clients);
 //! - durable writes: session creation, each synced on a quorum (1, 64, 256 clients);
 //! - linearizable reads (64 clients);
 //! - failover detection: from a Primary's last heartbeat to its successor being told
@@ -28,6 +29,8 @@ use serde_json::json;
 const ELECTION: Duration = Duration::from_secs(10);
 /// The most requests one load sends, whatever its duration.
 const MAX_REQUESTS: u64 = 2_000_000;
+/// Leader kills in a full run: enough for a median and a worst case worth reporting.
+const KILL_ROUNDS: usize = 20;
 const GROUPS: &str = "/api/v1/tenants/bench/namespaces/ns/clientfailover/groups";
 
 struct Args {
@@ -260,6 +263,68 @@ fn conns(n: usize, base_url: &str) -> Arc<Vec<tokio::sync::Mutex<Conn>>> {
     Arc::new((0..n).map(|_| tokio::sync::Mutex::new(Conn::new(base_url))).collect())
 }
 
+/// One simulated caller's heartbeat stream (`GET /heartbeats`, a WebSocket), opened on first
+/// use and again after a failure.
+struct HeartbeatStream {
+    url: String,
+    stream: Option<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    >,
+}
+
+impl HeartbeatStream {
+    async fn open(&mut self) -> Option<()> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let mut request = self.url.as_str().into_client_request().ok()?;
+        let token = format!("Bearer {ADMIN_TOKEN}").parse().ok()?;
+        request.headers_mut().insert("authorization", token);
+        // A small read buffer: the default 128 KiB is zeroed before every read.
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(8 * 1024);
+        let (stream, _) =
+            tokio_tungstenite::connect_async_with_config(request, Some(config), true).await.ok()?;
+        self.stream = Some(stream);
+        Some(())
+    }
+
+    /// Sends one heartbeat and waits for its answer; whether it was granted an answer (a role).
+    async fn heartbeat(&mut self, message: &str) -> bool {
+        use futures::{SinkExt as _, StreamExt as _};
+        use tokio_tungstenite::tungstenite::Message;
+        if self.stream.is_none() && self.open().await.is_none() {
+            return false;
+        }
+        let Some(stream) = self.stream.as_mut() else { return false };
+        let exchange = async {
+            stream.send(Message::Text(message.into())).await.ok()?;
+            loop {
+                match stream.next().await?.ok()? {
+                    Message::Text(answer) => return Some(answer.as_str().contains(r#""role""#)),
+                    Message::Close(_) => return None,
+                    _ => continue,
+                }
+            }
+        };
+        let answered = tokio::time::timeout(Duration::from_secs(10), exchange).await.ok().flatten();
+        if answered.is_none() {
+            self.stream = None;
+        }
+        answered.unwrap_or(false)
+    }
+}
+
+/// A heartbeat stream per simulated caller.
+fn streams(n: usize, base_url: &str) -> Arc<Vec<tokio::sync::Mutex<HeartbeatStream>>> {
+    let url = format!("{}/heartbeats", base_url.replacen("http://", "ws://", 1));
+    Arc::new(
+        (0..n)
+            .map(|_| tokio::sync::Mutex::new(HeartbeatStream { url: url.clone(), stream: None }))
+            .collect(),
+    )
+}
+
 async fn post(http: &reqwest::Client, url: &str, body: &serde_json::Value) -> bool {
     http.post(url)
         .header("content-type", "application/json")
@@ -345,10 +410,13 @@ async fn loads_on_a_cluster(args: &Args, warmup: Duration, duration: Duration) -
     // primed (two heartbeats each: granted, then Primary), since a group left silent by the
     // previous load has lapsed; the warm-up then sees no role change either.
     let groups_for = |n: usize| if n == 1 { 2048usize } else { 4096 };
+    // Streams carry more heartbeats per second: with 8,192 groups each session is heard about
+    // every 150 ms, well above its pace even when one client runs ahead of the others.
+    let stream_groups = 8192;
     let hb_path = |g: usize| format!("{GROUPS}/hb{g}/clientsessions/s/heartbeat");
     if args.runs("heartbeat") {
-        setup_heartbeat_groups(&leader_url, groups_for(16)).await;
-        eprintln!("bench: {} heartbeat groups ready", groups_for(16));
+        setup_heartbeat_groups(&leader_url, stream_groups).await;
+        eprintln!("bench: {stream_groups} heartbeat groups ready");
     }
     for &n in many.iter().filter(|_| args.runs("heartbeat")) {
         let groups = groups_for(n);
@@ -363,6 +431,33 @@ async fn loads_on_a_cluster(args: &Args, warmup: Duration, duration: Duration) -
             async move {
                 let path = &paths[(c * per + (i as usize % per)) % paths.len()];
                 pool[c].lock().await.call("POST", path, Some(r#"{"FailoverScore":100}"#)).await
+            }
+        })
+        .await;
+        println!("{}", row.line());
+        rows.push(row);
+    }
+    // The same heartbeats, each a message on a long-lived stream (`GET /heartbeats`, a
+    // WebSocket) instead of an HTTP request: one stream per client, one heartbeat in flight.
+    let streamed = if args.quick { vec![16] } else { vec![16, 64] };
+    for &n in streamed.iter().filter(|_| args.runs("heartbeat")) {
+        let groups = stream_groups;
+        let urls: Arc<Vec<String>> =
+            Arc::new((0..groups).map(|g| format!("{leader_url}{}", hb_path(g))).collect());
+        prime(&urls).await;
+        let messages: Arc<Vec<String>> = Arc::new(
+            (0..groups)
+                .map(|g| format!(r#"{{"group":"bench/ns/hb{g}","session":"s","score":100}}"#))
+                .collect(),
+        );
+        let pool = streams(n, &leader_url);
+        let per = (groups / n).max(1);
+        let name = "heartbeat, streamed (no role change)";
+        let row = load(name, n, warmup, duration, move |c, i| {
+            let (pool, messages) = (pool.clone(), messages.clone());
+            async move {
+                let message = &messages[(c * per + (i as usize % per)) % messages.len()];
+                pool[c].lock().await.heartbeat(message).await
             }
         })
         .await;
@@ -443,7 +538,7 @@ async fn loads_on_a_cluster(args: &Args, warmup: Duration, duration: Duration) -
             seconds: 1.0,
             latencies_us: Vec::new(),
         };
-        for round in 0..(if args.quick { 2 } else { 5 }) {
+        for round in 0..(if args.quick { 2 } else { KILL_ROUNDS }) {
             let leader = cluster.wait_for_leader(ELECTION).await;
             let survivors: Vec<u64> =
                 cluster.live().into_iter().filter(|id| *id != leader).collect();

@@ -1,0 +1,232 @@
+//! Streamed heartbeats (native API): `GET /heartbeats`, upgraded to a WebSocket, on which a
+//! client heartbeats any of the sessions it may use, one JSON text message per heartbeat, each
+//! answered by one message, in the order sent.
+//!
+//! ```text
+//! → {"id": 7, "group": "acme/plant/historian", "session": "node-a", "score": 100}
+//! ← {"id": 7, "role": "Primary", "epoch": 3, "valid_for_ms": 10000, "served_by": 1}
+//! → {"id": 8, "group": "acme/plant/nope", "session": "node-a"}
+//! ← {"id": 8, "error": "not_found", "message": "no group acme/plant/nope"}
+//! ```
+//!
+//! Each heartbeat is judged exactly as an AVEVA heartbeat request is: the same coordinator
+//! call, the caller's identity (authenticated once, when the stream opens) checked against the
+//! group on every message, the same per-session pace, and each message counted against the
+//! identity's request rate. What a stream saves is the HTTP request around every heartbeat:
+//! parsing, routing, authentication and a response head. A client may send further heartbeats
+//! before the answers arrive; answers that are ready together are written together.
+//!
+//! A message that is not a heartbeat is answered with an error and the stream goes on; a
+//! message larger than [`MAX_MESSAGE`] closes it. `id` is the client's own (any JSON number or
+//! string, echoed); `score` defaults to 100; `heartbeat_time` and `last_data_processed_time`
+//! are optional RFC 3339 times, echoed to the group as in the AVEVA API.
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use baton_core::{ClientTime, HeartbeatIn, Score, SessionId};
+use futures::{FutureExt as _, SinkExt as _, StreamExt as _};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::aveva::wire;
+use crate::coordinator::{Coordinator, HeartbeatOutcome, Served};
+use crate::error::ApiError;
+use crate::metrics::StreamedLabels;
+use crate::native::{Authenticated, parse_group_key};
+
+/// The largest message a client may send, in bytes; a larger one closes the stream.
+pub const MAX_MESSAGE: usize = 4 * 1024;
+/// Bytes read from the connection at a time. The WebSocket layer's default (128 KiB) is
+/// zeroed before every read: a third of a busy leader's CPU, and memory that thousands of
+/// open streams would each hold.
+const READ_BUFFER: usize = 2 * MAX_MESSAGE;
+
+/// One heartbeat, as a client sends it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeartbeatMessage {
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    group: String,
+    session: String,
+    #[serde(default)]
+    score: Option<f64>,
+    #[serde(default)]
+    heartbeat_time: Option<String>,
+    #[serde(default)]
+    last_data_processed_time: Option<String>,
+}
+
+/// The answer to one heartbeat.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Answer {
+    Answered {
+        id: Option<serde_json::Value>,
+        role: baton_core::Role,
+        epoch: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        valid_for_ms: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_data_processed_time: Option<String>,
+        served_by: u64,
+    },
+    Refused {
+        id: Option<serde_json::Value>,
+        error: &'static str,
+        message: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+}
+
+impl Answer {
+    fn refused(id: Option<serde_json::Value>, error: ApiError) -> Self {
+        let retry_after_ms = match error {
+            ApiError::TooManyRequests(seconds) => Some(seconds * 1_000),
+            _ => None,
+        };
+        Answer::Refused { id, error: error.code(), message: error.to_string(), retry_after_ms }
+    }
+}
+
+/// `GET /heartbeats`: upgrades to the heartbeat stream of the authenticated caller.
+pub async fn open<C: Coordinator>(
+    State(state): State<AppState<C>>,
+    Authenticated(caller): Authenticated,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade
+        .read_buffer_size(READ_BUFFER)
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| serve(state, caller, socket))
+}
+
+/// Answers the stream's heartbeats until the client closes it or the connection fails.
+async fn serve<C: Coordinator>(state: AppState<C>, caller: Caller, socket: WebSocket) {
+    let metrics = state.metrics.clone();
+    metrics.heartbeat_streams.inc();
+    answer_all(&state, &caller, socket).await;
+    metrics.heartbeat_streams.dec();
+}
+
+async fn answer_all<C: Coordinator>(state: &AppState<C>, caller: &Caller, socket: WebSocket) {
+    let outcome = |outcome: &str| {
+        state
+            .metrics
+            .streamed_heartbeats
+            .get_or_create(&StreamedLabels { outcome: outcome.into() })
+            .clone()
+    };
+    let answered = outcome("answered");
+    let (mut sink, mut incoming) = socket.split();
+    while let Some(Ok(first)) = incoming.next().await {
+        let mut message = Some(first);
+        // Answer what has already arrived, then write the answers together.
+        while let Some(m) = message.take() {
+            let answer = match m {
+                Message::Text(text) => answer(state, caller, text.as_str()).await,
+                Message::Binary(_) => Answer::refused(
+                    None,
+                    ApiError::BadRequest("heartbeats are JSON text messages".into()),
+                ),
+                Message::Close(_) => return,
+                // Pings are answered by the WebSocket layer itself.
+                Message::Ping(_) | Message::Pong(_) => continue,
+            };
+            match &answer {
+                Answer::Answered { .. } => answered.inc(),
+                Answer::Refused { error, .. } => outcome(error).inc(),
+            };
+            let Ok(text) = serde_json::to_string(&answer) else { return };
+            if sink.feed(Message::Text(text.into())).await.is_err() {
+                return;
+            }
+            message = match incoming.next().now_or_never() {
+                Some(Some(Ok(next))) => Some(next),
+                Some(_) => {
+                    let _ = sink.flush().await;
+                    return;
+                }
+                None => None,
+            };
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Judges one message exactly as the AVEVA heartbeat endpoint judges a request.
+async fn answer<C: Coordinator>(state: &AppState<C>, caller: &Caller, text: &str) -> Answer {
+    let message: HeartbeatMessage = match serde_json::from_str(text) {
+        Ok(m) => m,
+        Err(e) => return Answer::refused(None, ApiError::BadRequest(e.to_string())),
+    };
+    let id = message.id.clone();
+    match heartbeat(state, caller, message).await {
+        Ok(answer) => answer,
+        Err(e) => Answer::refused(id, e),
+    }
+}
+
+async fn heartbeat<C: Coordinator>(
+    state: &AppState<C>,
+    caller: &Caller,
+    message: HeartbeatMessage,
+) -> Result<Answer, ApiError> {
+    state.gate.admit(&caller.principal).map_err(ApiError::from)?;
+    let group = parse_group_key(&message.group)?;
+    let session =
+        SessionId::new(message.session).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let score = Score::new(message.score.unwrap_or(100.0))
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let heartbeat = HeartbeatIn {
+        score,
+        heartbeat_time: message.heartbeat_time.as_deref().map(parse_time).transpose()?,
+        last_data_processed_time: message
+            .last_data_processed_time
+            .as_deref()
+            .map(parse_time)
+            .transpose()?,
+    };
+    let Served { value, by } = state
+        .coordinator
+        .heartbeat(group.clone(), session.clone(), heartbeat, caller.principal.name.clone())
+        .await?;
+    match value {
+        HeartbeatOutcome::Answered(a) => Ok(Answer::Answered {
+            id: message.id,
+            role: a.role,
+            epoch: a.epoch.0,
+            valid_for_ms: a.valid_for_ms,
+            last_data_processed_time: a.last_data_processed_time.map(wire::format_time),
+            served_by: by,
+        }),
+        HeartbeatOutcome::GroupNotFound => Err(ApiError::NotFound(format!("no group {group}"))),
+        HeartbeatOutcome::SessionNotFound => {
+            Err(ApiError::NotFound(format!("no session {:?} in group {group}", session.as_str())))
+        }
+        HeartbeatOutcome::Forbidden => {
+            Err(ApiError::Forbidden(format!("this identity may not use group {group}")))
+        }
+        HeartbeatOutcome::TooFast { retry_after_ms } => Ok(Answer::Refused {
+            id: message.id,
+            error: "too_many_requests",
+            message: format!(
+                "session {:?} heartbeats faster than its group allows; retry after {retry_after_ms} ms",
+                session.as_str()
+            ),
+            retry_after_ms: Some(retry_after_ms),
+        }),
+    }
+}
+
+fn parse_time(text: &str) -> Result<ClientTime, ApiError> {
+    let time = chrono::DateTime::parse_from_rfc3339(text)
+        .map_err(|e| ApiError::BadRequest(format!("{text:?} is not an RFC 3339 time: {e}")))?;
+    Ok(ClientTime(time.timestamp_millis()))
+}

@@ -1,0 +1,179 @@
+//! Streamed heartbeats (`GET /heartbeats`, a WebSocket) against a real three-node cluster:
+//! answers match what the AVEVA endpoint decides, pipelined heartbeats are answered in order,
+//! a follower's stream is served by the leader, bad messages are refused without ending the
+//! stream, and the stream's identity is held to its tenant.
+
+use std::time::Duration;
+
+use baton_e2e::{ADMIN_TOKEN, TestCluster, send};
+use futures::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+const ELECTION: Duration = Duration::from_secs(10);
+const GROUPS: &str = "/api/v1/tenants/e2e/namespaces/ns/clientfailover/groups";
+
+type Stream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a heartbeat stream on `base` with `token`; the HTTP status if it was refused.
+async fn open(base: &str, token: Option<&str>) -> Result<Stream, u16> {
+    let url = format!("{}/heartbeats", base.replacen("http://", "ws://", 1));
+    let mut request = url.into_client_request().expect("a WebSocket request");
+    if let Some(token) = token {
+        let value = format!("Bearer {token}").parse().expect("a header value");
+        request.headers_mut().insert("authorization", value);
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((stream, _)) => Ok(stream),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(e) => panic!("the stream failed to open: {e}"),
+    }
+}
+
+async fn say(stream: &mut Stream, message: Value) {
+    stream.send(Message::Text(message.to_string().into())).await.expect("send");
+}
+
+async fn hear(stream: &mut Stream) -> Value {
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), stream.next()).await;
+        match next.expect("an answer within 10 s").expect("the stream is open").expect("a frame") {
+            Message::Text(text) => return serde_json::from_str(text.as_str()).expect("JSON"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+async fn heartbeat(stream: &mut Stream, id: u64, group: &str, session: &str) -> Value {
+    say(stream, json!({"id": id, "group": group, "session": session, "score": 100})).await;
+    hear(stream).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_heartbeats_are_judged_like_aveva_requests_on_any_node() {
+    let cluster = TestCluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION).await;
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).expect("a follower");
+    // A long timeout, so that a session may heartbeat only every few seconds (its pace).
+    cluster.create_failover_group(leader, GROUPS, "g", Duration::from_secs(60), &["a", "b"]).await;
+    let group = "e2e/ns/g";
+
+    // Through a follower: the leader judges, and says so.
+    let mut stream = open(&cluster.url(follower), Some(ADMIN_TOKEN)).await.expect("opened");
+    let first = heartbeat(&mut stream, 1, group, "a").await;
+    assert_eq!(first["id"], 1, "{first}");
+    assert!(matches!(first["role"].as_str(), Some("PendingPrimary" | "Primary")), "{first}");
+    assert_eq!(first["served_by"], leader, "{first}");
+    let epoch = first["epoch"].as_u64().expect("an epoch");
+    assert!(first["valid_for_ms"].as_u64().is_some(), "a grant has a validity: {first}");
+    let other = heartbeat(&mut stream, 2, group, "b").await;
+    assert_eq!(other["role"], "Secondary", "one holder per group: {other}");
+    assert_eq!(other["epoch"], epoch, "{other}");
+    assert!(other.get("valid_for_ms").is_none(), "a Secondary holds no grant: {other}");
+
+    // The AVEVA API shows the same decision.
+    for (session, holds) in [("a", true), ("b", false)] {
+        let url = format!("{}{GROUPS}/g/clientsessions/{session}", cluster.url(leader));
+        let r = send(cluster.http(), "GET", &url, None).await.expect("answer");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.body["Role"] != json!(0), holds, "session {session}: {r:?}");
+    }
+
+    // Too fast for the group's pace, answered with when to retry; the stream goes on.
+    let fast = heartbeat(&mut stream, 3, group, "a").await;
+    assert_eq!(fast["error"], "too_many_requests", "{fast}");
+    assert!(fast["retry_after_ms"].as_u64().is_some(), "{fast}");
+
+    // Refusals carry the message's id and the native error codes.
+    let missing = heartbeat(&mut stream, 4, "e2e/ns/nope", "a").await;
+    assert_eq!((missing["id"].clone(), missing["error"].clone()), (json!(4), json!("not_found")));
+    let no_session = heartbeat(&mut stream, 5, group, "zz").await;
+    assert_eq!(no_session["error"], "not_found", "{no_session}");
+    let bad_group = heartbeat(&mut stream, 6, "not-a-key", "a").await;
+    assert_eq!(bad_group["error"], "bad_request", "{bad_group}");
+    say(&mut stream, json!({"id": 7, "group": group, "session": "a", "score": 101})).await;
+    assert_eq!(hear(&mut stream).await["error"], "bad_request", "a score above 100");
+    stream.send(Message::Text("{not json".into())).await.expect("send");
+    let garbage = hear(&mut stream).await;
+    assert_eq!(
+        (garbage["id"].clone(), garbage["error"].clone()),
+        (Value::Null, json!("bad_request"))
+    );
+    stream.send(Message::Binary(vec![1, 2, 3].into())).await.expect("send");
+    assert_eq!(hear(&mut stream).await["error"], "bad_request", "a binary message");
+
+    // Pipelined: many heartbeats sent before any answer is read come back in order.
+    cluster.create_failover_group(leader, GROUPS, "p", Duration::from_secs(60), &["x"]).await;
+    let mut leader_stream = open(&cluster.url(leader), Some(ADMIN_TOKEN)).await.expect("opened");
+    for id in 0..20u64 {
+        let session = if id == 0 { "x" } else { "ghost" };
+        say(
+            &mut leader_stream,
+            json!({"id": format!("m{id}"), "group": "e2e/ns/p", "session": session}),
+        )
+        .await;
+    }
+    for id in 0..20u64 {
+        let answer = hear(&mut leader_stream).await;
+        assert_eq!(answer["id"], format!("m{id}"), "answers keep the order of the heartbeats");
+        if id == 0 {
+            assert!(answer["role"].is_string(), "{answer}");
+        } else {
+            assert_eq!(answer["error"], "not_found", "{answer}");
+        }
+    }
+
+    // A message beyond the size limit ends the stream.
+    let huge = json!({"id": 1, "group": group, "session": "a".repeat(8 * 1024)});
+    let _ = leader_stream.send(Message::Text(huge.to_string().into())).await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match leader_stream.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "an oversized message closes the stream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_needs_a_credential_and_keeps_its_identity_to_its_tenant() {
+    let cluster = TestCluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION).await;
+    cluster.create_failover_group(leader, GROUPS, "g", Duration::from_secs(2), &["a"]).await;
+    let base = cluster.url(leader);
+
+    assert_eq!(open(&base, None).await.err(), Some(401), "no token");
+    assert_eq!(open(&base, Some("baton_nobody_secret")).await.err(), Some(401), "a bad token");
+
+    // A member of another tenant is let in, but may not heartbeat this tenant's group.
+    let body = json!({"name": "outsider", "role": "member", "tenant": "other"});
+    let r = send(cluster.http(), "POST", &format!("{base}/identities"), Some(body)).await;
+    let token = r.expect("answer").body["token"].as_str().expect("a token").to_string();
+    let mut stream = open(&base, Some(&token)).await.expect("opened");
+    let refused = heartbeat(&mut stream, 1, "e2e/ns/g", "a").await;
+    assert_eq!(refused["error"], "forbidden", "{refused}");
+
+    // Revoked while the stream is open: its next heartbeat is refused.
+    let mut admin = open(&base, Some(ADMIN_TOKEN)).await.expect("opened");
+    let body = json!({"name": "member", "role": "member", "tenant": "e2e"});
+    let r = send(cluster.http(), "POST", &format!("{base}/identities"), Some(body)).await;
+    let token = r.expect("answer").body["token"].as_str().expect("a token").to_string();
+    let mut member = open(&base, Some(&token)).await.expect("opened");
+    let granted = heartbeat(&mut member, 1, "e2e/ns/g", "a").await;
+    assert!(granted["role"].is_string(), "a member of the tenant may heartbeat: {granted}");
+    let r = send(cluster.http(), "DELETE", &format!("{base}/identities/member"), None).await;
+    assert!(r.expect("answer").status < 300, "revoked");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let after = heartbeat(&mut member, 2, "e2e/ns/g", "a").await;
+    assert_eq!(after["error"], "forbidden", "a revoked identity's stream: {after}");
+    let still = heartbeat(&mut admin, 3, "e2e/ns/g", "a").await;
+    assert!(still["role"].is_string(), "other streams go on: {still}");
+}
