@@ -1,7 +1,7 @@
 //! Streamed heartbeats (`GET /heartbeats`, a WebSocket) against a real three-node cluster:
 //! answers match what the AVEVA endpoint decides, pipelined heartbeats are answered in order,
 //! a follower's stream is served by the leader, bad messages are refused without ending the
-//! stream, and the stream's identity is held to its tenant.
+//! stream, the stream's identity is held to its tenant, and a node's streams are limited.
 
 use std::time::Duration;
 
@@ -153,13 +153,21 @@ async fn a_stream_needs_a_credential_and_keeps_its_identity_to_its_tenant() {
     assert_eq!(open(&base, None).await.err(), Some(401), "no token");
     assert_eq!(open(&base, Some("baton_nobody_secret")).await.err(), Some(401), "a bad token");
 
-    // A member of another tenant is let in, but may not heartbeat this tenant's group.
+    // A member of another tenant is let in, but this tenant's groups are not found for it,
+    // whether they exist or not.
     let body = json!({"name": "outsider", "role": "member", "tenant": "other"});
     let r = send(cluster.http(), "POST", &format!("{base}/identities"), Some(body)).await;
     let token = r.expect("answer").body["token"].as_str().expect("a token").to_string();
     let mut stream = open(&base, Some(&token)).await.expect("opened");
     let refused = heartbeat(&mut stream, 1, "e2e/ns/g", "a").await;
-    assert_eq!(refused["error"], "forbidden", "{refused}");
+    assert_eq!(refused["error"], "not_found", "{refused}");
+    let absent = heartbeat(&mut stream, 2, "e2e/ns/nope", "a").await;
+    assert_eq!(absent["error"], "not_found", "{absent}");
+    assert_eq!(
+        refused["message"].as_str().map(|m| m.replace("/g", "/nope")),
+        absent["message"].as_str().map(str::to_string),
+        "the two refusals differ only in the group's name"
+    );
 
     // Revoked while the stream is open: its next heartbeat is refused.
     let mut admin = open(&base, Some(ADMIN_TOKEN)).await.expect("opened");
@@ -176,4 +184,42 @@ async fn a_stream_needs_a_credential_and_keeps_its_identity_to_its_tenant() {
     assert_eq!(after["error"], "forbidden", "a revoked identity's stream: {after}");
     let still = heartbeat(&mut admin, 3, "e2e/ns/g", "a").await;
     assert!(still["role"].is_string(), "other streams go on: {still}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_keeps_at_most_its_stream_limit_open_and_refuses_one_more_with_503() {
+    let cluster = TestCluster::start(1);
+    let node = cluster.wait_for_leader(ELECTION).await;
+    let base = cluster.url(node);
+    cluster.create_failover_group(node, GROUPS, "g", Duration::from_secs(60), &["a"]).await;
+    let limit = baton_api::heartbeat_stream::MAX_STREAMS;
+    let mut open_streams = Vec::with_capacity(limit);
+    while open_streams.len() < limit {
+        let batch = (limit - open_streams.len()).min(64);
+        let opened = futures::future::join_all((0..batch).map(|_| open(&base, Some(ADMIN_TOKEN))));
+        for stream in opened.await {
+            open_streams.push(stream.expect("a stream within the limit opens"));
+        }
+    }
+    assert_eq!(open(&base, Some(ADMIN_TOKEN)).await.err(), Some(503), "one over the limit");
+    // Every stream still works, and closing one makes room for another.
+    let answer = heartbeat(&mut open_streams[0], 1, "e2e/ns/g", "a").await;
+    assert!(answer["role"].is_string(), "{answer}");
+    let mut last = open_streams.pop().expect("a stream");
+    last.close(None).await.expect("closed");
+    drop(last);
+    let reopened = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match open(&base, Some(ADMIN_TOKEN)).await {
+                Ok(stream) => return stream,
+                Err(status) => {
+                    assert_eq!(status, 503);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    let mut reopened = reopened.await.expect("a closed stream's place is given to a new one");
+    let answer = heartbeat(&mut reopened, 2, "e2e/ns/g", "zz").await;
+    assert_eq!(answer["error"], "not_found", "{answer}");
 }

@@ -35,6 +35,9 @@ pub enum ApiError {
     /// The identity sends faster than allowed; retry after this many seconds.
     #[error("too many requests from this identity; retry after {0} s")]
     TooManyRequests(u64),
+    /// The node is at a limit (open heartbeat streams); retry later or on another node.
+    #[error("{0}")]
+    Busy(String),
     /// Something failed inside the node; details are in its log.
     #[error("internal error; see the node's log")]
     Internal,
@@ -62,6 +65,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -23,7 +23,7 @@
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use baton_core::{ClientTime, HeartbeatIn, Score, SessionId};
 use futures::{FutureExt as _, SinkExt as _, StreamExt as _};
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,9 @@ use crate::native::{Authenticated, parse_group_key};
 
 /// The largest message a client may send, in bytes; a larger one closes the stream.
 pub const MAX_MESSAGE: usize = 4 * 1024;
+/// Heartbeat streams one node keeps open at once. An upgraded connection leaves the HTTP
+/// server's connection limit behind, so streams have their own; one more is refused with 503.
+pub const MAX_STREAMS: usize = 4_096;
 /// Bytes read from the connection at a time. The WebSocket layer's default (128 KiB) is
 /// zeroed before every read: a third of a busy leader's CPU, and memory that thousands of
 /// open streams would each hold.
@@ -98,11 +101,18 @@ pub async fn open<C: Coordinator>(
     Authenticated(caller): Authenticated,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let Ok(slot) = state.stream_slots.clone().try_acquire_owned() else {
+        let busy = format!("this node has {MAX_STREAMS} heartbeat streams open; retry on another");
+        return ApiError::Busy(busy).into_response();
+    };
     upgrade
         .read_buffer_size(READ_BUFFER)
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| serve(state, caller, socket))
+        .on_upgrade(move |socket| async move {
+            serve(state, caller, socket).await;
+            drop(slot);
+        })
 }
 
 /// Answers the stream's heartbeats until the client closes it or the connection fails.
@@ -133,7 +143,10 @@ async fn answer_all<C: Coordinator>(state: &AppState<C>, caller: &Caller, socket
                     None,
                     ApiError::BadRequest("heartbeats are JSON text messages".into()),
                 ),
-                Message::Close(_) => return,
+                Message::Close(_) => {
+                    let _ = sink.flush().await;
+                    return;
+                }
                 // Pings are answered by the WebSocket layer itself.
                 Message::Ping(_) | Message::Pong(_) => continue,
             };
@@ -180,6 +193,12 @@ async fn heartbeat<C: Coordinator>(
 ) -> Result<Answer, ApiError> {
     state.gate.admit(&caller.principal).map_err(ApiError::from)?;
     let group = parse_group_key(&message.group)?;
+    // As the native API's group reads: another tenant's groups are not found, whether they
+    // exist or not, before anything is looked up.
+    let not_found = || ApiError::NotFound(format!("no group {group}"));
+    if !caller.principal.may_enter(&group.scope.tenant) {
+        return Err(not_found());
+    }
     let session =
         SessionId::new(message.session).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let score = Score::new(message.score.unwrap_or(100.0))
@@ -206,7 +225,7 @@ async fn heartbeat<C: Coordinator>(
             last_data_processed_time: a.last_data_processed_time.map(wire::format_time),
             served_by: by,
         }),
-        HeartbeatOutcome::GroupNotFound => Err(ApiError::NotFound(format!("no group {group}"))),
+        HeartbeatOutcome::GroupNotFound => Err(not_found()),
         HeartbeatOutcome::SessionNotFound => {
             Err(ApiError::NotFound(format!("no session {:?} in group {group}", session.as_str())))
         }

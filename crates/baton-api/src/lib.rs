@@ -80,6 +80,8 @@ pub struct Shared<C> {
     pub sealer: Arc<Sealer>,
     /// `https` when the API is served over TLS (for redirects), else `http`.
     pub scheme: &'static str,
+    /// Heartbeat streams that may still open ([`heartbeat_stream::MAX_STREAMS`] in all).
+    pub stream_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl<C> Clone for AppState<C> {
@@ -116,6 +118,7 @@ pub fn router<C: Coordinator>(coordinator: Arc<C>, options: ApiOptions) -> Route
         gate: Gate::new(options.rate_limit),
         sealer: options.sealer,
         scheme: if options.https { "https" } else { "http" },
+        stream_slots: Arc::new(tokio::sync::Semaphore::new(heartbeat_stream::MAX_STREAMS)),
     }));
     let native_auth =
         axum::middleware::from_fn_with_state(state.clone(), native::authenticate::<C>);
