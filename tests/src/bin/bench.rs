@@ -466,8 +466,8 @@ async fn loads_on_a_cluster(args: &Args, warmup: Duration, duration: Duration) -
     }
     if args.runs("heartbeat") {
         // The writes below run beside the 4,096 groups of the request loads, as in every
-        // earlier table: delete the groups only the streams used (every lapsed group costs
-        // the leader's detector a visit per pass).
+        // earlier table: delete the groups only the streams used (writes run slower beside
+        // more lapsed groups; see BENCHMARKS.md).
         let first = groups_for(16) as u64;
         drive(stream_groups as u64 - first, 32, {
             let (admin, leader_url) = (admin.clone(), leader_url.clone());
