@@ -6,7 +6,7 @@
 //!
 //! ```text
 //!            ┌──────────── one RocksDB, one write-ahead log ────────────┐
-//!  openraft ─┤ logs    index(be u64) → Entry          append: synced batch          
+//!  openraft ─┤ logs    index(be u64) → Entry          append: one synced batch
 //!            │ meta    vote, committed, last_purged   vote/truncate/purge: synced batch
 //!            │ sm      RecordKey → Record             apply: one batch per apply call
 //!            │ sm_meta applied, membership, snapshot  snapshot build/install: synced batch
