@@ -120,6 +120,17 @@ impl Rpcs for Raft {
     }
 }
 
+/// A shared `Rpcs` answers as the one it shares (a test keeps a handle to its stand-in).
+impl<R: Rpcs> Rpcs for Arc<R> {
+    fn answer(
+        &self,
+        kind: u8,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<Vec<u8>, String>> + Send {
+        R::answer(self, kind, body)
+    }
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_allocvec(value).expect("postcard encodes Baton's RPC types without failing")
 }
@@ -128,7 +139,7 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 /// secret once per connection, then sends requests one at a time, each answered in turn by
 /// the connection's own task, straight from openraft.
 pub struct RaftPort<R> {
-    rpcs: Arc<R>,
+    rpcs: R,
     secrets: Secrets,
     handshake: Duration,
 }
@@ -137,7 +148,7 @@ impl<R: Rpcs> RaftPort<R> {
     /// A port answering with `rpcs`, for peers that present one of `secrets` within
     /// `handshake` of their first bytes.
     pub fn new(rpcs: R, secrets: &[String], handshake: Duration) -> Self {
-        Self { rpcs: Arc::new(rpcs), secrets: Secrets::new(secrets), handshake }
+        Self { rpcs, secrets: Secrets::new(secrets), handshake }
     }
 
     /// Serves one connection whose first bytes, [`frame::PREFACE`], the caller has read (it

@@ -51,7 +51,7 @@ async fn peer(stand_in: StandIn, one_answer_each: bool) -> Peer {
     let addr = listener.local_addr().expect("addr").to_string();
     let stand_in = Arc::new(stand_in);
     let connections = Arc::new(AtomicUsize::new(0));
-    let port = Arc::new(RaftPort::new(SharedStandIn(stand_in.clone()), &[SECRET.into()], DEADLINE));
+    let port = Arc::new(RaftPort::new(stand_in.clone(), &[SECRET.into()], DEADLINE));
     let counted = connections.clone();
     let answered = stand_in.clone();
     tokio::spawn(async move {
@@ -83,15 +83,6 @@ async fn peer(stand_in: StandIn, one_answer_each: bool) -> Peer {
         }
     });
     Peer { addr, stand_in, connections }
-}
-
-/// `Rpcs` over a shared stand-in, so the test can read its counter.
-struct SharedStandIn(Arc<StandIn>);
-
-impl Rpcs for SharedStandIn {
-    async fn answer(&self, kind: u8, body: Vec<u8>) -> Result<Vec<u8>, String> {
-        self.0.answer(kind, body).await
-    }
 }
 
 async fn connection(secret: &str, addr: &str) -> baton_net::Connection {
