@@ -13,6 +13,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use crate::GroupConfig;
@@ -29,13 +30,18 @@ pub const AUDIT_CAPACITY: u64 = 10_000;
 /// The name of an identity: 1 to [`MAX_NAME_LEN`] ASCII letters, digits, `-`, `_`, `.` or `@`.
 /// It is the Uplynk `_owner`, the HCX user name, and appears in tokens and audit entries.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct IdentityName(String);
+#[serde(try_from = "CompactString", into = "CompactString")]
+pub struct IdentityName(CompactString);
 
 impl IdentityName {
     /// Validates `value` as an identity name.
     pub fn new(value: impl Into<String>) -> Result<Self> {
         let value = value.into();
+        Self::check(&value)?;
+        Ok(Self(CompactString::new(&value)))
+    }
+
+    fn check(value: &str) -> Result<()> {
         let invalid = |reason: String| Error::InvalidId { kind: "identity name", reason };
         if value.is_empty() {
             return Err(invalid("it is empty".into()));
@@ -51,7 +57,7 @@ impl IdentityName {
                 "it contains {c:?}; only ASCII letters, digits, '-', '_', '.' and '@' are allowed"
             )));
         }
-        Ok(Self(value))
+        Ok(())
     }
 
     /// The name.
@@ -67,8 +73,22 @@ impl TryFrom<String> for IdentityName {
     }
 }
 
+impl TryFrom<CompactString> for IdentityName {
+    type Error = Error;
+    fn try_from(value: CompactString) -> Result<Self> {
+        Self::check(&value)?;
+        Ok(Self(value))
+    }
+}
+
 impl From<IdentityName> for String {
     fn from(name: IdentityName) -> String {
+        name.0.into_string()
+    }
+}
+
+impl From<IdentityName> for CompactString {
+    fn from(name: IdentityName) -> CompactString {
         name.0
     }
 }

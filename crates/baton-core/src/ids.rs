@@ -3,10 +3,12 @@
 //! Ids are client-supplied strings, matched exactly (case-sensitive), 1 to
 //! [`MAX_ID_LEN`] characters, with no control characters. Validation happens once, at
 //! construction; a value of these types is always valid, including after decoding from the log
-//! (deserialization runs the same check).
+//! (deserialization runs the same check). Ids of up to 24 bytes are kept inline, without an
+//! allocation of their own: a node holds several per group and per member.
 
 use std::fmt;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -40,15 +42,16 @@ macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        #[serde(try_from = "CompactString", into = "CompactString")]
+        pub struct $name(CompactString);
 
         impl $name {
             /// Validates `value` as this kind of id.
             pub fn new(value: impl Into<String>) -> Result<Self> {
                 let value = value.into();
                 validate($kind, &value)?;
-                Ok(Self(value))
+                // Copied, so that a short id is inline rather than in `value`'s buffer.
+                Ok(Self(CompactString::new(&value)))
             }
 
             /// The id as the client wrote it.
@@ -64,8 +67,22 @@ macro_rules! id_type {
             }
         }
 
+        impl TryFrom<CompactString> for $name {
+            type Error = Error;
+            fn try_from(value: CompactString) -> Result<Self> {
+                validate($kind, &value)?;
+                Ok(Self(value))
+            }
+        }
+
         impl From<$name> for String {
             fn from(id: $name) -> String {
+                id.0.into_string()
+            }
+        }
+
+        impl From<$name> for CompactString {
+            fn from(id: $name) -> CompactString {
                 id.0
             }
         }

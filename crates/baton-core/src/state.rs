@@ -51,7 +51,9 @@ pub enum Record {
 ///   or when the grant names the holder it replaces, at the epoch the decision saw.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
-    groups: BTreeMap<Scope, BTreeMap<crate::GroupId, Group>>,
+    /// Each group boxed: a map node holds room for eleven values and is often only half full,
+    /// so its slack is pointers, not whole groups.
+    groups: BTreeMap<Scope, BTreeMap<crate::GroupId, Box<Group>>>,
     tombstones: BTreeMap<GroupKey, Tombstone>,
     identities: BTreeMap<IdentityName, Identity>,
     audit: BTreeMap<u64, AuditEntry>,
@@ -420,17 +422,17 @@ impl State {
 
     /// One group, if it exists.
     pub fn group(&self, key: &GroupKey) -> Option<&Group> {
-        self.groups.get(&key.scope)?.get(&key.group)
+        self.groups.get(&key.scope)?.get(&key.group).map(Box::as_ref)
     }
 
     /// The groups of one scope, ordered by id.
     pub fn groups_in<'a>(&'a self, scope: &Scope) -> impl Iterator<Item = &'a Group> + 'a {
-        self.groups.get(scope).into_iter().flat_map(|groups| groups.values())
+        self.groups.get(scope).into_iter().flat_map(|groups| groups.values().map(Box::as_ref))
     }
 
     /// Every group, in key order.
     pub fn all_groups(&self) -> impl Iterator<Item = &Group> + '_ {
-        self.groups.values().flat_map(BTreeMap::values)
+        self.groups.values().flat_map(|groups| groups.values().map(Box::as_ref))
     }
 
     /// The current value of one record, for storage to persist after `apply`: the group, or
@@ -491,7 +493,7 @@ impl State {
         match (key, record) {
             (RecordKey::Group(k), Record::Group(g)) => {
                 assert_eq!(k, g.key, "a stored group must live under its own key");
-                self.groups.entry(k.scope).or_default().insert(k.group, g);
+                self.groups.entry(k.scope).or_default().insert(k.group, Box::new(g));
                 self.group_set.bump();
             }
             (RecordKey::Group(k), Record::Tombstone(key, t)) => {
@@ -554,7 +556,7 @@ impl State {
     }
 
     fn group_mut(&mut self, key: &GroupKey) -> Option<&mut Group> {
-        self.groups.get_mut(&key.scope)?.get_mut(&key.group)
+        self.groups.get_mut(&key.scope)?.get_mut(&key.group).map(Box::as_mut)
     }
 
     fn insert_new(&mut self, key: &GroupKey, config: &GroupConfig, request: &Request) -> Response {
@@ -565,9 +567,10 @@ impl State {
         if let Some(t) = self.tombstones.get(key) {
             group.epoch = t.epoch;
         }
+        let group = Box::new(group);
         self.groups.entry(key.scope.clone()).or_default().insert(key.group.clone(), group.clone());
         self.group_set.bump();
-        Response::Group { group: Box::new(group), change: Change::Created }
+        Response::Group { group, change: Change::Created }
     }
 
     fn remove(&mut self, key: &GroupKey) -> Option<Group> {
@@ -577,7 +580,7 @@ impl State {
             self.groups.remove(&key.scope);
         }
         self.group_set.bump();
-        removed
+        removed.map(|group| *group)
     }
 }
 
