@@ -98,6 +98,17 @@ async fn streamed_heartbeats_are_judged_like_aveva_requests_on_any_node() {
     assert_eq!(bad_group["error"], "bad_request", "{bad_group}");
     say(&mut stream, json!({"id": 7, "group": group, "session": "a", "score": 101})).await;
     assert_eq!(hear(&mut stream).await["error"], "bad_request", "a score above 100");
+    say(&mut stream, json!({"id": 8, "group": group, "session": "a", "heartbeat_time": "soon"}))
+        .await;
+    assert_eq!(hear(&mut stream).await["error"], "bad_request", "a time that is not one");
+    // A time without an offset is read as UTC, as the AVEVA endpoint reads it: judged, not
+    // refused as bad input (too fast here, unless this test ran slower than the pace).
+    let local =
+        json!({"id": 9, "group": group, "session": "a", "heartbeat_time": "2019-08-24T14:15:22"});
+    say(&mut stream, local).await;
+    let judged = hear(&mut stream).await;
+    assert_ne!(judged["error"], "bad_request", "a time without offset: {judged}");
+    assert_eq!(judged["id"], 9, "{judged}");
     stream.send(Message::Text("{not json".into())).await.expect("send");
     let garbage = hear(&mut stream).await;
     assert_eq!(

@@ -19,7 +19,7 @@
 //! A message that is not a heartbeat is answered with an error and the stream goes on; a
 //! message larger than [`MAX_MESSAGE`] closes it. `id` is the client's own (any JSON number or
 //! string, echoed); `score` defaults to 100; `heartbeat_time` and `last_data_processed_time`
-//! are optional RFC 3339 times, echoed to the group as in the AVEVA API.
+//! are optional ISO 8601 date-times, read and echoed to the group as in the AVEVA API.
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -244,8 +244,11 @@ async fn heartbeat<C: Coordinator>(
     }
 }
 
+/// A time as the AVEVA heartbeat endpoint reads it.
 fn parse_time(text: &str) -> Result<ClientTime, ApiError> {
-    let time = chrono::DateTime::parse_from_rfc3339(text)
-        .map_err(|e| ApiError::BadRequest(format!("{text:?} is not an RFC 3339 time: {e}")))?;
-    Ok(ClientTime(time.timestamp_millis()))
+    wire::client_time(text).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "{text:?} is not an ISO 8601 date-time such as 2019-08-24T14:15:22Z"
+        ))
+    })
 }

@@ -268,16 +268,22 @@ impl<S: Send + Sync> FromRequestParts<S> for Paging {
 
 /// Parses an RFC 3339 / ISO 8601 date-time (`2019-08-24T14:15:22Z`, with or without fraction
 /// and offset; without an offset it is taken as UTC, as .NET clients often send it).
-pub fn parse_time(field: &str, value: &str) -> Result<baton_core::ClientTime, AvevaError> {
-    let parsed = chrono::DateTime::parse_from_rfc3339(value)
+pub fn client_time(value: &str) -> Option<baton_core::ClientTime> {
+    chrono::DateTime::parse_from_rfc3339(value)
         .map(|t| t.timestamp_millis())
         .or_else(|_| {
-            chrono::NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%S%.f").map(|t| t.and_utc().timestamp_millis())
+            chrono::NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%S%.f")
+                .map(|t| t.and_utc().timestamp_millis())
         })
-        .map_err(|_| {
-            AvevaError::bad_request(format!("Property {field} must be an ISO 8601 date-time such as 2019-08-24T14:15:22Z, not {value:?}."))
-        })?;
-    Ok(baton_core::ClientTime(parsed))
+        .ok()
+        .map(baton_core::ClientTime)
+}
+
+/// [`client_time`] of the body's property `field`, or AVEVA's error naming it.
+pub fn parse_time(field: &str, value: &str) -> Result<baton_core::ClientTime, AvevaError> {
+    client_time(value).ok_or_else(|| {
+        AvevaError::bad_request(format!("Property {field} must be an ISO 8601 date-time such as 2019-08-24T14:15:22Z, not {value:?}."))
+    })
 }
 
 /// Formats a client time as `2019-08-24T14:15:22.000Z`.
