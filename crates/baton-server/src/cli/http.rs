@@ -1,8 +1,9 @@
 //! How client commands call a cluster: any of the given nodes (a node that cannot be reached or
-//! has no leader is passed over for the next), a bearer token, a deadline per request, and an
-//! exit code for every way a call can fail.
+//! has no leader is passed over for the next; while the cluster is between leaders, the nodes are
+//! tried again until the deadline), a bearer token, a deadline, and an exit code for every way a
+//! call can fail.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -49,10 +50,16 @@ fn code_of(status: reqwest::StatusCode) -> u8 {
     }
 }
 
+/// The first pause before going round the nodes again; each pause doubles, up to
+/// [`LONGEST_PAUSE`]. An election takes a few hundred milliseconds.
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+const LONGEST_PAUSE: Duration = Duration::from_secs(1);
+
 /// A cluster to call: its nodes' API URLs, tried in order, and the caller's token.
 pub struct Client {
     urls: Vec<String>,
     token: String,
+    timeout: Duration,
     http: reqwest::Client,
     streaming: reqwest::Client,
 }
@@ -79,7 +86,7 @@ impl Client {
             }
             b.build().map_err(|e| Failure::new(exit::USAGE, e.to_string()))
         };
-        Ok(Self { http: builder(Some(timeout))?, streaming: builder(None)?, urls, token })
+        Ok(Self { http: builder(Some(timeout))?, streaming: builder(None)?, urls, token, timeout })
     }
 
     /// The nodes' base URLs, in the order they are tried.
@@ -89,6 +96,12 @@ impl Client {
 
     /// Calls `method path` with an optional JSON body on the first node that answers with a
     /// leader, and returns the JSON of a 2xx (`null` for an empty body).
+    ///
+    /// A cluster between leaders answers 503 (no leader yet) or 504 (a write's outcome is not
+    /// known yet): while some node answers so, the nodes are tried again after a pause, until
+    /// the client's timeout has passed. Every attempt of a write carries the same idempotency
+    /// key, so a write is applied at most once however often it is sent. When no node can be
+    /// reached at all, the call fails at once.
     pub async fn call(
         &self,
         method: &str,
@@ -97,18 +110,41 @@ impl Client {
     ) -> Result<Value, Failure> {
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
-        let mut last = Failure::new(exit::UNAVAILABLE, "no node was tried");
-        // Every write carries one idempotency key on every attempt, so trying the next node
-        // after a timeout cannot apply it twice.
         let key =
             (method != reqwest::Method::GET).then(|| format!("{:032x}", rand::random::<u128>()));
+        let give_up = Instant::now() + self.timeout;
+        let mut pause = FIRST_PAUSE;
+        loop {
+            let failure = match self.round(&method, path, body.as_ref(), key.as_deref()).await {
+                Round::Answered(result) => return result,
+                Round::Unreachable(failure) => return Err(failure),
+                Round::BetweenLeaders(failure) => failure,
+            };
+            if Instant::now() + pause >= give_up {
+                return Err(failure);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(LONGEST_PAUSE);
+        }
+    }
+
+    /// Tries each node once, in order.
+    async fn round(
+        &self,
+        method: &reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        key: Option<&str>,
+    ) -> Round {
+        let mut last = Failure::new(exit::UNAVAILABLE, "no node was tried");
+        let mut between_leaders = false;
         for base in &self.urls {
             let url = format!("{base}{path}");
             let mut request = self.http.request(method.clone(), &url).bearer_auth(&self.token);
-            if let Some(key) = &key {
+            if let Some(key) = key {
                 request = request.header("idempotency-key", key);
             }
-            if let Some(body) = &body {
+            if let Some(body) = body {
                 request = request.header("content-type", "application/json").body(body.to_string());
             }
             let response = match request.send().await {
@@ -126,7 +162,7 @@ impl Client {
                 serde_json::from_str(&text).unwrap_or(Value::String(text))
             };
             if status.is_success() {
-                return Ok(value);
+                return Round::Answered(Ok(value));
             }
             let message = value
                 .get("message")
@@ -138,10 +174,11 @@ impl Client {
             if status != reqwest::StatusCode::SERVICE_UNAVAILABLE
                 && status != reqwest::StatusCode::GATEWAY_TIMEOUT
             {
-                break;
+                return Round::Answered(Err(last));
             }
+            between_leaders = true;
         }
-        Err(last)
+        if between_leaders { Round::BetweenLeaders(last) } else { Round::Unreachable(last) }
     }
 
     /// Opens a long-lived GET (an event stream) on node `base`, with extra headers.
@@ -168,6 +205,16 @@ impl Client {
     }
 }
 
+/// How one round over the nodes ended.
+enum Round {
+    /// A node answered for the cluster: success, or a refusal that asking again will not change.
+    Answered(Result<Value, Failure>),
+    /// Some node answered 503 or 504: worth asking again shortly.
+    BetweenLeaders(Failure),
+    /// No node could be reached.
+    Unreachable(Failure),
+}
+
 /// Runs `work` on a fresh single-threaded runtime (client commands are one-shot).
 pub fn block_on<T>(work: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
     tokio::runtime::Builder::new_current_thread()
@@ -175,4 +222,92 @@ pub fn block_on<T>(work: impl Future<Output = Result<T, Failure>>) -> Result<T, 
         .build()
         .map_err(|e| Failure::new(exit::UNAVAILABLE, format!("cannot start the runtime: {e}")))?
         .block_on(work)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
+
+    use super::*;
+
+    /// A node that answers `script` in turn (then 200), recording each idempotency key.
+    async fn scripted_node(script: Vec<StatusCode>) -> (String, Arc<Mutex<Vec<String>>>) {
+        let keys = Arc::new(Mutex::new(Vec::new()));
+        let seen = keys.clone();
+        let app = axum::Router::new().route(
+            "/write",
+            post(move |headers: HeaderMap| {
+                let seen = seen.clone();
+                let script = script.clone();
+                async move {
+                    let mut seen = seen.lock().expect("not poisoned");
+                    let key = headers.get("idempotency-key").and_then(|k| k.to_str().ok());
+                    seen.push(key.unwrap_or_default().to_string());
+                    let status = script.get(seen.len() - 1).copied().unwrap_or(StatusCode::OK);
+                    (status, r#"{"message":"scripted"}"#)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        (url, keys)
+    }
+
+    fn client(urls: &str, timeout: Duration) -> Client {
+        Client::new(urls, "baton_t.00".into(), timeout).expect("client")
+    }
+
+    #[tokio::test]
+    async fn a_write_during_an_election_is_sent_again_with_its_key_until_a_leader_answers() {
+        let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+        let (url, keys) =
+            scripted_node(vec![unavailable, StatusCode::GATEWAY_TIMEOUT, unavailable]).await;
+        let answer = client(&url, Duration::from_secs(5)).call("POST", "/write", None).await;
+        assert_eq!(answer.expect("written")["message"], "scripted");
+        let keys = keys.lock().expect("not poisoned").clone();
+        assert_eq!(keys.len(), 4, "three refusals, then the answer");
+        assert!(keys.iter().all(|k| k.len() == 32 && *k == keys[0]), "{keys:?}");
+    }
+
+    #[tokio::test]
+    async fn a_cluster_without_a_leader_fails_with_its_503_once_the_timeout_has_passed() {
+        let (url, keys) = scripted_node(vec![StatusCode::SERVICE_UNAVAILABLE; 1_000]).await;
+        let started = Instant::now();
+        let failure = client(&url, Duration::from_secs(1))
+            .call("POST", "/write", None)
+            .await
+            .expect_err("fails");
+        assert_eq!(failure.code, exit::UNAVAILABLE);
+        assert!(failure.message.contains("503"), "{}", failure.message);
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        assert!(keys.lock().expect("not poisoned").len() >= 3, "asked again meanwhile");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_the_clusters_answer_and_is_not_sent_again() {
+        let (url, keys) = scripted_node(vec![StatusCode::CONFLICT]).await;
+        let failure = client(&url, Duration::from_secs(5))
+            .call("POST", "/write", None)
+            .await
+            .expect_err("fails");
+        assert_eq!(failure.code, exit::REFUSED);
+        assert_eq!(keys.lock().expect("not poisoned").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn nodes_that_cannot_be_reached_fail_at_once_instead_of_waiting_out_the_timeout() {
+        let started = Instant::now();
+        let unreachable = "http://127.0.0.1:1,http://127.0.0.1:2";
+        let failure = client(unreachable, Duration::from_secs(30))
+            .call("GET", "/cluster/status", None)
+            .await
+            .expect_err("fails");
+        assert_eq!(failure.code, exit::UNAVAILABLE);
+        assert!(failure.message.contains("cannot reach"), "{}", failure.message);
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    }
 }

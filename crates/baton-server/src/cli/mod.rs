@@ -34,7 +34,7 @@ pub struct Connection {
     /// Print the server's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Seconds to wait for each answer.
+    /// Seconds to wait for an answer, asking again meanwhile while the cluster elects a leader.
     #[arg(long, default_value_t = 10, global = true)]
     pub timeout: u64,
 }
