@@ -586,8 +586,21 @@ impl TestCluster {
     }
 }
 
+/// How much of each node's log a failing test shows.
+const LOG_LINES_ON_FAILURE: usize = 40;
+
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        // A test that fails outside `wait_until` would otherwise take the nodes' logs, and
+        // the story of its failure, with it when the directory goes.
+        if std::thread::panicking() {
+            for id in self.ids() {
+                let log = self.log(id);
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(LOG_LINES_ON_FAILURE)..];
+                eprintln!("--- node {id}, the last {} lines ---\n{}", tail.len(), tail.join("\n"));
+            }
+        }
         for id in self.partitions.keys().copied().collect::<Vec<_>>() {
             self.heal(id);
         }

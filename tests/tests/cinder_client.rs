@@ -54,7 +54,21 @@ impl Cinder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stock_cinder_client_fails_over_and_back_a_replicated_group() {
-    let cluster = TestCluster::start(3);
+    // This test is about the stock client's wire compatibility, not about how fast Baton
+    // elects. The stock client retries nothing, and each of its runs is a second of Python
+    // start-up on two cores that also run three debug nodes: with the default 80-160 ms
+    // election timeouts, full suite runs twice failed a step with 503 (no leader) or 504
+    // (outcome unknown), which is what an election mid-step answers. Timings that ride out
+    // 400 ms of starvation (still valid for groups with a 1 s failover timeout) keep the test
+    // about the client.
+    let cluster = TestCluster::start_with(
+        3,
+        &[
+            ("heartbeat_interval_ms", "50"),
+            ("election_timeout_min_ms", "200"),
+            ("election_timeout_max_ms", "400"),
+        ],
+    );
     let leader = cluster.wait_for_leader(ELECTION).await;
     let follower = cluster.ids().into_iter().find(|id| *id != leader).expect("a follower");
     let r = send(
