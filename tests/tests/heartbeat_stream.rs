@@ -1,7 +1,8 @@
 //! Streamed heartbeats (`GET /heartbeats`, a WebSocket) against a real three-node cluster:
 //! answers match what the AVEVA endpoint decides, pipelined heartbeats are answered in order,
 //! a follower's stream is served by the leader, bad messages are refused without ending the
-//! stream, the stream's identity is held to its tenant, and a node's streams are limited.
+//! stream, the stream's identity is held to its tenant, a node's streams are limited, and a
+//! stream whose client is gone is closed.
 
 use std::time::Duration;
 
@@ -199,7 +200,9 @@ async fn a_stream_needs_a_credential_and_keeps_its_identity_to_its_tenant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_keeps_at_most_its_stream_limit_open_and_refuses_one_more_with_503() {
-    let cluster = TestCluster::start(1);
+    // The streams are not read while thousands more open: a keepalive longer than the test
+    // keeps the node from closing them as silent.
+    let cluster = TestCluster::start_with(1, &[("stream_keepalive_ms", "600000")]);
     let node = cluster.wait_for_leader(ELECTION).await;
     let base = cluster.url(node);
     cluster.create_failover_group(node, GROUPS, "g", Duration::from_secs(60), &["a"]).await;
@@ -233,4 +236,46 @@ async fn a_node_keeps_at_most_its_stream_limit_open_and_refuses_one_more_with_50
     let mut reopened = reopened.await.expect("a closed stream's place is given to a new one");
     let answer = heartbeat(&mut reopened, 2, "e2e/ns/g", "zz").await;
     assert_eq!(answer["error"], "not_found", "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_stream_is_pinged_and_one_whose_client_is_gone_is_closed() {
+    let cluster = TestCluster::start_with(1, &[("stream_keepalive_ms", "300")]);
+    let node = cluster.wait_for_leader(ELECTION).await;
+    let base = cluster.url(node);
+    cluster.create_failover_group(node, GROUPS, "g", Duration::from_secs(60), &["a"]).await;
+    let mut alive = open(&base, Some(ADMIN_TOKEN)).await.expect("opens");
+    let mut gone = open(&base, Some(ADMIN_TOKEN)).await.expect("opens");
+
+    // `alive` is read, so its WebSocket layer answers every ping with a pong; `gone` is not
+    // read at all, as if its client had died without closing the connection.
+    let mut pings = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(1_500);
+    while let Ok(frame) = tokio::time::timeout_at(until, alive.next()).await {
+        match frame.expect("the stream is open").expect("a frame") {
+            Message::Ping(_) => pings += 1,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    assert!(pings >= 2, "a silent stream is pinged: {pings} pings in 1.5 s");
+    let answer = heartbeat(&mut alive, 1, "e2e/ns/g", "a").await;
+    assert!(answer["role"].is_string(), "a stream whose client answers pings stays: {answer}");
+
+    // The other was closed after two silent periods: what it was sent ends there. (Were it
+    // still open, pings would keep coming and the wait below would time out.)
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(frame) = gone.next().await {
+            match frame {
+                Ok(Message::Close(frame)) => return frame.map(|f| f.reason.to_string()),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+    .expect("the silent stream was closed");
+    if let Some(reason) = ended {
+        assert!(reason.contains("nothing heard"), "{reason}");
+    }
 }

@@ -17,16 +17,22 @@
 //! before the answers arrive; answers that are ready together are written together.
 //!
 //! A message that is not a heartbeat is answered with an error and the stream goes on; a
-//! message larger than [`MAX_MESSAGE`] closes it. `id` is the client's own (any JSON number or
+//! message larger than [`MAX_MESSAGE`] closes it. A stream from which nothing (not even a pong)
+//! has arrived for the node's `stream_keepalive_ms` is sent a WebSocket ping; silent for twice
+//! that, it is closed (a client that died without closing its connection would otherwise hold
+//! one of the [`MAX_STREAMS`] slots for ever), as is one whose client stops reading answers. `id` is the client's own (any JSON number or
 //! string, echoed); `score` defaults to 100; `heartbeat_time` and `last_data_processed_time`
 //! are optional ISO 8601 date-times, read and echoed to the group as in the AVEVA API.
 
 use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::{IntoResponse as _, Response};
 use baton_core::{ClientTime, HeartbeatIn, Score, SessionId};
 use futures::{FutureExt as _, SinkExt as _, StreamExt as _};
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -132,8 +138,39 @@ async fn answer_all<C: Coordinator>(state: &AppState<C>, caller: &Caller, socket
             .clone()
     };
     let answered = outcome("answered");
+    let keepalive = state.stream_keepalive;
     let (mut sink, mut incoming) = socket.split();
-    while let Some(Ok(first)) = incoming.next().await {
+    let mut heard = Instant::now();
+    let mut check = tokio::time::interval_at(Instant::now() + keepalive / 2, keepalive / 2);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let first = tokio::select! {
+            next = incoming.next() => match next {
+                Some(Ok(first)) => first,
+                _ => return,
+            },
+            _ = check.tick() => {
+                let silent = heard.elapsed();
+                match keepalive_due(silent, keepalive) {
+                    Keepalive::Quiet => {}
+                    Keepalive::Ping => {
+                        let ping = sink.send(Message::Ping(Default::default()));
+                        if !finished_within(keepalive, ping).await {
+                            return;
+                        }
+                    }
+                    Keepalive::Close => {
+                        tracing::info!(silent_ms = silent.as_millis(), "closed a silent heartbeat stream");
+                        let reason = format!("nothing heard for {} ms", silent.as_millis());
+                        let frame = CloseFrame { code: close_code::NORMAL, reason: reason.into() };
+                        let _ = finished_within(keepalive, sink.send(Message::Close(Some(frame)))).await;
+                        return;
+                    }
+                }
+                continue;
+            }
+        };
+        heard = Instant::now();
         let mut message = Some(first);
         // Answer what has already arrived, then write the answers together.
         while let Some(m) = message.take() {
@@ -144,10 +181,11 @@ async fn answer_all<C: Coordinator>(state: &AppState<C>, caller: &Caller, socket
                     ApiError::BadRequest("heartbeats are JSON text messages".into()),
                 ),
                 Message::Close(_) => {
-                    let _ = sink.flush().await;
+                    let _ = finished_within(keepalive, sink.flush()).await;
                     return;
                 }
-                // Pings are answered by the WebSocket layer itself.
+                // Pings are answered by the WebSocket layer itself; a pong only shows the
+                // client is there.
                 Message::Ping(_) | Message::Pong(_) => continue,
             };
             match &answer {
@@ -161,16 +199,44 @@ async fn answer_all<C: Coordinator>(state: &AppState<C>, caller: &Caller, socket
             message = match incoming.next().now_or_never() {
                 Some(Some(Ok(next))) => Some(next),
                 Some(_) => {
-                    let _ = sink.flush().await;
+                    let _ = finished_within(keepalive, sink.flush()).await;
                     return;
                 }
                 None => None,
             };
         }
-        if sink.flush().await.is_err() {
+        // A client that does not read its answers for a keepalive period is let go.
+        if !finished_within(keepalive, sink.flush()).await {
             return;
         }
     }
+}
+
+/// What a stream's keepalive check does.
+#[derive(Debug, PartialEq, Eq)]
+enum Keepalive {
+    /// The client was heard from within the keepalive period.
+    Quiet,
+    /// Silent for a keepalive period: ping it (its WebSocket layer answers with a pong).
+    Ping,
+    /// Silent for two: the client is gone; close the stream and free its slot.
+    Close,
+}
+
+fn keepalive_due(silent: Duration, keepalive: Duration) -> Keepalive {
+    if silent >= keepalive.saturating_mul(2) {
+        Keepalive::Close
+    } else if silent >= keepalive {
+        Keepalive::Ping
+    } else {
+        Keepalive::Quiet
+    }
+}
+
+/// Whether `send` succeeded within `limit`: a peer that stopped reading must not hold the
+/// stream open by leaving its receive window full.
+async fn finished_within<E>(limit: Duration, send: impl Future<Output = Result<(), E>>) -> bool {
+    matches!(tokio::time::timeout(limit, send).await, Ok(Ok(())))
 }
 
 /// Judges one message exactly as the AVEVA heartbeat endpoint judges a request.
@@ -251,4 +317,18 @@ fn parse_time(text: &str) -> Result<ClientTime, ApiError> {
             "{text:?} is not an ISO 8601 date-time such as 2019-08-24T14:15:22Z"
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_is_pinged_after_one_silent_keepalive_period_and_closed_after_two() {
+        let keepalive = Duration::from_secs(15);
+        assert_eq!(keepalive_due(Duration::from_secs(14), keepalive), Keepalive::Quiet);
+        assert_eq!(keepalive_due(Duration::from_secs(15), keepalive), Keepalive::Ping);
+        assert_eq!(keepalive_due(Duration::from_secs(29), keepalive), Keepalive::Ping);
+        assert_eq!(keepalive_due(Duration::from_secs(30), keepalive), Keepalive::Close);
+    }
 }

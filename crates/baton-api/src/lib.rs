@@ -82,6 +82,8 @@ pub struct Shared<C> {
     pub scheme: &'static str,
     /// Heartbeat streams that may still open ([`heartbeat_stream::MAX_STREAMS`] in all).
     pub stream_slots: Arc<tokio::sync::Semaphore>,
+    /// See [`ApiOptions::stream_keepalive`].
+    pub stream_keepalive: std::time::Duration,
 }
 
 impl<C> Clone for AppState<C> {
@@ -107,6 +109,8 @@ pub struct ApiOptions {
     pub sealer: Arc<Sealer>,
     /// Whether the API is served over TLS (redirects then name `https`).
     pub https: bool,
+    /// A heartbeat stream silent this long is pinged; silent twice as long, it is closed.
+    pub stream_keepalive: std::time::Duration,
 }
 
 /// The router, before path normalization. Use [`app`] to serve it.
@@ -119,6 +123,7 @@ pub fn router<C: Coordinator>(coordinator: Arc<C>, options: ApiOptions) -> Route
         sealer: options.sealer,
         scheme: if options.https { "https" } else { "http" },
         stream_slots: Arc::new(tokio::sync::Semaphore::new(heartbeat_stream::MAX_STREAMS)),
+        stream_keepalive: options.stream_keepalive,
     }));
     let native_auth =
         axum::middleware::from_fn_with_state(state.clone(), native::authenticate::<C>);

@@ -67,6 +67,9 @@ pub struct Config {
     pub header_read_timeout_ms: u64,
     /// Most bytes of request headers.
     pub max_header_bytes: usize,
+    /// A heartbeat stream silent this long is pinged; one silent twice as long is closed, in
+    /// milliseconds.
+    pub stream_keepalive_ms: u64,
     /// This node's TLS certificate chain (PEM); needed by `api_tls` and `raft_tls`.
     pub tls_cert_file: String,
     /// Its private key (PEM).
@@ -132,6 +135,7 @@ impl Default for Config {
             rate_limit_burst: 4_000,
             max_connections: 4_096,
             header_read_timeout_ms: 5_000,
+            stream_keepalive_ms: 15_000,
             max_header_bytes: 16 * 1024,
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
@@ -388,6 +392,9 @@ impl Config {
         }
         if self.request_timeout_ms == 0 {
             return rule("request_timeout_ms", "must be positive".into());
+        }
+        if self.stream_keepalive_ms < 100 {
+            return rule("stream_keepalive_ms", "must be at least 100".into());
         }
         let mut ids = std::collections::BTreeSet::new();
         for m in &self.initial_members {

@@ -171,7 +171,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             (Some(files), true) => Some(baton_net::tls::api_server_config(files)?),
             _ => None,
         };
-        let options = baton_api::ApiOptions { rate_limit, sealer, https: api_tls.is_some() };
+        let options = baton_api::ApiOptions {
+            rate_limit,
+            sealer,
+            https: api_tls.is_some(),
+            stream_keepalive: Duration::from_millis(config.stream_keepalive_ms),
+        };
         let app = baton_api::app(coordinator.clone(), options);
         let limits = limits(&config);
         let api_task = tokio::spawn(

@@ -276,6 +276,7 @@ pub fn app_for(fake: std::sync::Arc<FakeCoordinator>) -> baton_api::App {
         rate_limit: baton_api::RateLimit::default(),
         sealer: std::sync::Arc::new(baton_api::Sealer::new(CLUSTER_SECRET, &[])),
         https: false,
+        stream_keepalive: std::time::Duration::from_secs(15),
     };
     baton_api::app(fake, options)
 }
