@@ -17,16 +17,18 @@
 //! before the answers arrive; answers that are ready together are written together.
 //!
 //! A message that is not a heartbeat is answered with an error and the stream goes on; a
-//! message larger than [`MAX_MESSAGE`] closes it. A stream from which nothing (not even a pong)
-//! has arrived for the node's `stream_keepalive_ms` is sent a WebSocket ping; silent for twice
-//! that, it is closed (a client that died without closing its connection would otherwise hold
-//! one of the [`MAX_STREAMS`] slots for ever), as is one whose client stops reading answers. `id` is the client's own (any JSON number or
+//! message larger than [`MAX_MESSAGE`] closes it. `id` is the client's own (any JSON number or
 //! string, echoed); `score` defaults to 100; `heartbeat_time` and `last_data_processed_time`
 //! are optional ISO 8601 date-times, read and echoed to the group as in the AVEVA API.
+//!
+//! A stream from which nothing (not even a pong) has arrived for the node's
+//! `stream_keepalive_ms` is sent a WebSocket ping; silent for twice that, it is closed, as is
+//! one whose client stops reading its answers: a client that died without closing its
+//! connection would otherwise hold one of the [`MAX_STREAMS`] places for ever.
 
-use axum::extract::State;
 use std::time::Duration;
 
+use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::{IntoResponse as _, Response};
 use baton_core::{ClientTime, HeartbeatIn, Score, SessionId};

@@ -137,7 +137,8 @@ impl Client {
         key: Option<&str>,
     ) -> Round {
         let mut last = Failure::new(exit::UNAVAILABLE, "no node was tried");
-        let mut between_leaders = false;
+        // A node's 503 or 504 says more than another node's silence.
+        let mut between_leaders: Option<Failure> = None;
         for base in &self.urls {
             let url = format!("{base}{path}");
             let mut request = self.http.request(method.clone(), &url).bearer_auth(&self.token);
@@ -168,17 +169,20 @@ impl Client {
                 .get("message")
                 .and_then(Value::as_str)
                 .map_or_else(|| value.to_string(), str::to_owned);
-            last = Failure::new(code_of(status), format!("{status}: {message}"));
+            let failure = Failure::new(code_of(status), format!("{status}: {message}"));
             // Another node may have a leader (503) or know the outcome (504, retried with the
             // same key); anything else is the cluster's answer.
             if status != reqwest::StatusCode::SERVICE_UNAVAILABLE
                 && status != reqwest::StatusCode::GATEWAY_TIMEOUT
             {
-                return Round::Answered(Err(last));
+                return Round::Answered(Err(failure));
             }
-            between_leaders = true;
+            between_leaders = Some(failure);
         }
-        if between_leaders { Round::BetweenLeaders(last) } else { Round::Unreachable(last) }
+        match between_leaders {
+            Some(failure) => Round::BetweenLeaders(failure),
+            None => Round::Unreachable(last),
+        }
     }
 
     /// Opens a long-lived GET (an event stream) on node `base`, with extra headers.
