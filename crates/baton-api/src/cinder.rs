@@ -1167,7 +1167,7 @@ async fn group_action<C: Coordinator>(
             };
             let to = match target {
                 Some(id) => Some(
-                    SessionId::new(id.clone())
+                    SessionId::new(&id)
                         .ok()
                         .filter(|t| g.sessions.contains_key(t))
                         .ok_or_else(|| CinderError::bad_request(format!("Invalid secondary_backend_id {id}: it is not a replication target of this group.")))?,

@@ -255,8 +255,8 @@ async fn create<C: Coordinator>(
     }
     let mut members = Vec::new();
     for id in &request.appliances {
-        let id = SessionId::new(id.clone())
-            .map_err(|e| HcxError::bad_request(format!("appliance: {e}")))?;
+        let id =
+            SessionId::new(id).map_err(|e| HcxError::bad_request(format!("appliance: {e}")))?;
         if members.iter().any(|m: &baton_core::NewMember| m.id == id) {
             return Err(HcxError::bad_request(format!("Appliance {id} is listed twice.")));
         }

@@ -459,7 +459,7 @@ fn id_set(map: &serde_json::Map<String, Value>, key: &str) -> Result<BTreeSet<St
     items
         .iter()
         .map(|item| match item {
-            Value::String(s) => GroupId::new(s.clone())
+            Value::String(s) => GroupId::new(s)
                 .map(String::from)
                 .map_err(|e| UplynkError::bad_request(format!("{key}: {e}"))),
             _ => Err(UplynkError::bad_request(format!("{key} must be a list of ids."))),

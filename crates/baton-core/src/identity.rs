@@ -35,10 +35,8 @@ pub struct IdentityName(CompactString);
 
 impl IdentityName {
     /// Validates `value` as an identity name.
-    pub fn new(value: impl Into<String>) -> Result<Self> {
-        let value = value.into();
-        Self::check(&value)?;
-        Ok(Self(CompactString::new(&value)))
+    pub fn new(value: impl AsRef<str>) -> Result<Self> {
+        Self::try_from(CompactString::new(value.as_ref()))
     }
 
     fn check(value: &str) -> Result<()> {

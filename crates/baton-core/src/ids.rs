@@ -47,11 +47,10 @@ macro_rules! id_type {
 
         impl $name {
             /// Validates `value` as this kind of id.
-            pub fn new(value: impl Into<String>) -> Result<Self> {
-                let value = value.into();
-                validate($kind, &value)?;
-                // Copied, so that a short id is inline rather than in `value`'s buffer.
-                Ok(Self(CompactString::new(&value)))
+            /// Borrowed, not taken: a short id is kept inline, so a `String` made only to be
+            /// passed here (one per heartbeat's path) would be an allocation for nothing.
+            pub fn new(value: impl AsRef<str>) -> Result<Self> {
+                Self::try_from(CompactString::new(value.as_ref()))
             }
 
             /// The id as the client wrote it.

@@ -83,7 +83,7 @@ impl<S: Send + Sync> FromRequestParts<S> for AvevaPath {
             return Err(AvevaError::other_tenant(&scope.tenant));
         }
         let group = match params.get("group") {
-            Some(g) => Some(GroupId::new(g.clone()).map_err(bad)?),
+            Some(g) => Some(GroupId::new(g).map_err(bad)?),
             None => None,
         };
         Ok(Self { version, scope, group, caller })

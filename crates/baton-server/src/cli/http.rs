@@ -265,6 +265,11 @@ mod tests {
         Client::new(urls, "baton_t.00".into(), timeout).expect("client")
     }
 
+    /// The failure of a call that must fail.
+    async fn failure(urls: &str, timeout: Duration, method: &str, path: &str) -> Failure {
+        client(urls, timeout).call(method, path, None).await.expect_err("the call fails")
+    }
+
     #[tokio::test]
     async fn a_write_during_an_election_is_sent_again_with_its_key_until_a_leader_answers() {
         let unavailable = StatusCode::SERVICE_UNAVAILABLE;
@@ -281,10 +286,7 @@ mod tests {
     async fn a_cluster_without_a_leader_fails_with_its_503_once_the_timeout_has_passed() {
         let (url, keys) = scripted_node(vec![StatusCode::SERVICE_UNAVAILABLE; 1_000]).await;
         let started = Instant::now();
-        let failure = client(&url, Duration::from_secs(1))
-            .call("POST", "/write", None)
-            .await
-            .expect_err("fails");
+        let failure = failure(&url, Duration::from_secs(1), "POST", "/write").await;
         assert_eq!(failure.code, exit::UNAVAILABLE);
         assert!(failure.message.contains("503"), "{}", failure.message);
         assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
@@ -294,10 +296,7 @@ mod tests {
     #[tokio::test]
     async fn a_refusal_is_the_clusters_answer_and_is_not_sent_again() {
         let (url, keys) = scripted_node(vec![StatusCode::CONFLICT]).await;
-        let failure = client(&url, Duration::from_secs(5))
-            .call("POST", "/write", None)
-            .await
-            .expect_err("fails");
+        let failure = failure(&url, Duration::from_secs(5), "POST", "/write").await;
         assert_eq!(failure.code, exit::REFUSED);
         assert_eq!(keys.lock().expect("not poisoned").len(), 1);
     }
@@ -306,10 +305,7 @@ mod tests {
     async fn nodes_that_cannot_be_reached_fail_at_once_instead_of_waiting_out_the_timeout() {
         let started = Instant::now();
         let unreachable = "http://127.0.0.1:1,http://127.0.0.1:2";
-        let failure = client(unreachable, Duration::from_secs(30))
-            .call("GET", "/cluster/status", None)
-            .await
-            .expect_err("fails");
+        let failure = failure(unreachable, Duration::from_secs(30), "GET", "/cluster/status").await;
         assert_eq!(failure.code, exit::UNAVAILABLE);
         assert!(failure.message.contains("cannot reach"), "{}", failure.message);
         assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());

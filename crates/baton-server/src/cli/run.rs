@@ -77,8 +77,8 @@ async fn stop(running: &mut Running, grace: Duration, why: &str) {
 /// Runs the runner until the command exits or the runner is told to stop; returns the exit code.
 pub fn run(conn: &Connection, args: RunArgs) -> Result<u8, Failure> {
     let key = group_key(&args.group)?;
-    let session = SessionId::new(args.session.clone())
-        .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
+    let session =
+        SessionId::new(&args.session).map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
     let token = conn
         .token
         .clone()
