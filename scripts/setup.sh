@@ -17,9 +17,10 @@ command -v iptables >/dev/null 2>&1 || missing+=(iptables) # partition tests
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)   # TLS test certificates
 command -v chromium >/dev/null 2>&1 || missing+=(chromium) # the dashboard's browser test
 
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+
 if ((${#missing[@]})); then
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   echo "setup: installing ${missing[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
@@ -39,9 +40,17 @@ done
 if ! command -v cinder >/dev/null 2>&1; then
   echo "setup: installing python-cinderclient"
   python3 -m pip install --quiet --disable-pip-version-check python-cinderclient >/dev/null 2>&1 \
-    || python3 -m pip install --quiet --user python-cinderclient
+    || python3 -m pip install --quiet --user python-cinderclient >/dev/null 2>&1 || true
   # pyenv puts new console scripts on PATH only after a rehash.
   if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
   hash -r
+  # A system Python without pip, or one that refuses pip installs: Debian's package instead.
+  if ! command -v cinder >/dev/null 2>&1; then
+    echo "setup: installing python3-cinderclient from Debian"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+      python3-cinderclient >/dev/null
+    hash -r
+  fi
   command -v cinder >/dev/null 2>&1 || echo "setup: warning: the cinder command is not on PATH" >&2
 fi
