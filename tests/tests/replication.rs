@@ -1,6 +1,6 @@
 //! Three real `baton` processes: writes through a follower, leader killed with SIGKILL, every
 //! acknowledged write read back from every survivor, and restarted nodes catching up from the
-//! log and from a snapshot.
+//! log (also megabytes of it) and from a snapshot.
 
 use std::time::Duration;
 
@@ -56,6 +56,12 @@ async fn write_through_follower_survives_leader_sigkill() {
     cluster.kill(leader);
     let new_leader = cluster.wait_for_leader(ELECTION).await;
     assert_ne!(new_leader, leader);
+    // The survivors found the leader's Raft port closed and campaigned without waiting out
+    // their election timeouts.
+    let campaigned = cluster.live().into_iter().any(|id| {
+        cluster.log(id).contains("the leader's Raft port refuses connections; campaigning at once")
+    });
+    assert!(campaigned, "no survivor campaigned at once:\n{}", cluster.log(new_leader));
 
     let survivor =
         cluster.live().into_iter().find(|id| *id != new_leader).expect("a surviving follower");
@@ -126,4 +132,49 @@ async fn restarted_follower_catches_up_from_a_snapshot_after_the_log_was_purged(
         "the follower installed a snapshot: {status}"
     );
     assert_groups_readable(&cluster, follower, &written).await;
+}
+
+/// openraft 0.9 gives every AppendEntries only the heartbeat interval (25 ms here) and sends the
+/// same range again after a timeout. A follower that missed megabytes of log was sent hundreds
+/// of large entries at once, could not take them in time, and never caught up: with the other
+/// follower gone, the cluster could not commit again. Each AppendEntries now carries a bounded
+/// number of bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_by_megabytes_of_log_catches_up_and_carries_the_quorum() {
+    let mut cluster = TestCluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION).await;
+    let followers: Vec<u64> = cluster.ids().into_iter().filter(|id| *id != leader).collect();
+    let (behind, other) = (followers[0], followers[1]);
+    cluster.kill(behind);
+
+    // 1,200 groups with 8 KB of text each, 16 at a time, so the leader proposes several per
+    // entry: about 10 MB of log the stopped follower misses.
+    let text = "x".repeat(4_000);
+    let url = groups_url(&cluster.url(leader), "v1");
+    let ids: Vec<String> = (0..1_200).map(|i| format!("big-{i}")).collect();
+    for chunk in ids.chunks(16) {
+        let writes = chunk.iter().map(|id| {
+            let body = json!({ "Id": id, "Name": text, "Description": text, "FailoverTimeout": "00:00:30" });
+            let (http, url) = (cluster.http().clone(), url.clone());
+            async move { send(&http, "POST", &url, Some(body)).await }
+        });
+        for (id, reply) in chunk.iter().zip(futures::future::join_all(writes).await) {
+            assert_eq!(reply.expect("the leader answers").status, 201, "creating {id}");
+        }
+    }
+
+    // The restarted follower is the leader's only partner once the other one is killed: a
+    // write commits only after it has taken the whole log.
+    cluster.restart(behind);
+    cluster.kill(other);
+    cluster
+        .wait_until(CATCH_UP, "a write commits with the follower that was behind", || async {
+            let reply = send(cluster.http(), "POST", &url, Some(group("after"))).await.ok()?;
+            // 200: an earlier attempt that timed out had committed it.
+            matches!(reply.status, 200 | 201).then_some(())
+        })
+        .await;
+    cluster.wait_converged(CATCH_UP).await;
+    let sample: Vec<String> = ids.iter().step_by(97).cloned().chain(["after".into()]).collect();
+    assert_groups_readable(&cluster, behind, &sample).await;
 }

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baton_raft::typ::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    RPCError, RaftError, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, Entry, InstallSnapshotRequest,
+    InstallSnapshotResponse, LogId, RPCError, RaftError, VoteRequest, VoteResponse,
 };
 use baton_raft::{NodeId, NodeInfo, TypeConfig};
 use openraft::error::{InstallSnapshotError, NetworkError, RemoteError, Unreachable};
@@ -31,6 +31,38 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const IDLE_PER_PEER: usize = 4;
 /// Bytes read from a framed connection at once: most answers arrive in one read.
 const READ_BUFFER: usize = 16 * 1024;
+/// Most bytes of entries one AppendEntries carries (its first entry always goes, whatever its
+/// size). openraft 0.9 gives each AppendEntries only the heartbeat interval to be answered and
+/// sends the same range again after a timeout; a range that a follower cannot decode and sync
+/// in that time (a new leader's first probe starts in the middle of the log with up to
+/// `max_payload_entries` entries, and a lagging follower is sent as many) would time out for
+/// ever, and the follower never catch up. See [`bound_entries`].
+pub const MAX_APPEND_BYTES: usize = 256 * 1024;
+
+/// Keeps the longest prefix of `entries` whose postcard encoding fits in `budget` bytes (at
+/// least the first entry) and returns the log id of the last entry kept when any were left
+/// out, so the caller can report the rest as not sent (openraft's
+/// `AppendEntriesResponse::PartialSuccess`) and openraft sends it next.
+pub fn bound_entries(entries: &mut Vec<Entry>, budget: usize) -> Option<LogId> {
+    if entries.len() < 2 {
+        return None;
+    }
+    let mut total = 0usize;
+    let fits = entries
+        .iter()
+        .take_while(|entry| {
+            let size = postcard::experimental::serialized_size(*entry).unwrap_or(usize::MAX);
+            total = total.saturating_add(size);
+            total <= budget
+        })
+        .count()
+        .max(1);
+    if fits == entries.len() {
+        return None;
+    }
+    entries.truncate(fits);
+    entries.last().map(|entry| entry.log_id)
+}
 
 /// Why an internal RPC failed.
 #[derive(Debug, thiserror::Error)]
@@ -394,12 +426,22 @@ impl Connection {
 }
 
 impl RaftNetwork<TypeConfig> for Connection {
+    /// Sends at most [`MAX_APPEND_BYTES`] of the entries; when some were left out, the
+    /// follower's success covers only those sent. The follower commits no further than the
+    /// entries it accepted, whatever the request's commit index says.
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest,
+        mut rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RPCError> {
-        self.rpc(frame::APPEND, rpc, option).await
+        let sent_up_to = bound_entries(&mut rpc.entries, MAX_APPEND_BYTES);
+        let answer = self.rpc(frame::APPEND, rpc, option).await?;
+        Ok(match (answer, sent_up_to) {
+            (AppendEntriesResponse::Success, Some(last)) => {
+                AppendEntriesResponse::PartialSuccess(Some(last))
+            }
+            (answer, _) => answer,
+        })
     }
 
     async fn install_snapshot(
@@ -416,5 +458,51 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<VoteResponse, RPCError> {
         self.rpc(frame::VOTE, rpc, option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn blanks(n: u64) -> Vec<Entry> {
+        (1..=n)
+            .map(|index| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                payload: EntryPayload::Blank,
+            })
+            .collect()
+    }
+
+    fn size(entry: &Entry) -> usize {
+        postcard::experimental::serialized_size(entry).expect("sized")
+    }
+
+    #[test]
+    fn entries_within_the_budget_all_go() {
+        let mut entries = blanks(5);
+        let budget = entries.iter().map(size).sum();
+        assert_eq!(bound_entries(&mut entries, budget), None);
+        assert_eq!(entries.len(), 5);
+    }
+
+    #[test]
+    fn entries_beyond_the_budget_are_left_for_the_next_request() {
+        let mut entries = blanks(10);
+        let budget = entries[..3].iter().map(size).sum::<usize>() + 1;
+        let last = bound_entries(&mut entries, budget).expect("some were left out");
+        assert_eq!(entries.len(), 3);
+        assert_eq!(last.index, 3);
+    }
+
+    #[test]
+    fn the_first_entry_goes_even_when_it_alone_is_over_the_budget() {
+        let mut entries = blanks(4);
+        assert_eq!(bound_entries(&mut entries, 1).map(|l| l.index), Some(1));
+        assert_eq!(entries.len(), 1);
+        let mut one = blanks(1);
+        assert_eq!(bound_entries(&mut one, 0), None);
+        assert_eq!(one.len(), 1);
     }
 }

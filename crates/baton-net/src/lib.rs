@@ -36,6 +36,11 @@
 //! - Connection failures are reported to openraft as `Unreachable` (it backs off); timeouts
 //!   and other transport faults as `NetworkError` (it retries at once); the peer's Raft errors
 //!   as `RemoteError`. A connection that timed out or broke is never reused.
+//! - An AppendEntries carries at most [`MAX_APPEND_BYTES`] of entries (always its first
+//!   entry); the follower's success then counts only up to the last entry sent
+//!   (`PartialSuccess`), and openraft sends the rest next. openraft 0.9 gives each
+//!   AppendEntries the heartbeat interval and resends the same range after a timeout, so a
+//!   follower that missed megabytes of log would otherwise never catch up.
 
 #![cfg_attr(not(test), deny(unused_crate_dependencies))]
 
@@ -44,7 +49,9 @@ mod frame;
 mod server;
 pub mod tls;
 
-pub use client::{BoxError, CallError, Connection, Network, RpcClient};
+pub use client::{
+    BoxError, CallError, Connection, MAX_APPEND_BYTES, Network, RpcClient, bound_entries,
+};
 pub use frame::{AsyncIo, PREFACE};
 pub use server::{MAX_RPC_BODY, Postcard, RaftPort, Rpcs, secured};
 

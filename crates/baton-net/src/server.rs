@@ -4,8 +4,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -142,13 +142,25 @@ pub struct RaftPort<R> {
     rpcs: R,
     secrets: Secrets,
     handshake: Duration,
+    last_append: Mutex<Instant>,
 }
 
 impl<R: Rpcs> RaftPort<R> {
     /// A port answering with `rpcs`, for peers that present one of `secrets` within
     /// `handshake` of their first bytes.
     pub fn new(rpcs: R, secrets: &[String], handshake: Duration) -> Self {
-        Self { rpcs, secrets: Secrets::new(secrets), handshake }
+        Self {
+            rpcs,
+            secrets: Secrets::new(secrets),
+            handshake,
+            last_append: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// When the last AppendEntries arrived (a leader's entries or heartbeat), or when the port
+    /// was made if none has.
+    pub fn last_append(&self) -> Instant {
+        *self.last_append.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Serves one connection whose first bytes, [`frame::PREFACE`], the caller has read (it
@@ -191,6 +203,10 @@ impl<R: Rpcs> RaftPort<R> {
                     }
                 },
             };
+            if kind == frame::APPEND {
+                *self.last_append.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Instant::now();
+            }
             let answer = match self.rpcs.answer(kind, body).await {
                 Ok(answer) => frame::encode_bytes(frame::ANSWER, &answer),
                 Err(reason) => {

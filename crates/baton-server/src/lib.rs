@@ -20,3 +20,4 @@ pub mod listener;
 pub mod node;
 pub mod proposer;
 pub mod replication;
+pub mod succession;

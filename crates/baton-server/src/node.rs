@@ -30,6 +30,10 @@ fn raft_config(config: &Config) -> anyhow::Result<Arc<openraft::Config>> {
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
         max_in_snapshot_log_to_keep: config.max_in_snapshot_log_to_keep,
         install_snapshot_timeout: 10_000,
+        // Entries read for one AppendEntries (openraft's default is 300). The network sends
+        // at most `baton_net::MAX_APPEND_BYTES` of them anyway; reading fewer saves the leader
+        // reading hundreds of large entries only to send a few.
+        max_payload_entries: 64,
         ..Default::default()
     };
     Ok(Arc::new(raft.validate().context("the Raft timing configuration is inconsistent")?))
@@ -134,6 +138,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             (Some(files), true) => Some(baton_net::tls::raft_server_config(files)?),
             _ => None,
         };
+        let succession_task = tokio::spawn(crate::succession::campaign_when_leader_is_gone(
+            raft.clone(),
+            raft_port.clone(),
+            Duration::from_millis(2 * config.heartbeat_interval_ms),
+            wait_true(stop_duties.subscribe()),
+        ));
         let (stop_internal, internal_stopped) = watch::channel(false);
         let internal_task = tokio::spawn(
             listener::serve(
@@ -201,6 +211,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let _ = stop_duties.send(true);
         let _ = duties_task.await;
         let _ = streaming_task.await;
+        let _ = succession_task.await;
         let _ = stop_internal.send(true);
         if tokio::time::timeout(limit, internal_task).await.is_err() {
             tracing::warn!("the internal listener did not stop in time");

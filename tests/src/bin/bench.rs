@@ -574,8 +574,13 @@ async fn loads_on_a_cluster(args: &Args, warmup: Duration, duration: Duration) -
                     break;
                 }
             }
-            kill.latencies_us.push(killed.elapsed().as_micros() as u64);
+            let took = killed.elapsed();
+            kill.latencies_us.push(took.as_micros() as u64);
             kill.ops += 1;
+            let successor = cluster.wait_for_leader(ELECTION).await;
+            eprintln!(
+                "bench: kill {round}: node {leader} killed, node {successor} leads, first write after {took:?} ({i} refused)"
+            );
             cluster.restart(leader);
             cluster.wait_converged(ELECTION).await;
         }

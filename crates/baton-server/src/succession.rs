@@ -1,0 +1,164 @@
+//! A follower whose leader's process is gone campaigns at once.
+//!
+//! openraft 0.9 starts an election only after the leader has been silent for its lease
+//! (`election_timeout_max`) plus the follower's own election timeout: 240 to 320 ms with the
+//! default timings, plus up to a tick. When the leader's process has died but its host is up,
+//! a follower can know sooner: the leader's Raft port refuses connections. So when no
+//! AppendEntries has arrived for two heartbeat intervals, a follower tries to connect to its
+//! leader's Raft port, and when the connection is refused it starts an election at once
+//! (`Trigger::elect`). A leader that is alive, merely slow, or cut off by a partition (where a
+//! connection times out instead of being refused) is left to the usual timeouts.
+//!
+//! The leader lease (see `leader.rs`) still holds: an election triggered this way wins only in
+//! a second round, at least `election_timeout_min` after the trigger. In the first round the
+//! other follower either still refuses votes for `election_timeout_max` after it last heard
+//! from the leader, or has triggered too and voted for itself; a candidate whose round fails
+//! campaigns again after its own election timeout. The trigger itself comes at least the
+//! silence after the last AppendEntries, so no new leader is elected before the old leader's
+//! lease (`election_timeout_min` after a quorum heard from it) has run out.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use baton_net::RaftPort;
+use baton_raft::NodeId;
+use baton_raft::typ::{Raft, RaftMetrics};
+use openraft::ServerState;
+
+/// How long a connection attempt to the leader's Raft port may take before the leader is
+/// taken to be alive (only a refusal counts as gone).
+const PROBE_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Whom to probe: the leader's id and Raft address, when this node is a follower that has
+/// heard no AppendEntries for `silence` and has not probed in the last `silence`.
+pub fn leader_to_probe(
+    metrics: &RaftMetrics,
+    since_append: Duration,
+    since_probe: Duration,
+    silence: Duration,
+) -> Option<(NodeId, String)> {
+    if metrics.state != ServerState::Follower || since_append < silence || since_probe < silence {
+        return None;
+    }
+    let leader = metrics.current_leader.filter(|leader| *leader != metrics.id)?;
+    let node = metrics.membership_config.membership().get_node(&leader)?;
+    Some((leader, node.raft_addr.clone()))
+}
+
+/// Whether nothing listens at `addr`: the connection was refused (not timed out, not
+/// unroutable).
+pub async fn refuses_connections(addr: &str) -> bool {
+    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+        Ok(Ok(_)) | Err(_) => false,
+    }
+}
+
+/// Runs until `stop` resolves: every `silence / 2`, a follower that has heard no AppendEntries
+/// on `port` for `silence` probes its leader's Raft port and campaigns when it is refused.
+pub async fn campaign_when_leader_is_gone(
+    raft: Raft,
+    port: Arc<RaftPort<Raft>>,
+    silence: Duration,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut ticks = tokio::time::interval(silence / 2);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut probed = Instant::now();
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = ticks.tick() => {}
+        }
+        let metrics = raft.metrics().borrow().clone();
+        let since_append = port.last_append().elapsed();
+        let Some((leader, addr)) =
+            leader_to_probe(&metrics, since_append, probed.elapsed(), silence)
+        else {
+            continue;
+        };
+        probed = Instant::now();
+        if !refuses_connections(&addr).await {
+            continue;
+        }
+        // Still the same leader and still silent: nothing arrived while probing.
+        let now = raft.metrics().borrow().clone();
+        if now.current_leader != Some(leader) || port.last_append().elapsed() < silence {
+            continue;
+        }
+        tracing::info!(
+            leader,
+            silent_ms = since_append.as_millis(),
+            "the leader's Raft port refuses connections; campaigning at once"
+        );
+        if raft.trigger().elect().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_raft::NodeInfo;
+    use openraft::{Membership, StoredMembership};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    const SILENCE: Duration = Duration::from_millis(50);
+
+    fn metrics(state: ServerState, leader: Option<NodeId>) -> RaftMetrics {
+        let mut m = RaftMetrics::new_initial(1);
+        m.state = state;
+        m.current_leader = leader;
+        let nodes: BTreeMap<NodeId, NodeInfo> = (1..=3)
+            .map(|id| {
+                let raft_addr = format!("127.0.0.1:{}", 7000 + id);
+                (id, NodeInfo { raft_addr, api_addr: String::new() })
+            })
+            .collect();
+        let voters = BTreeSet::from([1, 2, 3]);
+        let membership = Membership::new(vec![voters], nodes);
+        m.membership_config = Arc::new(StoredMembership::new(None, membership));
+        m
+    }
+
+    fn probe(m: &RaftMetrics, since_append: u64, since_probe: u64) -> Option<(NodeId, String)> {
+        let ms = Duration::from_millis;
+        leader_to_probe(m, ms(since_append), ms(since_probe), SILENCE)
+    }
+
+    #[test]
+    fn a_follower_whose_leader_went_silent_probes_the_leaders_raft_port() {
+        let follower = metrics(ServerState::Follower, Some(2));
+        assert_eq!(probe(&follower, 60, 1_000), Some((2, "127.0.0.1:7002".into())));
+    }
+
+    #[test]
+    fn a_follower_that_heard_from_its_leader_lately_does_not_probe() {
+        assert_eq!(probe(&metrics(ServerState::Follower, Some(2)), 20, 1_000), None);
+    }
+
+    #[test]
+    fn probes_are_at_least_a_silence_apart() {
+        assert_eq!(probe(&metrics(ServerState::Follower, Some(2)), 500, 10), None);
+    }
+
+    #[test]
+    fn leaders_candidates_and_followers_without_a_leader_never_probe() {
+        assert_eq!(probe(&metrics(ServerState::Leader, Some(1)), 500, 1_000), None);
+        assert_eq!(probe(&metrics(ServerState::Candidate, Some(2)), 500, 1_000), None);
+        assert_eq!(probe(&metrics(ServerState::Follower, None), 500, 1_000), None);
+        assert_eq!(probe(&metrics(ServerState::Follower, Some(1)), 500, 1_000), None);
+    }
+
+    #[tokio::test]
+    async fn only_a_refused_connection_counts_as_gone() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let open = listener.local_addr().expect("addr").to_string();
+        assert!(!refuses_connections(&open).await, "something listens");
+        drop(listener);
+        assert!(refuses_connections(&open).await, "nothing listens any more");
+    }
+}
