@@ -72,20 +72,17 @@ pub async fn campaign_when_leader_is_gone(
             _ = &mut stop => return,
             _ = ticks.tick() => {}
         }
-        let metrics = raft.metrics().borrow().clone();
         let since_append = port.last_append().elapsed();
-        let Some((leader, addr)) =
-            leader_to_probe(&metrics, since_append, probed.elapsed(), silence)
-        else {
-            continue;
-        };
+        let target =
+            leader_to_probe(&raft.metrics().borrow(), since_append, probed.elapsed(), silence);
+        let Some((leader, addr)) = target else { continue };
         probed = Instant::now();
         if !refuses_connections(&addr).await {
             continue;
         }
         // Still the same leader and still silent: nothing arrived while probing.
-        let now = raft.metrics().borrow().clone();
-        if now.current_leader != Some(leader) || port.last_append().elapsed() < silence {
+        let same_leader = raft.metrics().borrow().current_leader == Some(leader);
+        if !same_leader || port.last_append().elapsed() < silence {
             continue;
         }
         tracing::info!(
