@@ -1,8 +1,8 @@
 //! `baton run`, the self-fencing runner, as the real binary against a real cluster. Each
 //! runner's COMMAND is a shell loop that logs when it starts (with BATON_EPOCH) and when it is
 //! stopped, on one shared file, with nanosecond wall-clock times of this host: the tests check
-//! the child starts on promotion, stops on demotion and when Baton cannot be reached, and never
-//! runs on two sessions of one group at once.
+//! the child starts on promotion, stops on demotion and when Baton cannot be reached, never
+//! runs on two sessions of one group at once, and dies with a runner killed outright.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -28,9 +28,13 @@ struct Runner(Child);
 
 impl Runner {
     fn start(urls: &str, session: &str, log: &Path) -> Self {
+        Self::start_script(urls, session, &child_script(log))
+    }
+
+    fn start_script(urls: &str, session: &str, script: &str) -> Self {
         let child = Command::new(baton_bin())
             .args(["run", "--group", "e2e/ns/g", "--session", session, "--grace-seconds", "1"])
-            .args(["--", "sh", "-c", &child_script(log)])
+            .args(["--", "sh", "-c", script])
             .env("BATON_URL", urls)
             .env("BATON_TOKEN", ADMIN_TOKEN)
             .stdout(Stdio::null())
@@ -240,4 +244,42 @@ async fn the_runner_exits_with_its_commands_status() {
         Some(3),
         "the command saw its epoch and group, and its status came back"
     );
+}
+
+/// Whether process `pid` has ended (gone, or a zombie nobody has reaped yet).
+fn ended(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// A runner killed with SIGKILL cannot stop its command itself; left running, the command
+/// would act as Primary with nobody heartbeating, while the group hands the baton on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_dies_with_a_runner_killed_outright() {
+    let (_cluster, urls, _log, dir) = setup(Duration::from_secs(1)).await;
+    let pid_file = dir.path().join("command.pid");
+    let script = format!("echo $$ > {}; while true; do sleep 0.02; done", pid_file.display());
+    let mut runner = Runner::start_script(&urls, "doomed", &script);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pid = loop {
+        let pid = std::fs::read_to_string(&pid_file).unwrap_or_default().trim().to_string();
+        if !pid.is_empty() {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the command never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!ended(&pid), "the command runs");
+
+    runner.0.kill().expect("SIGKILL the runner");
+    runner.0.wait().expect("reap the runner");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !ended(&pid) {
+        if Instant::now() > deadline {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            panic!("the command {pid} outlived its runner");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

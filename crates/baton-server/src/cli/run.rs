@@ -8,7 +8,12 @@
 //!     then SIGKILL after the grace period, so it is dead before the grant lapses
 //!  COMMAND exits on its own ──▶ the runner exits with its status (and stops heartbeating)
 //!  SIGTERM/SIGINT to the runner ──▶ stop COMMAND the same way, exit 0
+//!  the runner dies (SIGKILL, a crash) ──▶ the kernel SIGKILLs COMMAND at once
 //! ```
+//!
+//! COMMAND never outlives the runner that fences it: it is started with the parent-death
+//! signal SIGKILL (`PR_SET_PDEATHSIG`), so a runner killed outright cannot leave it running
+//! unheartbeated while another session is granted the baton.
 //!
 //! `stop_by = valid_until − grace − margin`: the child gets SIGTERM at `stop_by` at the latest
 //! and SIGKILL `grace` later, `margin` before anyone else may be granted the baton. The grace
@@ -61,6 +66,27 @@ struct Running {
 fn signal(child: &Child, signal: Signal) {
     if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
         let _ = kill(Pid::from_raw(pid), signal);
+    }
+}
+
+/// Makes the kernel SIGKILL the command when the runner dies, whatever kills the runner.
+/// The runner's runtime is single-threaded, so the thread that spawns the command (whose end
+/// the kernel watches) lives as long as the runner.
+#[allow(unsafe_code)]
+fn die_with_the_runner(command: &mut Command) {
+    let runner = nix::unistd::getpid();
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe functions may be called: it calls prctl(2) and getppid(2), both
+    // async-signal-safe system calls, and allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            // The runner died before the signal was set: do not start at all.
+            if nix::unistd::getppid() != runner {
+                return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+            }
+            Ok(())
+        });
     }
 }
 
@@ -169,17 +195,18 @@ async fn supervise(
                 "baton run: {session} holds the baton of {key} (epoch {}): starting {}",
                 status.epoch.0, command[0]
             );
-            let child = Command::new(&command[0])
+            let mut child = Command::new(&command[0]);
+            child
                 .args(&command[1..])
                 .env("BATON_EPOCH", status.epoch.0.to_string())
                 .env("BATON_GROUP", key.to_string())
                 .env("BATON_SESSION", session.as_str())
                 .env("BATON_ROLE", role)
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| {
-                    Failure::new(exit::USAGE, format!("cannot start {}: {e}", command[0]))
-                })?;
+                .kill_on_drop(true);
+            die_with_the_runner(&mut child);
+            let child = child.spawn().map_err(|e| {
+                Failure::new(exit::USAGE, format!("cannot start {}: {e}", command[0]))
+            })?;
             running = Some(Running { child, epoch: status.epoch });
         }
         tokio::select! {
