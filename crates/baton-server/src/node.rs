@@ -141,7 +141,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let succession_task = tokio::spawn(crate::succession::campaign_when_leader_is_gone(
             raft.clone(),
             raft_port.clone(),
-            Duration::from_millis(2 * config.heartbeat_interval_ms),
+            // Longer than the leader lease (`election_timeout_min`): see succession.rs.
+            Duration::from_millis(config.election_timeout_min_ms + config.heartbeat_interval_ms),
             wait_true(stop_duties.subscribe()),
         ));
         let (stop_internal, internal_stopped) = watch::channel(false);

@@ -4,18 +4,19 @@
 //! (`election_timeout_max`) plus the follower's own election timeout: 240 to 320 ms with the
 //! default timings, plus up to a tick. When the leader's process has died but its host is up,
 //! a follower can know sooner: the leader's Raft port refuses connections. So when no
-//! AppendEntries has arrived for two heartbeat intervals, a follower tries to connect to its
-//! leader's Raft port, and when the connection is refused it starts an election at once
-//! (`Trigger::elect`). A leader that is alive, merely slow, or cut off by a partition (where a
-//! connection times out instead of being refused) is left to the usual timeouts.
+//! AppendEntries has arrived for `election_timeout_min` plus a heartbeat interval (105 ms by
+//! default), a follower tries to connect to its leader's Raft port, and when the connection is
+//! refused it starts an election at once (`Trigger::elect`). A leader that is alive, merely
+//! slow, or cut off by a partition (where a connection times out instead of being refused) is
+//! left to the usual timeouts.
 //!
-//! The leader lease (see `leader.rs`) still holds: an election triggered this way wins only in
-//! a second round, at least `election_timeout_min` after the trigger. In the first round the
-//! other follower either still refuses votes for `election_timeout_max` after it last heard
-//! from the leader, or has triggered too and voted for itself; a candidate whose round fails
-//! campaigns again after its own election timeout. The trigger itself comes at least the
-//! silence after the last AppendEntries, so no new leader is elected before the old leader's
-//! lease (`election_timeout_min` after a quorum heard from it) has run out.
+//! The leader lease (see `leader.rs`) still holds, whatever the votes do: a leader trusts a
+//! quorum confirmation that started at `t` until `t + election_timeout_min`. The followers of
+//! that quorum heard from it after `t`; each refuses other candidates until it has been silent
+//! for `election_timeout_max`, or until it campaigns itself, which this module does only after a
+//! silence longer than `election_timeout_min`. So no other leader can be elected before the
+//! lease has run out, even if the old leader is alive and only its Raft port refuses
+//! connections.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -55,7 +56,7 @@ pub async fn refuses_connections(addr: &str) -> bool {
     }
 }
 
-/// Runs until `stop` resolves: every `silence / 2`, a follower that has heard no AppendEntries
+/// Runs until `stop` resolves: every `silence / 4`, a follower that has heard no AppendEntries
 /// on `port` for `silence` probes its leader's Raft port and campaigns when it is refused.
 pub async fn campaign_when_leader_is_gone(
     raft: Raft,
@@ -64,7 +65,7 @@ pub async fn campaign_when_leader_is_gone(
     stop: impl Future<Output = ()>,
 ) {
     tokio::pin!(stop);
-    let mut ticks = tokio::time::interval(silence / 2);
+    let mut ticks = tokio::time::interval(silence / 4);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut probed = Instant::now();
     loop {
