@@ -195,6 +195,15 @@ impl RpcClient {
         postcard::from_bytes(&bytes)
             .map_err(|source| CallError::Decode { addr: addr.into(), source })
     }
+
+    /// Whether nothing listens at `addr`: a TCP connection, opened from this node's address
+    /// like every other to a peer, was refused (not timed out within `within`, not unroutable).
+    pub async fn refuses_connections(&self, addr: &str, within: Duration) -> bool {
+        match tokio::time::timeout(within, self.dialer.connect(addr)).await {
+            Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+            Ok(Ok(_)) | Err(_) => false,
+        }
+    }
 }
 
 fn classify(addr: &str, timeout: Duration, source: reqwest::Error) -> CallError {

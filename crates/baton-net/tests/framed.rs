@@ -168,3 +168,13 @@ async fn a_connection_the_peer_closed_while_idle_is_replaced_without_an_error() 
     }
     assert_eq!(peer.connections.load(Ordering::SeqCst), 3, "a new connection for each");
 }
+
+#[tokio::test]
+async fn only_a_refused_connection_counts_as_nothing_listening() {
+    let client = RpcClient::new(SECRET, Some("127.0.0.1".parse().expect("ip")), None);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let open = listener.local_addr().expect("addr").to_string();
+    assert!(!client.refuses_connections(&open, DEADLINE).await, "something listens");
+    drop(listener);
+    assert!(client.refuses_connections(&open, DEADLINE).await, "nothing listens any more");
+}

@@ -93,7 +93,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             raft.clone(),
             state,
             committed,
-            rpc,
+            rpc.clone(),
             feed.clone(),
             Options {
                 request_timeout: Duration::from_millis(config.request_timeout_ms),
@@ -141,6 +141,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let succession_task = tokio::spawn(crate::succession::campaign_when_leader_is_gone(
             raft.clone(),
             raft_port.clone(),
+            rpc,
             // Longer than the leader lease (`election_timeout_min`): see succession.rs.
             Duration::from_millis(config.election_timeout_min_ms + config.heartbeat_interval_ms),
             wait_true(stop_duties.subscribe()),

@@ -22,7 +22,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baton_net::RaftPort;
+use baton_net::{RaftPort, RpcClient};
 use baton_raft::NodeId;
 use baton_raft::typ::{Raft, RaftMetrics};
 use openraft::ServerState;
@@ -47,20 +47,13 @@ pub fn leader_to_probe(
     Some((leader, node.raft_addr.clone()))
 }
 
-/// Whether nothing listens at `addr`: the connection was refused (not timed out, not
-/// unroutable).
-pub async fn refuses_connections(addr: &str) -> bool {
-    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
-        Ok(Ok(_)) | Err(_) => false,
-    }
-}
-
 /// Runs until `stop` resolves: every `silence / 4`, a follower that has heard no AppendEntries
-/// on `port` for `silence` probes its leader's Raft port and campaigns when it is refused.
+/// on `port` for `silence` probes its leader's Raft port (with `rpc`, so from this node's Raft
+/// address) and campaigns when it is refused.
 pub async fn campaign_when_leader_is_gone(
     raft: Raft,
     port: Arc<RaftPort<Raft>>,
+    rpc: RpcClient,
     silence: Duration,
     stop: impl Future<Output = ()>,
 ) {
@@ -78,7 +71,7 @@ pub async fn campaign_when_leader_is_gone(
             leader_to_probe(&raft.metrics().borrow(), since_append, probed.elapsed(), silence);
         let Some((leader, addr)) = target else { continue };
         probed = Instant::now();
-        if !refuses_connections(&addr).await {
+        if !rpc.refuses_connections(&addr, PROBE_TIMEOUT).await {
             continue;
         }
         // Still the same leader and still silent: nothing arrived while probing.
@@ -149,14 +142,5 @@ mod tests {
         assert_eq!(probe(&metrics(ServerState::Candidate, Some(2)), 500, 1_000), None);
         assert_eq!(probe(&metrics(ServerState::Follower, None), 500, 1_000), None);
         assert_eq!(probe(&metrics(ServerState::Follower, Some(1)), 500, 1_000), None);
-    }
-
-    #[tokio::test]
-    async fn only_a_refused_connection_counts_as_gone() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let open = listener.local_addr().expect("addr").to_string();
-        assert!(!refuses_connections(&open).await, "something listens");
-        drop(listener);
-        assert!(refuses_connections(&open).await, "nothing listens any more");
     }
 }
