@@ -5,8 +5,14 @@
 //! AppendEntries in flight per follower. With one entry per request, a busy leader spent its
 //! time on per-entry work while followers synced a few times per heartbeat interval. Here every
 //! request waits in a queue while [`IN_FLIGHT`] proposal is outstanding; when it completes,
-//! everything queued (up to [`MOST_PER_ENTRY`]) becomes the next entry. An idle leader proposes
-//! a lone request at once, so a single client waits no longer than before.
+//! everything queued (up to [`MOST_PER_ENTRY`] requests and [`MOST_BYTES_PER_ENTRY`] bytes)
+//! becomes the next entry. An idle leader proposes a lone request at once, so a single client
+//! waits no longer than before.
+//!
+//! The byte bound keeps every entry small enough to reach a follower within one AppendEntries:
+//! openraft 0.9 gives each AppendEntries only the heartbeat interval, and baton-net sends at
+//! least one whole entry in each. 256 requests of 64 KiB bodies would make a 16 MiB entry that
+//! no follower could receive, decode and sync in 25 ms, and replication would stall on it.
 //!
 //! Nothing changes for correctness: an entry's requests are applied one after another, each
 //! judged on its own exactly as if it had its own entry, and each caller gets its own request's
@@ -23,8 +29,11 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 /// it wrote as much or more, because everything that arrives during a round joins the next
 /// entry.
 const IN_FLIGHT: usize = 1;
-/// The most requests in one entry: bounds an entry's size and the work of applying it.
+/// The most requests in one entry: bounds the work of applying it.
 pub const MOST_PER_ENTRY: usize = 256;
+/// The most bytes of requests (postcard-encoded, as in the log) in one entry, unless its first
+/// request alone is larger: the same bound as one AppendEntries (`baton_net::MAX_APPEND_BYTES`).
+pub const MOST_BYTES_PER_ENTRY: usize = baton_net::MAX_APPEND_BYTES;
 
 /// Why a proposal has no response.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -69,16 +78,18 @@ impl Proposer {
 
 async fn batch_and_propose(raft: Raft, mut queued: mpsc::UnboundedReceiver<Queued>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    while let Some(first) = queued.recv().await {
+    let mut entries = Entries::default();
+    loop {
+        let first = match entries.held.take() {
+            Some(held) => held,
+            None => match queued.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
         // Wait for a free slot before taking more: what arrives meanwhile joins this entry.
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let mut batch = vec![first];
-        while batch.len() < MOST_PER_ENTRY {
-            match queued.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
+        let batch = entries.gather(first, || queued.try_recv().ok());
         let raft = raft.clone();
         tokio::spawn(async move {
             let (requests, answers): (Vec<_>, Vec<_>) =
@@ -88,6 +99,42 @@ async fn batch_and_propose(raft: Raft, mut queued: mpsc::UnboundedReceiver<Queue
             answer_all(answers, written.map(|w| w.data));
         });
     }
+}
+
+/// Cuts the queue into entries of at most [`MOST_PER_ENTRY`] requests and
+/// [`MOST_BYTES_PER_ENTRY`] bytes.
+#[derive(Default)]
+struct Entries {
+    /// The request that would have made the last entry too large: it starts the next one.
+    held: Option<Queued>,
+}
+
+impl Entries {
+    /// The next entry: `first`, then what `next` yields while the entry has room. A request
+    /// that does not fit is held for the following entry; one larger than the bound on its
+    /// own still makes an entry by itself.
+    fn gather(&mut self, first: Queued, mut next: impl FnMut() -> Option<Queued>) -> Vec<Queued> {
+        let mut bytes = encoded_len(&first.request);
+        let mut batch = vec![first];
+        while batch.len() < MOST_PER_ENTRY {
+            let Some(queued) = next() else { break };
+            let len = encoded_len(&queued.request);
+            if bytes + len > MOST_BYTES_PER_ENTRY {
+                self.held = Some(queued);
+                break;
+            }
+            bytes += len;
+            batch.push(queued);
+        }
+        batch
+    }
+}
+
+/// A request's size in the log.
+fn encoded_len(request: &Request) -> usize {
+    // Counting never fails for Baton's types; a request that could not be counted could not
+    // be logged either, and is left to fail there.
+    postcard::experimental::serialized_size(request).unwrap_or(0)
 }
 
 /// Gives each caller its own request's response, or the entry's failure.
@@ -116,9 +163,70 @@ fn answer_all(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+
+    use baton_core::{
+        Command, GroupConfig, GroupId, GroupKey, NamespaceId, Scope, TenantId, Timestamp,
+    };
+
     use super::*;
 
     type Answer = Result<Response, Unwritten>;
+
+    /// A queued request whose group description is `text` bytes long.
+    fn queued(text: usize) -> Queued {
+        let mut config = GroupConfig::new(None, None, 60_000).expect("a valid configuration");
+        config.description = Some("d".repeat(text));
+        let key = GroupKey {
+            scope: Scope {
+                tenant: TenantId::new("t").expect("id"),
+                namespace: NamespaceId::new("n").expect("id"),
+            },
+            group: GroupId::new("g").expect("id"),
+        };
+        let request =
+            Request { at: Timestamp(0), command: Command::PutGroup { key, config }, actor: None };
+        Queued { request, answer: oneshot::channel().0 }
+    }
+
+    fn sizes(batch: &[Queued]) -> usize {
+        batch.iter().map(|q| encoded_len(&q.request)).sum()
+    }
+
+    #[test]
+    fn many_large_requests_make_several_entries_each_within_the_byte_bound() {
+        // 40 requests of 60 KiB: 2.4 MiB that one entry would have carried.
+        let mut queue: VecDeque<Queued> = (0..40).map(|_| queued(60 * 1024)).collect();
+        let mut entries = Entries::default();
+        let mut lengths = Vec::new();
+        while let Some(first) = entries.held.take().or_else(|| queue.pop_front()) {
+            let batch = entries.gather(first, || queue.pop_front());
+            assert!(sizes(&batch) <= MOST_BYTES_PER_ENTRY, "{} bytes", sizes(&batch));
+            lengths.push(batch.len());
+        }
+        assert_eq!(lengths.iter().sum::<usize>(), 40, "every request proposed once");
+        assert_eq!(lengths[0], 4, "as many as fit: {lengths:?}");
+    }
+
+    #[test]
+    fn a_request_larger_than_the_bound_is_an_entry_of_its_own() {
+        let mut queue: VecDeque<Queued> = [queued(10), queued(10)].into();
+        let mut entries = Entries::default();
+        let batch = entries.gather(queued(MOST_BYTES_PER_ENTRY + 1), || queue.pop_front());
+        assert_eq!(batch.len(), 1);
+        let held = entries.held.take().expect("the next request waits for the next entry");
+        let next = entries.gather(held, || queue.pop_front());
+        assert_eq!(next.len(), 2);
+    }
+
+    #[test]
+    fn small_requests_fill_an_entry_up_to_the_request_bound() {
+        let mut queue: VecDeque<Queued> = (0..300).map(|_| queued(10)).collect();
+        let first = queue.pop_front().expect("queued");
+        let batch = Entries::default().gather(first, || queue.pop_front());
+        assert_eq!(batch.len(), MOST_PER_ENTRY);
+        assert_eq!(queue.len(), 300 - MOST_PER_ENTRY, "the rest stay queued, none held");
+    }
 
     fn channels(n: usize) -> (Vec<oneshot::Sender<Answer>>, Vec<oneshot::Receiver<Answer>>) {
         (0..n).map(|_| oneshot::channel()).unzip()
