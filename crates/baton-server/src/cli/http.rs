@@ -101,7 +101,8 @@ impl Client {
     /// known yet): while some node answers so, the nodes are tried again after a pause, until
     /// the client's timeout has passed. Every attempt of a write carries the same idempotency
     /// key, so a write is applied at most once however often it is sent. When no node can be
-    /// reached at all, the call fails at once.
+    /// reached at all, the call fails at once. Nothing, a node that accepts connections but
+    /// never answers included, makes the call last longer than the client's timeout.
     pub async fn call(
         &self,
         method: &str,
@@ -114,8 +115,21 @@ impl Client {
             (method != reqwest::Method::GET).then(|| format!("{:032x}", rand::random::<u128>()));
         let give_up = Instant::now() + self.timeout;
         let mut pause = FIRST_PAUSE;
+        // Each request may take the whole timeout, and a round asks every node in turn: the
+        // round is cut off where the call's time ends.
+        let mut last: Option<Failure> = None;
         loop {
-            let failure = match self.round(&method, path, body.as_ref(), key.as_deref()).await {
+            let round = self.round(&method, path, body.as_ref(), key.as_deref());
+            let round = match tokio::time::timeout_at(give_up.into(), round).await {
+                Ok(round) => round,
+                Err(_) => {
+                    return Err(last.unwrap_or_else(|| {
+                        let waited = self.timeout.as_secs_f64();
+                        Failure::new(exit::UNAVAILABLE, format!("no answer within {waited} s"))
+                    }));
+                }
+            };
+            let failure = match round {
                 Round::Answered(result) => return result,
                 Round::Unreachable(failure) => return Err(failure),
                 Round::BetweenLeaders(failure) => failure,
@@ -123,6 +137,7 @@ impl Client {
             if Instant::now() + pause >= give_up {
                 return Err(failure);
             }
+            last = Some(failure);
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(LONGEST_PAUSE);
         }
@@ -299,6 +314,24 @@ mod tests {
         let failure = failure(&url, Duration::from_secs(5), "POST", "/write").await;
         assert_eq!(failure.code, exit::REFUSED);
         assert_eq!(keys.lock().expect("not poisoned").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn nodes_that_accept_but_never_answer_fail_the_call_within_its_timeout() {
+        // Two nodes whose connections are accepted (by the kernel's backlog) and never read.
+        let silent = [
+            std::net::TcpListener::bind("127.0.0.1:0").expect("bind"),
+            std::net::TcpListener::bind("127.0.0.1:0").expect("bind"),
+        ];
+        let urls: Vec<String> =
+            silent.iter().map(|l| format!("http://{}", l.local_addr().expect("addr"))).collect();
+        let started = Instant::now();
+        let failure = failure(&urls.join(","), Duration::from_secs(1), "POST", "/write").await;
+        let took = started.elapsed();
+        assert_eq!(failure.code, exit::UNAVAILABLE);
+        // Each node alone would have taken the whole second.
+        assert!(took < Duration::from_millis(1_500), "{took:?}: {}", failure.message);
+        assert!(took >= Duration::from_millis(900), "{took:?}: waited for an answer");
     }
 
     #[tokio::test]
