@@ -19,6 +19,7 @@
 //!              [--scale-groups N] [--log-entries N] [--scale-only] [--plot-from TABLE]
 //!              [--only heartbeat,write,read,failover,kill,scale]
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -105,6 +106,9 @@ struct Row {
     clients: usize,
     ops: u64,
     errors: u64,
+    /// How the failed requests failed (an HTTP status, a timeout, a lost connection...), and
+    /// how many of each.
+    failures: BTreeMap<String, u64>,
     seconds: f64,
     latencies_us: Vec<u64>,
 }
@@ -131,13 +135,25 @@ impl Row {
             self.percentile_ms(0.50),
             self.percentile_ms(0.99),
             self.percentile_ms(0.999),
-            self.errors
+            self.errors_cell()
         )
+    }
+
+    /// The error count, with what the failures were: `14 (HTTP 503: 12, timeout: 2)`.
+    fn errors_cell(&self) -> String {
+        if self.failures.is_empty() {
+            return self.errors.to_string();
+        }
+        let kinds: Vec<String> = self.failures.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+        format!("{} ({})", self.errors, kinds.join(", "))
     }
 }
 
+/// How a request failed, as the table names it.
+type Failure = String;
+
 /// Runs `clients` concurrent loops of `op` for `warmup` then `duration`, and measures the
-/// second part. `op(client, i)` returns whether the request succeeded.
+/// second part. `op(client, i)` returns whether the request succeeded, and if not, how not.
 async fn load<F, Fut>(
     name: &str,
     clients: usize,
@@ -147,7 +163,7 @@ async fn load<F, Fut>(
 ) -> Row
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
+    Fut: std::future::Future<Output = Result<(), Failure>> + Send,
 {
     let op = Arc::new(op);
     let count = Arc::new(AtomicU64::new(0));
@@ -159,21 +175,23 @@ where
         let (op, count) = (op.clone(), count.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
-            let (mut ok, mut failed, mut i) = (0u64, 0u64, 0u64);
+            let mut failures = BTreeMap::<Failure, u64>::new();
+            let (mut ok, mut i) = (0u64, 0u64);
             while Instant::now() < end && count.fetch_add(1, Ordering::Relaxed) < MAX_REQUESTS {
                 let sent = Instant::now();
-                let success = op(client, i).await;
+                let outcome = op(client, i).await;
                 i += 1;
                 if sent >= measure_from {
-                    if success {
-                        ok += 1;
-                        latencies.push(sent.elapsed().as_micros() as u64);
-                    } else {
-                        failed += 1;
+                    match outcome {
+                        Ok(()) => {
+                            ok += 1;
+                            latencies.push(sent.elapsed().as_micros() as u64);
+                        }
+                        Err(failure) => *failures.entry(failure).or_default() += 1,
                     }
                 }
             }
-            (ok, failed, latencies)
+            (ok, failures, latencies)
         }));
     }
     let mut row = Row {
@@ -181,13 +199,17 @@ where
         clients,
         ops: 0,
         errors: 0,
+        failures: BTreeMap::new(),
         seconds: duration.as_secs_f64(),
         latencies_us: Vec::new(),
     };
     for task in tasks {
-        let (ok, failed, latencies) = task.await.expect("a load task");
+        let (ok, failures, latencies) = task.await.expect("a load task");
         row.ops += ok;
-        row.errors += failed;
+        for (failure, n) in failures {
+            row.errors += n;
+            *row.failures.entry(failure).or_default() += n;
+        }
         row.latencies_us.extend(latencies);
     }
     row.latencies_us.sort_unstable();
@@ -222,12 +244,17 @@ impl Conn {
         Some(())
     }
 
-    /// Sends a request with the admin token; whether it answered 2xx.
-    async fn call(&mut self, method: &str, path: &str, body: Option<&'static str>) -> bool {
+    /// Sends a request with the admin token: `Ok` if it answered 2xx, else how it failed.
+    async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&'static str>,
+    ) -> Result<(), Failure> {
         if self.send.is_none() && self.connect().await.is_none() {
-            return false;
+            return Err("cannot connect".into());
         }
-        let Some(send) = self.send.as_mut() else { return false };
+        let Some(send) = self.send.as_mut() else { return Err("cannot connect".into()) };
         let mut request = hyper::Request::builder()
             .method(method)
             .uri(path)
@@ -239,22 +266,24 @@ impl Conn {
         let body = http_body_util::Full::new(bytes::Bytes::from_static(
             body.unwrap_or_default().as_bytes(),
         ));
-        let Ok(request) = request.body(body) else { return false };
+        let request = request.body(body).map_err(|e| format!("bad request: {e}"))?;
         let answered =
             match tokio::time::timeout(Duration::from_secs(10), send.send_request(request)).await {
                 Ok(Ok(response)) => {
-                    let ok = response.status().is_success();
-                    http_body_util::BodyExt::collect(response.into_body())
-                        .await
-                        .is_ok()
-                        .then_some(ok)
+                    let status = response.status();
+                    match http_body_util::BodyExt::collect(response.into_body()).await {
+                        Ok(_) if status.is_success() => Ok(()),
+                        Ok(_) => Err(format!("HTTP {}", status.as_u16())),
+                        Err(_) => Err("connection lost".into()),
+                    }
                 }
-                _ => None,
+                Ok(Err(_)) => Err("connection lost".into()),
+                Err(_) => Err("timeout".into()),
             };
-        if answered.is_none() {
+        if answered.as_ref().is_err_and(|f| !f.starts_with("HTTP")) {
             self.send = None;
         }
-        answered.unwrap_or(false)
+        answered
     }
 }
 
@@ -289,29 +318,42 @@ impl HeartbeatStream {
         Some(())
     }
 
-    /// Sends one heartbeat and waits for its answer; whether it was granted an answer (a role).
-    async fn heartbeat(&mut self, message: &str) -> bool {
+    /// Sends one heartbeat and waits for its answer: `Ok` if it was answered with a role, else
+    /// how it failed.
+    async fn heartbeat(&mut self, message: &str) -> Result<(), Failure> {
         use futures::{SinkExt as _, StreamExt as _};
         use tokio_tungstenite::tungstenite::Message;
         if self.stream.is_none() && self.open().await.is_none() {
-            return false;
+            return Err("cannot connect".into());
         }
-        let Some(stream) = self.stream.as_mut() else { return false };
+        let Some(stream) = self.stream.as_mut() else { return Err("cannot connect".into()) };
         let exchange = async {
             stream.send(Message::Text(message.into())).await.ok()?;
             loop {
                 match stream.next().await?.ok()? {
-                    Message::Text(answer) => return Some(answer.as_str().contains(r#""role""#)),
+                    Message::Text(answer) => return Some(answer),
                     Message::Close(_) => return None,
                     _ => continue,
                 }
             }
         };
-        let answered = tokio::time::timeout(Duration::from_secs(10), exchange).await.ok().flatten();
-        if answered.is_none() {
-            self.stream = None;
+        match tokio::time::timeout(Duration::from_secs(10), exchange).await {
+            Ok(Some(answer)) if answer.as_str().contains(r#""role""#) => Ok(()),
+            // A refusal names its kind: `{"id":..,"error":"not_found","message":..}`.
+            Ok(Some(answer)) => {
+                let refusal = serde_json::from_str::<serde_json::Value>(answer.as_str()).ok();
+                let code = refusal.as_ref().and_then(|r| r["error"].as_str()).unwrap_or("?");
+                Err(format!("refused: {code}"))
+            }
+            Ok(None) => {
+                self.stream = None;
+                Err("stream lost".into())
+            }
+            Err(_) => {
+                self.stream = None;
+                Err("timeout".into())
+            }
         }
-        answered.unwrap_or(false)
     }
 }
 
@@ -551,6 +593,7 @@ async fn loads_on_a_cluster(args: &Args, warmup: Duration, duration: Duration) -
             clients: 1,
             ops: 0,
             errors: 0,
+            failures: BTreeMap::new(),
             seconds: 1.0,
             latencies_us: Vec::new(),
         };
@@ -571,6 +614,7 @@ async fn loads_on_a_cluster(args: &Args, warmup: Duration, duration: Duration) -
                 i += 1;
                 if killed.elapsed() > Duration::from_secs(30) {
                     kill.errors += 1;
+                    *kill.failures.entry("no write within 30 s".into()).or_default() += 1;
                     break;
                 }
             }
@@ -918,6 +962,7 @@ async fn failover_detection(cluster: &TestCluster, leader: u64, groups: usize) -
         clients: groups * 2,
         ops: 0,
         errors: 0,
+        failures: BTreeMap::new(),
         seconds: 1.0,
         latencies_us: Vec::new(),
     };
@@ -974,7 +1019,10 @@ async fn failover_detection(cluster: &TestCluster, leader: u64, groups: usize) -
                 row.ops += 1;
                 row.latencies_us.push(us);
             }
-            None => row.errors += 1,
+            None => {
+                row.errors += 1;
+                *row.failures.entry("not PendingPrimary within 5 s".into()).or_default() += 1;
+            }
         }
     }
     row.latencies_us.sort_unstable();
