@@ -52,12 +52,35 @@ impl Clock {
 pub struct Lease {
     duration: Duration,
     confirmed_at: Mutex<Option<Instant>>,
+    /// Held while a quorum round runs: one round at a time.
+    confirming: tokio::sync::Mutex<()>,
 }
 
 impl Lease {
     /// A lease trusted for `duration` after each confirmation starts.
     pub fn new(duration: Duration) -> Self {
-        Self { duration, confirmed_at: Mutex::new(None) }
+        Self { duration, confirmed_at: Mutex::new(None), confirming: tokio::sync::Mutex::new(()) }
+    }
+
+    /// Runs `round` (a quorum confirmation: true if a quorum answered), one round at a time,
+    /// and extends the lease from when it started if it succeeded. With `unless_held`, a caller
+    /// that waited for another caller's round runs none if that round renewed the lease: on a
+    /// leader too busy to renew its lease in time, hundreds of heartbeats each asking a quorum
+    /// at once kept it from being renewed at all.
+    pub async fn confirm<Round>(&self, unless_held: bool, round: impl FnOnce() -> Round) -> bool
+    where
+        Round: Future<Output = bool>,
+    {
+        let _turn = self.confirming.lock().await;
+        if unless_held && self.valid() {
+            return true;
+        }
+        let started = Instant::now();
+        let confirmed = round().await;
+        if confirmed {
+            self.confirmed(started);
+        }
+        confirmed
     }
 
     /// Records a quorum confirmation that started at `started`.
@@ -92,4 +115,77 @@ pub struct Armed {
     pub term: Option<u64>,
     /// The detector.
     pub detector: Option<Detector>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// `callers` concurrent confirmations of `lease`, each round taking 10 ms and answering
+    /// `answer`; how many rounds ran, and what each caller heard.
+    async fn confirm_at_once(
+        lease: &Arc<Lease>,
+        callers: usize,
+        unless_held: bool,
+        answer: bool,
+    ) -> (usize, Vec<bool>) {
+        let rounds = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..callers)
+            .map(|_| {
+                let (lease, rounds) = (lease.clone(), rounds.clone());
+                tokio::spawn(async move {
+                    lease
+                        .confirm(unless_held, || async {
+                            rounds.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            answer
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let mut heard = Vec::new();
+        for task in tasks {
+            heard.push(task.await.expect("a caller"));
+        }
+        (rounds.load(Ordering::SeqCst), heard)
+    }
+
+    #[tokio::test]
+    async fn callers_that_find_the_lease_lapsed_share_one_quorum_round() {
+        let lease = Arc::new(Lease::new(Duration::from_secs(60)));
+        let (rounds, heard) = confirm_at_once(&lease, 100, true, true).await;
+        assert_eq!(rounds, 1);
+        assert!(heard.iter().all(|&h| h), "every caller holds the lease");
+        assert!(lease.valid());
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_round_the_next_caller_asks_the_quorum_again() {
+        let lease = Arc::new(Lease::new(Duration::from_secs(60)));
+        let (rounds, heard) = confirm_at_once(&lease, 3, true, false).await;
+        assert_eq!(rounds, 3, "a failed round renews nothing, so each caller tries");
+        assert!(heard.iter().all(|&h| !h));
+        assert!(!lease.valid());
+    }
+
+    #[tokio::test]
+    async fn a_renewal_asks_the_quorum_even_while_the_lease_holds() {
+        let lease = Arc::new(Lease::new(Duration::from_secs(60)));
+        lease.confirmed(Instant::now());
+        let (rounds, heard) = confirm_at_once(&lease, 2, false, true).await;
+        assert_eq!(rounds, 2, "the leader tick's renewals are never skipped");
+        assert!(heard.iter().all(|&h| h));
+    }
+
+    #[tokio::test]
+    async fn a_held_lease_needs_no_round() {
+        let lease = Arc::new(Lease::new(Duration::from_secs(60)));
+        lease.confirmed(Instant::now());
+        let (rounds, _) = confirm_at_once(&lease, 5, true, true).await;
+        assert_eq!(rounds, 0);
+    }
 }
