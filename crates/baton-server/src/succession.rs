@@ -1,4 +1,4 @@
-//! A follower whose leader's process is gone campaigns at once.
+//! A follower whose leader's process is gone campaigns without waiting out its timeouts.
 //!
 //! openraft 0.9 starts an election only after the leader has been silent for its lease
 //! (`election_timeout_max`) plus the follower's own election timeout: 240 to 320 ms with the
@@ -9,6 +9,16 @@
 //! refused it starts an election at once (`Trigger::elect`). A leader that is alive, merely
 //! slow, or cut off by a partition (where a connection times out instead of being refused) is
 //! left to the usual timeouts.
+//!
+//! The survivors notice together, and two candidates at once split the vote: each votes for
+//! itself, and the election waits out a randomized timeout for a second round (about 150 ms
+//! more). A lone early candidate is often refused too: openraft 0.9's followers refuse votes
+//! until `election_timeout_max` after they last heard from the leader. So the survivors take
+//! turns: the voter with the lowest id among the leader's other voters campaigns at once, the
+//! next half a silence later (by when the first has won, or the others' refusal has run out),
+//! and so on, each only if no candidate or new leader has been heard meanwhile. Measured on 20
+//! leader kills each (BENCHMARKS.md): all at once, median 132 ms and worst 266 ms (a third of
+//! the elections split); in turn, median 161 ms and worst 177 ms.
 //!
 //! The leader lease (see `leader.rs`) still holds, whatever the votes do: a leader trusts a
 //! quorum confirmation that started at `t` until `t + election_timeout_min`. The followers of
@@ -47,6 +57,14 @@ pub fn leader_to_probe(
     Some((leader, node.raft_addr.clone()))
 }
 
+/// How long this node waits before campaigning, once `leader` is known to be gone: its rank
+/// among the other voters, by id, times `step`.
+pub fn campaign_delay(metrics: &RaftMetrics, leader: NodeId, step: Duration) -> Duration {
+    let membership = metrics.membership_config.membership();
+    let rank = membership.voter_ids().filter(|id| *id != leader && *id < metrics.id).count();
+    step * u32::try_from(rank).unwrap_or(u32::MAX)
+}
+
 /// Runs until `stop` resolves: every `silence / 4`, a follower that has heard no AppendEntries
 /// on `port` for `silence` probes its leader's Raft port (with `rpc`, so from this node's Raft
 /// address) and campaigns when it is refused.
@@ -74,7 +92,15 @@ pub async fn campaign_when_leader_is_gone(
         if !rpc.refuses_connections(&addr, PROBE_TIMEOUT).await {
             continue;
         }
-        // Still the same leader and still silent: nothing arrived while probing.
+        let delay = campaign_delay(&raft.metrics().borrow(), leader, silence / 2);
+        if !delay.is_zero() {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        // Still the same leader and still silent: nothing arrived while probing or waiting
+        // (a vote request from another candidate clears the leader).
         let same_leader = raft.metrics().borrow().current_leader == Some(leader);
         if !same_leader || port.last_append().elapsed() < silence {
             continue;
@@ -134,6 +160,20 @@ mod tests {
     #[test]
     fn probes_are_at_least_a_silence_apart() {
         assert_eq!(probe(&metrics(ServerState::Follower, Some(2)), 500, 10), None);
+    }
+
+    #[test]
+    fn the_survivors_campaign_in_turn_by_id_so_they_do_not_split_the_vote() {
+        let step = Duration::from_millis(50);
+        let as_node = |id: NodeId| {
+            let mut m = metrics(ServerState::Follower, Some(2));
+            m.id = id;
+            m
+        };
+        assert_eq!(campaign_delay(&as_node(1), 2, step), Duration::ZERO);
+        assert_eq!(campaign_delay(&as_node(3), 2, step), step, "after node 1, not node 2");
+        assert_eq!(campaign_delay(&as_node(2), 1, step), Duration::ZERO, "node 1 is the one gone");
+        assert_eq!(campaign_delay(&as_node(3), 1, step), step, "after node 2");
     }
 
     #[test]
