@@ -100,7 +100,7 @@ pub async fn campaign_when_leader_is_gone(
             }
         }
         // Still the same leader and still silent: nothing arrived while probing or waiting
-        // (a vote request from another candidate clears the leader).
+        // (a vote granted to another candidate clears the leader).
         let same_leader = raft.metrics().borrow().current_leader == Some(leader);
         if !same_leader || port.last_append().elapsed() < silence {
             continue;
