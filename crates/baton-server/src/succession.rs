@@ -102,12 +102,14 @@ pub async fn campaign_when_leader_is_gone(
         // Still the same leader and still silent: nothing arrived while probing or waiting
         // (a vote granted to another candidate clears the leader).
         let same_leader = raft.metrics().borrow().current_leader == Some(leader);
-        if !same_leader || port.last_append().elapsed() < silence {
+        let silent = port.last_append().elapsed();
+        if !same_leader || silent < silence {
             continue;
         }
         tracing::info!(
             leader,
-            silent_ms = since_append.as_millis(),
+            silent_ms = silent.as_millis(),
+            waited_turn_ms = delay.as_millis(),
             "the leader's Raft port refuses connections; campaigning at once"
         );
         if raft.trigger().elect().await.is_err() {
