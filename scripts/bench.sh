@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs Baton's benchmark harness (tests/src/bin/bench.rs) on a local three-node cluster and
+# Runs Baton's benchmark harness (tests/src/bin/bench/) on a local three-node cluster and
 # writes BENCHMARKS.md (the command, the machine, the date and every figure) and
 # BENCHMARKS.svg (latency against throughput).
 #   scripts/bench.sh [--release] [--quick] [--seconds N] [--scale-groups N] [--log-entries N]

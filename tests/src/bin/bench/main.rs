@@ -11,6 +11,10 @@
 //! - scale, on a fresh cluster that keeps its whole log: RSS per node with 100,000 groups of 3
 //!   sessions, and a node holding 1,000,000 log entries SIGKILLed and restarted, to ready.
 //!
+//! Before and after the measurements it measures the machine itself, a disk sync and a wake-up
+//! over loopback (`machine.rs`): this machine kind's speed changes from day to day, and the
+//! table says which speed its figures were taken at.
+//!
 //! Each load runs a warm-up, then a fixed duration, bounded by a request count. This is a
 //! measuring tool, not a test: it asserts nothing and always exits 0 unless the cluster fails.
 //! `scripts/bench.sh` runs it and writes `BENCHMARKS.md`.
@@ -26,6 +30,9 @@ use std::time::{Duration, Instant};
 
 use baton_e2e::{ADMIN_TOKEN, TestCluster, admin_client, send};
 use serde_json::json;
+
+mod machine;
+use machine::MachineSpeed;
 
 const ELECTION: Duration = Duration::from_secs(10);
 /// The most requests one load sends, whatever its duration.
@@ -393,6 +400,7 @@ async fn main() {
     }
     let duration = Duration::from_secs(args.seconds);
     let warmup = Duration::from_secs(1);
+    let before = machine_speed("before the measurements").await;
     let mut rows = Vec::new();
     let loads = MEASUREMENTS.iter().filter(|m| **m != "scale" && args.runs(m)).count();
     if loads > 0 {
@@ -413,12 +421,15 @@ async fn main() {
         }
     }
 
+    let after = machine_speed("after them").await;
+
     if let Some(path) = &args.plot {
         let points: Vec<Point> = rows.iter().map(Row::point).collect();
         std::fs::write(path, plot(&points)).expect("write the plot");
     }
     if let Some(path) = args.markdown {
-        let mut text = String::from(
+        let mut text = format!("Machine speed: {before}; {after}.\n\n");
+        text.push_str(
             "| measurement | clients | ops/s | p50 ms | p99 ms | p999 ms | errors |\n|---|---|---|---|---|---|---|\n",
         );
         for row in &rows {
@@ -432,6 +443,19 @@ async fn main() {
         }
         std::fs::write(&path, text).expect("write the markdown table");
     }
+}
+
+/// The machine's speed now (see `machine.rs`), printed and returned as `<when>: <speeds>`.
+async fn machine_speed(when: &'static str) -> String {
+    // The nodes keep their data in temporary directories: the probe syncs on the same disk.
+    let probe = tokio::task::spawn_blocking(|| MachineSpeed::measure(&std::env::temp_dir()));
+    let line = match probe.await {
+        Ok(Ok(speed)) => format!("{when}: {}", speed.line()),
+        Ok(Err(e)) => format!("{when}: not measured ({e})"),
+        Err(e) => format!("{when}: not measured ({e})"),
+    };
+    eprintln!("bench: machine speed {line}");
+    line
 }
 
 /// The loads, on one three-node cluster: heartbeats, writes, reads, failover detection and
