@@ -4,7 +4,8 @@
 # BENCHMARKS.svg (latency against throughput).
 #   scripts/bench.sh [--release] [--quick] [--seconds N] [--scale-groups N] [--log-entries N]
 # --release measures an optimized build (RocksDB is compiled again for it the first time,
-# about 12 minutes on 2 cores); without it, the debug build the test suite uses.
+# about 12 minutes on 2 cores, and each program is linked with whole-program optimisation);
+# without it, the debug build the test suite uses.
 # Not a test: it asserts nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ for a in "$@"; do
   if [ "$a" = "--release" ]; then profile=release; else args+=("$a"); fi
 done
 # The same selection the harness's own freshness check builds, so nothing is built twice.
-if [ "$profile" = release ]; then build_all --release --quiet; else build_all --quiet; fi
+if [ "$profile" = release ]; then build_programs --quiet; else build_all --quiet; fi
 table=$(mktemp)
 notes=$(mktemp)
 # Keep the hand-written sections after the table (targets, analysis of a run) across runs.

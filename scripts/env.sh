@@ -8,3 +8,10 @@ BATON_BIN="$CARGO_TARGET_DIR/debug/baton"
 build_all() {
   cargo build --workspace --all-targets --locked "$@"
 }
+
+# The release build, for the bench: its programs only (baton, bench, chaos). Each is linked with
+# whole-program optimisation, which takes minutes, so the test binaries are left out; the
+# harness's own freshness check (`baton_bin`) builds the same selection.
+build_programs() {
+  cargo build --workspace --bins --release --locked "$@"
+}

@@ -150,16 +150,20 @@ pub fn baton_bin() -> &'static Path {
             if dir.ends_with("deps") { dir.parent().expect("deps has a parent") } else { dir };
         let release = profile_dir.ends_with("release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        // Build exactly what `cargo test --workspace` builds, so the features of every
-        // dependency match and nothing (RocksDB above all) is compiled a second time.
-        // Into the target directory this executable was built in, whatever CARGO_TARGET_DIR
-        // the caller's shell has (the bench run by hand would otherwise build into ./target).
+        // Build exactly what built this executable, so the features of every dependency
+        // match and nothing (RocksDB above all) is compiled a second time: in debug what
+        // `cargo test --workspace` builds (`build_all` in scripts/env.sh), in release the
+        // workspace's programs only (`build_programs`). Into the target directory this
+        // executable was built in, whatever CARGO_TARGET_DIR the caller's shell has (the bench
+        // run by hand would otherwise build into ./target).
         let target_dir = profile_dir.parent().expect("the profile directory has a parent");
         let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "--workspace", "--all-targets", "--target-dir"]);
+        build.args(["build", "--quiet", "--workspace", "--target-dir"]);
         build.arg(target_dir);
         if release {
-            build.arg("--release");
+            build.args(["--bins", "--release"]);
+        } else {
+            build.arg("--all-targets");
         }
         let status = build.status().expect("running cargo build for the baton binary");
         assert!(status.success(), "building the baton binary failed");
