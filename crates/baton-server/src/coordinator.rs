@@ -207,36 +207,36 @@ impl RaftCoordinator {
         if self.armed().term == Some(term) {
             return true;
         }
-        // A round that completed in this term also waited until everything committed was
-        // applied: whichever caller's round it was, the state is caught up.
-        if self.hold_lease().await.is_err() {
+        // A round of this term also waited until everything committed was applied, this
+        // term's first entry among it: whichever caller's round it was, the state is caught up.
+        if self.hold_lease(term).await.is_err() {
             return false;
         }
         self.arm(term);
         true
     }
 
-    /// Confirms leadership with a quorum (a round of its own, which also waits until
-    /// everything committed is applied) and extends the lease from when the round started.
-    async fn confirm_leadership(&self) -> Result<(), CoordinatorError> {
-        self.confirm(false).await
+    /// Confirms leadership in `term` with a quorum (a round of its own, which also waits
+    /// until everything committed is applied) and extends the lease from when it started.
+    async fn confirm_leadership(&self, term: u64) -> Result<(), CoordinatorError> {
+        self.confirm(term, false).await
     }
 
     /// Makes sure the lease holds, confirming leadership with a quorum only if it has lapsed.
     /// Callers that find it lapsed while a round is under way wait for that round instead of
     /// starting their own (see [`Lease::confirm`]; at 256 clients the bench's heartbeats
     /// answered 503 without this).
-    async fn hold_lease(&self) -> Result<(), CoordinatorError> {
-        if self.lease.valid() { Ok(()) } else { self.confirm(true).await }
+    async fn hold_lease(&self, term: u64) -> Result<(), CoordinatorError> {
+        if self.lease.valid(term) { Ok(()) } else { self.confirm(term, true).await }
     }
 
     /// A quorum round through [`Lease::confirm`]. Bounded, the wait for another caller's round
     /// included, by the leader wait: a leader that cannot reach a quorum within two election
     /// timeouts is not going to, and its clients should hear 503 promptly.
-    async fn confirm(&self, unless_held: bool) -> Result<(), CoordinatorError> {
+    async fn confirm(&self, term: u64, unless_held: bool) -> Result<(), CoordinatorError> {
         let round = self
             .lease
-            .confirm(unless_held, || async { self.raft.ensure_linearizable().await.is_ok() });
+            .confirm(term, unless_held, || async { self.raft.ensure_linearizable().await.is_ok() });
         match tokio::time::timeout(self.options.leader_wait, round).await {
             Ok(true) => Ok(()),
             _ => Err(CoordinatorError::NoLeader),
@@ -274,7 +274,7 @@ impl RaftCoordinator {
             return;
         }
         // Refresh the lease every tick; a leader that cannot reach a quorum stops granting.
-        if self.confirm_leadership().await.is_err() {
+        if self.confirm_leadership(term).await.is_err() {
             self.lease.revoke();
             return;
         }
@@ -519,6 +519,7 @@ impl RaftCoordinator {
                 Some(Ok(command)) => command,
             };
             if let Some(command) = command {
+                let (_, term) = self.leadership();
                 let proposed = Instant::now();
                 match self.propose(command, None).await {
                     Ok(Response::Rejected(Rejection::Superseded(_))) => continue,
@@ -528,12 +529,12 @@ impl RaftCoordinator {
                     Ok(Response::Rejected(Rejection::GroupNotFound(_))) => {
                         return done(HeartbeatOutcome::GroupNotFound);
                     }
-                    Ok(_) => self.lease.confirmed(proposed),
+                    Ok(_) => self.lease.confirmed(term, proposed),
                     Err(e) => return Outcome::Failed(e),
                 }
             }
             // Grant nothing without a confirmed lease.
-            if let Err(e) = self.hold_lease().await {
+            if let Err(e) = self.hold_lease(self.leadership().1).await {
                 return Outcome::Failed(e);
             }
             // Answer from the state as it is while the answer is recorded: the state's read lock
@@ -571,7 +572,8 @@ impl RaftCoordinator {
         // everything this leader knows committed is applied, its state answers linearizably.
         // One quorum round per tick serves every read, instead of one round per read; when
         // the lease has lapsed, the reads waiting for it share one round.
-        if self.hold_lease().await.is_err() {
+        let (_, term) = self.leadership();
+        if self.hold_lease(term).await.is_err() {
             // No quorum answered within the leader wait: another round would not either.
             return if self.leadership().0 {
                 Outcome::Failed(CoordinatorError::NoLeader)
@@ -585,7 +587,7 @@ impl RaftCoordinator {
                 .wait(Some(self.options.request_timeout))
                 .applied_index_at_least(Some(index), "the read index is applied")
                 .await;
-            if applied.is_ok() && self.lease.valid() {
+            if applied.is_ok() && self.lease.valid(term) {
                 return Outcome::done(LeaderAnswer::Read(self.state.query(&query)));
             }
         }

@@ -48,63 +48,76 @@ impl Clock {
 }
 
 /// The leader lease: until when this node may act as the only leader without asking a quorum.
+/// Each confirmation is stamped with the term its caller was leading in, and serves only
+/// callers in that term: a round of an earlier term proves nothing about what a later term's
+/// leadership has applied (its first entry among it).
 #[derive(Debug)]
 pub struct Lease {
     duration: Duration,
-    confirmed_at: Mutex<Option<Instant>>,
+    confirmed: Mutex<Option<Confirmation>>,
     /// Held while a quorum round runs: one round at a time.
     confirming: tokio::sync::Mutex<()>,
+}
+
+/// The latest quorum confirmation: in which term, and when its round started.
+#[derive(Clone, Copy, Debug)]
+struct Confirmation {
+    term: u64,
+    started: Instant,
 }
 
 impl Lease {
     /// A lease trusted for `duration` after each confirmation starts.
     pub fn new(duration: Duration) -> Self {
-        Self { duration, confirmed_at: Mutex::new(None), confirming: tokio::sync::Mutex::new(()) }
+        Self { duration, confirmed: Mutex::new(None), confirming: tokio::sync::Mutex::new(()) }
     }
 
-    /// Runs `round` (a quorum confirmation: true if a quorum answered), one round at a time,
-    /// and extends the lease from when it started if it succeeded. With `unless_held`, a caller
-    /// that waited for another caller's round runs none if that round renewed the lease: on a
-    /// leader too busy to renew its lease in time, hundreds of heartbeats each asking a quorum
-    /// at once kept it from being renewed at all.
-    pub async fn confirm<Round>(&self, unless_held: bool, round: impl FnOnce() -> Round) -> bool
+    /// Runs `round` (a quorum confirmation: true if a quorum answered) for a caller leading in
+    /// `term`, one round at a time, and extends the lease from when it started if it
+    /// succeeded. With `unless_held`, a caller that waited for another caller's round runs
+    /// none if that round renewed the lease for `term`: on a leader too busy to renew its
+    /// lease in time, hundreds of heartbeats each asking a quorum at once kept it from being
+    /// renewed at all.
+    pub async fn confirm<Round>(
+        &self,
+        term: u64,
+        unless_held: bool,
+        round: impl FnOnce() -> Round,
+    ) -> bool
     where
         Round: Future<Output = bool>,
     {
         let _turn = self.confirming.lock().await;
-        if unless_held && self.valid() {
+        if unless_held && self.valid(term) {
             return true;
         }
         let started = Instant::now();
         let confirmed = round().await;
         if confirmed {
-            self.confirmed(started);
+            self.confirmed(term, started);
         }
         confirmed
     }
 
-    /// Records a quorum confirmation that started at `started`.
-    pub fn confirmed(&self, started: Instant) {
-        let mut at = self.confirmed_at.lock().expect("lease lock is never poisoned");
-        if at.is_none_or(|t| t < started) {
-            *at = Some(started);
+    /// Records a quorum confirmation, by a caller leading in `term`, that started at
+    /// `started`. One of an earlier term than the one recorded is ignored.
+    pub fn confirmed(&self, term: u64, started: Instant) {
+        let mut confirmed = self.confirmed.lock().expect("lease lock is never poisoned");
+        let newer = confirmed.is_none_or(|c| (c.term, c.started) < (term, started));
+        if newer {
+            *confirmed = Some(Confirmation { term, started });
         }
     }
 
     /// Forgets every confirmation (leadership lost).
     pub fn revoke(&self) {
-        *self.confirmed_at.lock().expect("lease lock is never poisoned") = None;
+        *self.confirmed.lock().expect("lease lock is never poisoned") = None;
     }
 
-    /// Whether the lease holds now.
-    pub fn valid(&self) -> bool {
-        self.remaining().is_some()
-    }
-
-    /// How long the lease still holds.
-    pub fn remaining(&self) -> Option<Duration> {
-        let at = (*self.confirmed_at.lock().expect("lease lock is never poisoned"))?;
-        (at + self.duration).checked_duration_since(Instant::now())
+    /// Whether the lease holds now for a caller leading in `term`.
+    pub fn valid(&self, term: u64) -> bool {
+        let confirmed = *self.confirmed.lock().expect("lease lock is never poisoned");
+        confirmed.is_some_and(|c| c.term == term && c.started.elapsed() < self.duration)
     }
 }
 
@@ -124,6 +137,8 @@ mod tests {
 
     use super::*;
 
+    const TERM: u64 = 3;
+
     /// `callers` concurrent confirmations of `lease`, each round taking 10 ms and answering
     /// `answer`; how many rounds ran, and what each caller heard.
     async fn confirm_at_once(
@@ -138,7 +153,7 @@ mod tests {
                 let (lease, rounds) = (lease.clone(), rounds.clone());
                 tokio::spawn(async move {
                     lease
-                        .confirm(unless_held, || async {
+                        .confirm(TERM, unless_held, || async {
                             rounds.fetch_add(1, Ordering::SeqCst);
                             tokio::time::sleep(Duration::from_millis(10)).await;
                             answer
@@ -160,7 +175,7 @@ mod tests {
         let (rounds, heard) = confirm_at_once(&lease, 100, true, true).await;
         assert_eq!(rounds, 1);
         assert!(heard.iter().all(|&h| h), "every caller holds the lease");
-        assert!(lease.valid());
+        assert!(lease.valid(TERM));
     }
 
     #[tokio::test]
@@ -169,13 +184,13 @@ mod tests {
         let (rounds, heard) = confirm_at_once(&lease, 3, true, false).await;
         assert_eq!(rounds, 3, "a failed round renews nothing, so each caller tries");
         assert!(heard.iter().all(|&h| !h));
-        assert!(!lease.valid());
+        assert!(!lease.valid(TERM));
     }
 
     #[tokio::test]
     async fn a_renewal_asks_the_quorum_even_while_the_lease_holds() {
         let lease = Arc::new(Lease::new(Duration::from_secs(60)));
-        lease.confirmed(Instant::now());
+        lease.confirmed(TERM, Instant::now());
         let (rounds, heard) = confirm_at_once(&lease, 2, false, true).await;
         assert_eq!(rounds, 2, "the leader tick's renewals are never skipped");
         assert!(heard.iter().all(|&h| h));
@@ -184,8 +199,22 @@ mod tests {
     #[tokio::test]
     async fn a_held_lease_needs_no_round() {
         let lease = Arc::new(Lease::new(Duration::from_secs(60)));
-        lease.confirmed(Instant::now());
+        lease.confirmed(TERM, Instant::now());
         let (rounds, _) = confirm_at_once(&lease, 5, true, true).await;
         assert_eq!(rounds, 0);
+    }
+
+    #[tokio::test]
+    async fn a_confirmation_of_an_earlier_term_serves_no_caller_of_a_later_one() {
+        let lease = Arc::new(Lease::new(Duration::from_secs(60)));
+        lease.confirmed(TERM - 1, Instant::now());
+        assert!(!lease.valid(TERM));
+        let (rounds, heard) = confirm_at_once(&lease, 5, true, true).await;
+        assert_eq!(rounds, 1, "the new term's callers share one round of their own");
+        assert!(heard.iter().all(|&h| h));
+        assert!(lease.valid(TERM));
+        assert!(!lease.valid(TERM - 1), "nor does a later term's serve an earlier one");
+        lease.confirmed(TERM - 1, Instant::now());
+        assert!(lease.valid(TERM), "a late confirmation of the earlier term is ignored");
     }
 }
