@@ -220,7 +220,7 @@ async fn raft_port_refuses_requests_without_the_cluster_secret() {
     let leader = cluster.wait_for_leader(ELECTION).await;
     let raft = &cluster.node(leader).raft_addr;
     let before = cluster.wait_converged(ELECTION).await;
-    // HTTP (leader forwarding): 401 before any handler.
+    // HTTP: 401 before any handler (and no route at all with the secret: forwarding is framed).
     for secret in [None, Some("wrong-secret-0123456789"), Some(&SECRET[..SECRET.len() - 1])] {
         let mut req = cluster.http().post(format!("http://{raft}/forward")).body(vec![0u8; 16]);
         if let Some(s) = secret {
@@ -229,32 +229,35 @@ async fn raft_port_refuses_requests_without_the_cluster_secret() {
         let resp = req.send().await.expect("answer");
         assert_eq!(resp.status().as_u16(), 401, "/forward with {secret:?}");
     }
-    // Framed Raft connections: refused before any request is read.
+    let resp = cluster
+        .http()
+        .post(format!("http://{raft}/forward"))
+        .header("x-baton-cluster-secret", SECRET)
+        .body(vec![0u8; 16])
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status().as_u16(), 404, "no HTTP route on the Raft port");
+    // Framed connections: refused before any request is read.
     for secret in [&b""[..], b"wrong-secret-0123456789", &SECRET.as_bytes()[..SECRET.len() - 1]] {
         let mut stream = raft_connection(raft, secret).await;
         assert_eq!(stream.read_u8().await.expect("an answer to the preface"), 1, "refused");
         assert_eq!(stream.read(&mut [0u8; 8]).await.expect("closed"), 0, "then closed");
     }
-    // With the secret but garbage in the body: rejected with a reason, nothing applied.
+    // With the secret but garbage in the body, of an AppendEntries and of a forwarded batch:
+    // rejected with a reason, nothing applied.
     let mut stream = raft_connection(raft, SECRET.as_bytes()).await;
     assert_eq!(stream.read_u8().await.expect("an answer to the preface"), 0, "accepted");
-    let mut frame = vec![1u8];
-    frame.extend_from_slice(&64u32.to_be_bytes());
-    frame.extend_from_slice(&[0xffu8; 64]);
-    stream.write_all(&frame).await.expect("send");
-    assert_eq!(stream.read_u8().await.expect("status"), 1, "rejected");
-    let mut reason = vec![0u8; stream.read_u32().await.expect("length") as usize];
-    stream.read_exact(&mut reason).await.expect("reason");
-    assert!(String::from_utf8_lossy(&reason).contains("cannot decode"), "{reason:?}");
-    let resp = cluster
-        .http()
-        .post(format!("http://{raft}/forward"))
-        .header("x-baton-cluster-secret", SECRET)
-        .body(vec![0xffu8; 64])
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(resp.status().as_u16(), 400);
+    for kind in [1u8, baton_net::FORWARD] {
+        let mut frame = vec![kind];
+        frame.extend_from_slice(&64u32.to_be_bytes());
+        frame.extend_from_slice(&[0xffu8; 64]);
+        stream.write_all(&frame).await.expect("send");
+        assert_eq!(stream.read_u8().await.expect("status"), 1, "kind {kind} rejected");
+        let mut reason = vec![0u8; stream.read_u32().await.expect("length") as usize];
+        stream.read_exact(&mut reason).await.expect("reason");
+        assert!(String::from_utf8_lossy(&reason).contains("cannot decode"), "{reason:?}");
+    }
     assert_eq!(cluster.wait_converged(ELECTION).await, before, "the state did not change");
     // The public port does not serve Raft.
     let resp = cluster

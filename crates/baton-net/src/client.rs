@@ -1,6 +1,6 @@
 //! The client side: the openraft network, which sends Raft RPCs over framed connections (see
-//! `frame.rs`), and a pooled HTTP client that posts postcard bodies to other nodes (leader
-//! forwarding).
+//! `frame.rs`), and the dialer and pool of those connections, which leader forwarding
+//! (`forward.rs`) shares.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -12,23 +12,23 @@ use baton_raft::typ::{
     InstallSnapshotResponse, LogId, RPCError, RaftError, VoteRequest, VoteResponse,
 };
 use baton_raft::{NodeId, NodeInfo, TypeConfig};
+use futures::FutureExt as _;
 use openraft::error::{InstallSnapshotError, NetworkError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt, BufReader};
 use tokio::net::TcpSocket;
 
+use crate::MAX_RPC_BODY;
+use crate::forward::{BATCHES_IN_FLIGHT, Forwarder};
 use crate::frame::{self, AsyncIo};
-use crate::{CONTENT_TYPE, MAX_RPC_BODY, SECRET_HEADER};
 
 /// How long opening a TCP connection to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// How long an idle pooled connection is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Idle framed connections kept per peer for the next [`Connection`] (openraft makes one per
-/// replication stream and per vote).
-const IDLE_PER_PEER: usize = 4;
+/// Idle framed connections kept per peer for the next user: openraft makes one per replication
+/// stream and per vote, and forwarding uses up to [`BATCHES_IN_FLIGHT`] at once.
+const IDLE_PER_PEER: usize = BATCHES_IN_FLIGHT + 4;
 /// Bytes read from a framed connection at once: most answers arrive in one read.
 const READ_BUFFER: usize = 16 * 1024;
 /// Most bytes of entries one AppendEntries carries (its first entry always goes, whatever its
@@ -84,14 +84,6 @@ pub enum CallError {
         /// The deadline.
         timeout: Duration,
     },
-    /// The peer refused the request (wrong cluster secret, bad request).
-    #[error("{addr} refused the request with status {status}")]
-    Refused {
-        /// The peer's address.
-        addr: String,
-        /// The HTTP status it answered with.
-        status: u16,
-    },
     /// The connection broke while sending or receiving.
     #[error("transport error talking to {addr}: {source}")]
     Transport {
@@ -100,8 +92,8 @@ pub enum CallError {
         /// The transport's reason.
         source: BoxError,
     },
-    /// The peer did not handle the request and said why (the framed transport's rejection:
-    /// a wrong cluster secret, an undecodable body).
+    /// The peer did not handle the request and said why (a wrong cluster secret, an
+    /// undecodable body, a kind of request it does not serve).
     #[error("{addr} rejected the request: {reason}")]
     Rejected {
         /// The peer's address.
@@ -119,16 +111,38 @@ pub enum CallError {
     },
 }
 
-/// A transport fault's cause, from either transport.
+/// A transport fault's cause.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A client for the internal listener of other nodes. Cheap to clone; clones share one
-/// connection pool, so connections to a peer are reused across RPCs.
+impl CallError {
+    /// The same error again, for each caller whose request shared a failed exchange (a
+    /// source's text stands for the source).
+    pub(crate) fn duplicate(&self) -> Self {
+        let text = |source: &BoxError| -> BoxError { source.to_string().into() };
+        match self {
+            Self::Unreachable { addr, source } => {
+                Self::Unreachable { addr: addr.clone(), source: text(source) }
+            }
+            Self::Timeout { addr, timeout } => {
+                Self::Timeout { addr: addr.clone(), timeout: *timeout }
+            }
+            Self::Transport { addr, source } => {
+                Self::Transport { addr: addr.clone(), source: text(source) }
+            }
+            Self::Rejected { addr, reason } => {
+                Self::Rejected { addr: addr.clone(), reason: reason.clone() }
+            }
+            Self::Decode { addr, source } => {
+                Self::Decode { addr: addr.clone(), source: source.clone() }
+            }
+        }
+    }
+}
+
+/// A client for the Raft port of other nodes. Cheap to clone; clones share one pool of
+/// framed connections per peer.
 #[derive(Clone)]
 pub struct RpcClient {
-    http: reqwest::Client,
-    secret: Arc<str>,
-    scheme: &'static str,
     dialer: Arc<Dialer>,
 }
 
@@ -145,55 +159,23 @@ impl RpcClient {
         let dialer = Arc::new(Dialer {
             secret: secret.into(),
             source,
-            tls: tls.clone().map(|mut config| {
+            tls: tls.map(|mut config| {
                 config.alpn_protocols = vec![frame::ALPN.to_vec()];
                 tokio_rustls::TlsConnector::from(Arc::new(config))
             }),
             idle: Mutex::default(),
         });
-        let mut builder = reqwest::Client::builder()
-            .local_address(source)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_prior_knowledge();
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        builder =
-            builder.tls_backend_preconfigured(tls.unwrap_or_else(crate::tls::plain_http_only));
-        let http = builder.build().expect("a client with a ready TLS configuration always builds");
-        Self { http, secret: secret.into(), scheme, dialer }
+        Self { dialer }
     }
 
-    /// Posts `request` postcard-encoded to `{http|https}://{addr}{path}` and decodes the answer.
-    pub async fn call<Req, Resp>(
-        &self,
-        addr: &str,
-        path: &str,
-        request: &Req,
-        timeout: Duration,
-    ) -> Result<Resp, CallError>
+    /// A forwarder of `Req` requests to peers, answered with `Resp`, over this client's
+    /// connections (see [`Forwarder`]).
+    pub fn forwarder<Req, Resp>(&self) -> Forwarder<Req, Resp>
     where
-        Req: Serialize,
-        Resp: DeserializeOwned,
+        Req: Serialize + Send + 'static,
+        Resp: DeserializeOwned + Send + 'static,
     {
-        let body = postcard::to_allocvec(request)
-            .expect("postcard encodes Baton's RPC types without failing");
-        let send = self
-            .http
-            .post(format!("{}://{addr}{path}", self.scheme))
-            .header(SECRET_HEADER, &*self.secret)
-            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
-            .body(body)
-            .timeout(timeout)
-            .send();
-        let response = send.await.map_err(|source| classify(addr, timeout, source))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(CallError::Refused { addr: addr.into(), status: status.as_u16() });
-        }
-        let bytes = response.bytes().await.map_err(|source| classify(addr, timeout, source))?;
-        postcard::from_bytes(&bytes)
-            .map_err(|source| CallError::Decode { addr: addr.into(), source })
+        Forwarder::new(self.dialer.clone())
     }
 
     /// Whether nothing listens at `addr`: a TCP connection, opened from this node's address
@@ -206,20 +188,9 @@ impl RpcClient {
     }
 }
 
-fn classify(addr: &str, timeout: Duration, source: reqwest::Error) -> CallError {
-    let addr = addr.to_string();
-    if source.is_timeout() {
-        CallError::Timeout { addr, timeout }
-    } else if source.is_connect() {
-        CallError::Unreachable { addr, source: source.into() }
-    } else {
-        CallError::Transport { addr, source: source.into() }
-    }
-}
-
 /// Opens framed connections to peers (from the node's own address, over TLS when configured,
 /// presenting the cluster secret) and keeps a few idle ones per peer.
-struct Dialer {
+pub(crate) struct Dialer {
     secret: Arc<str>,
     source: Option<IpAddr>,
     tls: Option<tokio_rustls::TlsConnector>,
@@ -246,6 +217,36 @@ impl Dialer {
 
     fn take_idle(&self, addr: &str) -> Option<Stream> {
         self.idle().get_mut(addr).and_then(Vec::pop)
+    }
+
+    /// An idle connection to `addr` that the peer has not closed, if one is pooled. A
+    /// connection with anything to read between exchanges is closed (by the peer, or broken).
+    fn take_open(&self, addr: &str) -> Option<Stream> {
+        while let Some(mut stream) = self.take_idle(addr) {
+            if stream.io.fill_buf().now_or_never().is_none() {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    /// One exchange on an open pooled connection to `addr`, or a new one, which is pooled
+    /// again afterwards. Not repeated on another connection: the request may have been run.
+    pub(crate) async fn exchange(
+        &self,
+        addr: &str,
+        request: &[u8],
+    ) -> Result<(u8, Vec<u8>), CallError> {
+        let mut stream = match self.take_open(addr) {
+            Some(stream) => stream,
+            None => self.open(addr).await?,
+        };
+        let answer = stream
+            .exchange(request)
+            .await
+            .map_err(|e| CallError::Transport { addr: addr.into(), source: e.into() })?;
+        self.keep_idle(addr, stream);
+        Ok(answer)
     }
 
     fn keep_idle(&self, addr: &str, stream: Stream) {

@@ -4,7 +4,8 @@
 //! client ─▶ PREFACE, secret length (u16, big-endian), secret
 //! server ─▶ one byte: ACCEPTED, or REFUSED and the connection closes
 //! then, one exchange at a time:
-//! client ─▶ kind (u8: APPEND, VOTE, SNAPSHOT), body length (u32, big-endian), postcard body
+//! client ─▶ kind (u8: APPEND, VOTE, SNAPSHOT, FORWARD), body length (u32, big-endian),
+//!           postcard body
 //! server ─▶ status (u8: ANSWER, or REJECTED with a UTF-8 reason), body length, body
 //! ```
 //!
@@ -27,6 +28,9 @@ pub(crate) const APPEND: u8 = 1;
 pub(crate) const VOTE: u8 = 2;
 /// Kind of a request frame: InstallSnapshot.
 pub(crate) const SNAPSHOT: u8 = 3;
+/// Kind of a request frame: a batch of requests forwarded to the leader (`forward.rs`); the
+/// body is a sequence of requests, the answer's body the sequence of their answers.
+pub const FORWARD: u8 = 4;
 /// The server's answer to a preface with an accepted secret.
 pub(crate) const ACCEPTED: u8 = 0;
 /// The server's answer to a preface without an accepted secret.

@@ -11,15 +11,17 @@
 //! large batch on a busy node; its replication also enforces that interval itself, around this
 //! network, so the floor does not lengthen an AppendEntries).
 //!
-//! The same port serves HTTP for the routes the server crate adds (leader forwarding, with
-//! [`RpcClient::call`]), wrapped with [`secured`]: a framed connection begins with
-//! [`PREFACE`], which no HTTP request does, so the listener tells them apart by their first
-//! bytes.
+//! Requests only the leader may serve travel the same way: a [`Forwarder`] batches them per
+//! peer, [`BATCHES_IN_FLIGHT`] batches at once, each a FORWARD frame on a pooled connection,
+//! and the leader's port answers a batch with [`answer_batch`] (see `forward.rs`). Any HTTP
+//! the port is given is wrapped with [`secured`]: a framed connection begins with [`PREFACE`],
+//! which no HTTP request does, so the listener tells them apart by their first bytes.
 //!
 //! ```text
 //!  openraft ─▶ Network::new_client ─▶ Connection ─┐  PREFACE + secret, then frames
-//!                                                 │  (kind, length, postcard body)
-//!  peer: RaftPort::serve(raft) ◀──────────────────┘  refused without the secret
+//!  callers  ─▶ Forwarder::send (batches) ─────────┤  (kind, length, postcard body)
+//!                                                 │
+//!  peer: RaftPort::serve(rpcs) ◀──────────────────┘  refused without the secret
 //! ```
 //!
 //! Why not HTTP for Raft too (it was, until measured): on this project's 2-core benchmark
@@ -41,10 +43,16 @@
 //!   (`PartialSuccess`), and openraft sends the rest next. openraft 0.9 gives each
 //!   AppendEntries the heartbeat interval and resends the same range after a timeout, so a
 //!   follower that missed megabytes of log would otherwise never catch up.
+//! - A forwarded request is sent once, never again on another connection. Its error is
+//!   `Unreachable` only when no connection could be made, so the peer never saw it; after
+//!   any other error the peer may have run it. A pooled connection that the peer has closed
+//!   is not used. Each caller gets its own request's answer; a failed batch fails each of its
+//!   requests alike.
 
 #![cfg_attr(not(test), deny(unused_crate_dependencies))]
 
 mod client;
+mod forward;
 mod frame;
 mod server;
 pub mod tls;
@@ -52,10 +60,11 @@ pub mod tls;
 pub use client::{
     BoxError, CallError, Connection, MAX_APPEND_BYTES, Network, RpcClient, bound_entries,
 };
-pub use frame::{AsyncIo, PREFACE};
-pub use server::{MAX_RPC_BODY, Postcard, RaftPort, Rpcs, secured};
+pub use forward::{
+    BATCHES_IN_FLIGHT, Forwarder, MOST_BYTES_PER_BATCH, MOST_PER_BATCH, answer_batch,
+};
+pub use frame::{AsyncIo, FORWARD, PREFACE};
+pub use server::{MAX_RPC_BODY, RaftPort, Rpcs, secured};
 
 /// Header carrying the cluster's shared secret on every internal request.
 pub const SECRET_HEADER: &str = "x-baton-cluster-secret";
-/// Content type of internal bodies.
-pub const CONTENT_TYPE: &str = "application/x-postcard";

@@ -1,6 +1,5 @@
-//! The server side: the Raft RPCs on framed connections ([`RaftPort`]), the cluster-secret
-//! check for the HTTP routes the server crate adds (leader forwarding), and their postcard body
-//! type.
+//! The server side: the Raft RPCs and forwarded requests on framed connections
+//! ([`RaftPort`]), and the cluster-secret check for whatever HTTP the Raft port is given.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,50 +7,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use baton_raft::typ::{AppendEntriesRequest, InstallSnapshotRequest, Raft, VoteRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 
+use crate::SECRET_HEADER;
 use crate::frame::{self, AsyncIo};
-use crate::{CONTENT_TYPE, SECRET_HEADER};
 
 /// Largest internal request body: a batch of log entries or one snapshot chunk.
 pub const MAX_RPC_BODY: usize = 64 * 1024 * 1024;
-
-/// A postcard-encoded body, as request extractor and as response.
-pub struct Postcard<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Postcard<T> {
-    type Rejection = (StatusCode, String);
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| (StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")))?;
-        postcard::from_bytes(&bytes)
-            .map(Postcard)
-            .map_err(|e| (StatusCode::BAD_REQUEST, format!("cannot decode the body: {e}")))
-    }
-}
-
-impl<T: Serialize> IntoResponse for Postcard<T> {
-    fn into_response(self) -> Response {
-        match postcard::to_allocvec(&self.0) {
-            Ok(bytes) => ([(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))], bytes)
-                .into_response(),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode an RPC answer");
-                StatusCode::INTERNAL_SERVER_ERROR.into_response()
-            }
-        }
-    }
-}
 
 /// Requires one of the cluster `secrets` (the current one and any still accepted during a
 /// rotation) on every request of `router` and raises the body limit to [`MAX_RPC_BODY`]. A

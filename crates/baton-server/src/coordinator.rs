@@ -16,7 +16,7 @@ use baton_core::{
     Actor, Command, GroupKey, HeartbeatIn, Identity, IdentityName, Query, QueryResult, Rejection,
     Request, Response, SessionId,
 };
-use baton_net::{CallError, RpcClient};
+use baton_net::{CallError, Forwarder, RpcClient};
 use baton_raft::typ::{ClientWriteError, Raft, RaftError};
 use baton_raft::{NodeId, NodeInfo};
 use baton_store::{CommittedIndex, StateReader};
@@ -27,8 +27,6 @@ use serde::{Deserialize, Serialize};
 use crate::leader::{Armed, Clock, Lease, TICK};
 use crate::proposer::{Proposer, Unwritten};
 
-/// Internal path of the leader-forwarding RPC.
-pub const PATH_FORWARD: &str = "/forward";
 /// Longest pause before re-routing a request whose node turned out not to lead (or could not
 /// be reached); the pause ends as soon as this node learns of another leader.
 const REROUTE_PAUSE: Duration = Duration::from_millis(50);
@@ -117,7 +115,7 @@ pub struct RaftCoordinator {
     raft: Raft,
     state: StateReader,
     committed: CommittedIndex,
-    rpc: RpcClient,
+    forwarder: Forwarder<LeaderRequest, Outcome>,
     feed: Arc<Feed>,
     options: Options,
     clock: Clock,
@@ -147,7 +145,7 @@ impl RaftCoordinator {
             raft,
             state,
             committed,
-            rpc,
+            forwarder: rpc.forwarder(),
             feed,
             options,
             clock: Clock::default(),
@@ -402,11 +400,16 @@ impl RaftCoordinator {
 
     async fn forward(&self, leader: &NodeInfo, request: &LeaderRequest) -> Outcome {
         let deadline = self.options.request_timeout + Duration::from_secs(1);
-        match self.rpc.call::<_, Outcome>(&leader.raft_addr, PATH_FORWARD, request, deadline).await
-        {
+        match self.forwarder.send(&leader.raft_addr, request.clone(), deadline).await {
             Ok(outcome) => outcome,
             // Nothing reached the leader: safe to re-route.
             Err(CallError::Unreachable { .. }) => Outcome::NotLeader,
+            // The leader refused the batch before running any of it (an undecodable body, or
+            // a kind of request it does not serve): nothing was run, and re-routing to the
+            // same leader would be refused again.
+            Err(e @ CallError::Rejected { .. }) => {
+                Outcome::Failed(CoordinatorError::Internal(e.to_string()))
+            }
             // The request may have reached the leader: a write's outcome is unknown; a read or
             // a membership change can be repeated.
             Err(e) => match request {

@@ -7,8 +7,9 @@
 //!
 //! ```text
 //!  client ─▶ api_addr ─▶ baton-api ─▶ RaftCoordinator ─┬─ leader here: Proposer (group commit) / lease read
-//!                                                     └─ else: POST raft_addr/forward on the leader
-//!  peers  ─▶ raft_addr ─▶ baton-net (secret check) ─▶ /raft/{append,vote,snapshot}, /forward
+//!                                                     └─ else: Forwarder ─▶ FORWARD batches to the leader
+//!  peers  ─▶ raft_addr ─▶ baton-net (secret check) ─▶ port::PortRpcs: append, vote, snapshot (openraft),
+//!                                                     FORWARD (RaftCoordinator::execute)
 //! ```
 
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod identity;
 pub mod leader;
 pub mod listener;
 pub mod node;
+pub mod port;
 pub mod proposer;
 pub mod replication;
 pub mod succession;

@@ -4,7 +4,7 @@
 //! (`ConnectInfo`) for the audit trail. With a TLS configuration, each connection is a TLS
 //! handshake first (bounded by the header deadline), then HTTP. On the Raft port, a connection
 //! that opens with `baton_net::PREFACE` carries framed Raft RPCs instead and is handed to the
-//! node's `RaftPort`.
+//! node's Raft port (`port.rs`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
-use baton_net::{AsyncIo, PREFACE, RaftPort};
-use baton_raft::typ::Raft;
+use baton_net::{AsyncIo, PREFACE};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -48,7 +47,7 @@ pub async fn serve<S>(
     service: S,
     limits: Limits,
     tls: Option<Arc<rustls::ServerConfig>>,
-    raft: Option<Arc<RaftPort<Raft>>>,
+    raft: Option<Arc<crate::port::Port>>,
     stop: impl Future<Output = ()>,
 ) where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,

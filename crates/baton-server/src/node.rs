@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::routing::post;
-use baton_net::{Network, Postcard, RpcClient};
+use baton_net::{Network, RpcClient};
 use baton_raft::NodeInfo;
 use baton_raft::typ::Raft;
 use tokio::net::TcpListener;
@@ -17,7 +16,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::coordinator::{LeaderRequest, Options, PATH_FORWARD, RaftCoordinator};
+use crate::coordinator::{Options, RaftCoordinator};
 use crate::identity;
 use crate::listener;
 
@@ -115,22 +114,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             wait_true(stop_duties.subscribe()),
         ));
 
-        // 4. The internal listener: Raft RPCs and leader forwarding, behind the cluster secret.
+        // 4. The internal listener: Raft RPCs and leader forwarding on framed connections,
+        // behind the cluster secret. It serves no HTTP route; an HTTP request gets 401 without
+        // the secret and 404 with it.
         let raft_listener = TcpListener::bind(&config.raft_addr)
             .await
             .with_context(|| format!("cannot listen on raft_addr {}", config.raft_addr))?;
-        let forward_coordinator = coordinator.clone();
         let internal = baton_net::secured(
-            Router::new().route(
-                PATH_FORWARD,
-                post(move |Postcard(request): Postcard<LeaderRequest>| async move {
-                    Postcard(forward_coordinator.execute(request).await)
-                }),
-            ),
+            Router::new().fallback(|| async { axum::http::StatusCode::NOT_FOUND }),
             &accepted_secrets(&config),
         );
         let raft_port = Arc::new(baton_net::RaftPort::new(
-            raft.clone(),
+            crate::port::PortRpcs::new(raft.clone(), coordinator.clone()),
             &accepted_secrets(&config),
             Duration::from_millis(config.header_read_timeout_ms),
         ));

@@ -32,7 +32,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baton_net::{RaftPort, RpcClient};
+use baton_net::RpcClient;
 use baton_raft::NodeId;
 use baton_raft::typ::{Raft, RaftMetrics};
 use openraft::ServerState;
@@ -70,7 +70,7 @@ pub fn campaign_delay(metrics: &RaftMetrics, leader: NodeId, step: Duration) -> 
 /// address) and campaigns when it is refused.
 pub async fn campaign_when_leader_is_gone(
     raft: Raft,
-    port: Arc<RaftPort<Raft>>,
+    port: Arc<crate::port::Port>,
     rpc: RpcClient,
     silence: Duration,
     stop: impl Future<Output = ()>,

@@ -3,7 +3,8 @@
 //! keep-alive connections, and reports ops/s and latency p50/p99/p999 for:
 //! - AVEVA heartbeats that change no role (1, 16, 64, 256 clients), and the same heartbeats
 //!   streamed on WebSockets (16, 64 clients);
-//! - durable writes: session creation, each synced on a quorum (1, 64, 256 clients);
+//! - durable writes: session creation, each synced on a quorum (1, 64, 256 clients), and the
+//!   same from clients dealt over all three nodes (64, 256 clients);
 //! - linearizable reads (64 clients);
 //! - failover detection: from a Primary's last heartbeat to its successor being told
 //!   PendingPrimary, over many groups;
@@ -296,7 +297,16 @@ impl Conn {
 
 /// A connection per simulated caller.
 fn conns(n: usize, base_url: &str) -> Arc<Vec<tokio::sync::Mutex<Conn>>> {
-    Arc::new((0..n).map(|_| tokio::sync::Mutex::new(Conn::new(base_url))).collect())
+    conns_over(n, &[base_url.to_string()])
+}
+
+/// `n` connections dealt over `base_urls` in turn (client `c` talks to `base_urls[c % len]`).
+fn conns_over(n: usize, base_urls: &[String]) -> Arc<Vec<tokio::sync::Mutex<Conn>>> {
+    Arc::new(
+        (0..n)
+            .map(|c| tokio::sync::Mutex::new(Conn::new(&base_urls[c % base_urls.len()])))
+            .collect(),
+    )
 }
 
 /// One simulated caller's heartbeat stream (`GET /heartbeats`, a WebSocket), opened on first
@@ -568,9 +578,22 @@ async fn loads_on_a_cluster(args: &Args, warmup: Duration, duration: Duration) -
         })
         .await;
     }
-    for &n in writes.iter().filter(|_| args.runs("write")) {
-        let pool = conns(n, &leader_url);
-        let row = load("durable write (session add/remove)", n, warmup, duration, move |c, i| {
+    // The same writes from clients dealt over all three nodes, as clients given the cluster's
+    // addresses connect (etcd's benchmark deals its clients over its endpoints the same way):
+    // a follower serves the HTTP request and forwards the write to the leader.
+    let every_node: Vec<String> = cluster.ids().into_iter().map(|id| cluster.url(id)).collect();
+    let spread = if args.quick { vec![64] } else { vec![64, 256] };
+    let write_loads = writes
+        .iter()
+        .map(|&n| (n, "durable write (session add/remove)", vec![leader_url.clone()]))
+        .chain(
+            spread
+                .iter()
+                .map(|&n| (n, "durable write, clients on all three nodes", every_node.clone())),
+        );
+    for (n, name, urls) in write_loads.filter(|_| args.runs("write")) {
+        let pool = conns_over(n, &urls);
+        let row = load(name, n, warmup, duration, move |c, i| {
             let (pool, path) = (pool.clone(), format!("{GROUPS}/w{c}/clientsessions"));
             async move {
                 let mut conn = pool[c].lock().await;
@@ -852,7 +875,13 @@ fn points_of_table(text: &str) -> Vec<Point> {
 /// series per kind, latency on a log scale.
 fn plot(points: &[Point]) -> String {
     let (w, h, left, bottom, top, right) = (840.0, 440.0, 70.0, 50.0, 30.0, 270.0);
-    let kinds = ["heartbeat (", "heartbeat, streamed", "durable", "linearizable"];
+    let kinds = [
+        "heartbeat (",
+        "heartbeat, streamed",
+        "durable write (",
+        "durable write, clients",
+        "linearizable",
+    ];
     let loads: Vec<&Point> =
         points.iter().filter(|p| kinds.iter().any(|k| p.name.starts_with(k))).collect();
     let max_rate = loads.iter().map(|p| p.rate).fold(1.0, f64::max) * 1.1;
@@ -893,7 +922,7 @@ fn plot(points: &[Point]) -> String {
         ));
         tick *= 10.0;
     }
-    let colors = ["#2457c5", "#7b3fbf", "#1a7f37", "#b35900"];
+    let colors = ["#2457c5", "#7b3fbf", "#1a7f37", "#6b8e23", "#b35900"];
     for (k, (kind, color)) in kinds.iter().zip(colors).enumerate() {
         let series: Vec<&&Point> = loads.iter().filter(|p| p.name.starts_with(kind)).collect();
         for (p99, dash) in [(false, ""), (true, " stroke-dasharray=\"4 3\"")] {
