@@ -38,3 +38,69 @@ impl Rpcs for PortRpcs {
         self.raft.answer(kind, body).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::coordinator::Outcome;
+
+    /// Answers a FORWARD `body` the way the port does, with a stand-in for the coordinator that
+    /// counts what it runs.
+    fn answer(body: &[u8]) -> (Result<Vec<u8>, String>, usize) {
+        let ran = Cell::new(0);
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+        let answered = runtime.block_on(baton_net::answer_batch(body, |_: LeaderRequest| {
+            ran.set(ran.get() + 1);
+            async { Outcome::NotLeader }
+        }));
+        (answered, ran.get())
+    }
+
+    fn valid_body() -> Vec<u8> {
+        let batch =
+            vec![LeaderRequest::Promote(1), LeaderRequest::Remove(2), LeaderRequest::Promote(3)];
+        postcard::to_allocvec(&batch).expect("encodes")
+    }
+
+    #[test]
+    fn a_batch_is_answered_once_per_request_in_order() {
+        let (answered, ran) = answer(&valid_body());
+        let outcomes: Vec<Outcome> =
+            postcard::from_bytes(&answered.expect("answered")).expect("decodes");
+        assert_eq!((outcomes.len(), ran), (3, 3));
+    }
+
+    proptest! {
+        /// A hostile or corrupt body never panics the leader: either nothing of it runs and
+        /// the frame is rejected as undecodable, or each request it decodes to runs once and
+        /// gets one answer.
+        #[test]
+        fn any_forward_body_is_rejected_whole_or_answered_once_per_request(
+            body in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..256),
+                (any::<prop::sample::Index>(), any::<u8>()).prop_map(|(at, byte)| {
+                    let mut body = valid_body();
+                    let at = at.index(body.len());
+                    body[at] = byte;
+                    body
+                }),
+            ]
+        ) {
+            match answer(&body) {
+                (Ok(answers), ran) => {
+                    let outcomes: Vec<Outcome> =
+                        postcard::from_bytes(&answers).expect("answers decode");
+                    prop_assert_eq!(outcomes.len(), ran);
+                }
+                (Err(reason), ran) => {
+                    prop_assert!(reason.contains("cannot decode"), "{}", reason);
+                    prop_assert_eq!(ran, 0);
+                }
+            }
+        }
+    }
+}
