@@ -22,8 +22,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
+use crate::batch::{Batches, send_in_batches};
 use crate::client::{CallError, Dialer};
 use crate::frame;
 
@@ -89,45 +90,22 @@ where
             .entry(addr.to_string())
             .or_insert_with(|| {
                 let (queue, queued) = mpsc::unbounded_channel();
-                tokio::spawn(batch_and_send(self.dialer.clone(), addr.to_string(), queued));
+                let batches =
+                    Batches::new(MOST_PER_BATCH, MOST_BYTES_PER_BATCH, |p: &Pending<Req, Resp>| {
+                        p.size
+                    });
+                let (dialer, addr) = (self.dialer.clone(), addr.to_string());
+                tokio::spawn(send_in_batches(
+                    queued,
+                    BATCHES_IN_FLIGHT,
+                    batches,
+                    move |batch, slot| {
+                        tokio::spawn(exchange(dialer.clone(), addr.clone(), batch, slot));
+                    },
+                ));
                 queue
             })
             .clone()
-    }
-}
-
-async fn batch_and_send<Req, Resp>(
-    dialer: Arc<Dialer>,
-    addr: String,
-    mut queued: mpsc::UnboundedReceiver<Pending<Req, Resp>>,
-) where
-    Req: Serialize + Send + 'static,
-    Resp: DeserializeOwned + Send + 'static,
-{
-    let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
-    let mut held = None;
-    loop {
-        let first = match held.take() {
-            Some(first) => first,
-            None => match queued.recv().await {
-                Some(first) => first,
-                None => return,
-            },
-        };
-        // Wait for a free slot before taking more: what arrives meanwhile joins this batch.
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let mut bytes = first.size;
-        let mut batch = vec![first];
-        while batch.len() < MOST_PER_BATCH {
-            let Ok(next) = queued.try_recv() else { break };
-            if bytes + next.size > MOST_BYTES_PER_BATCH {
-                held = Some(next);
-                break;
-            }
-            bytes += next.size;
-            batch.push(next);
-        }
-        tokio::spawn(exchange(dialer.clone(), addr.clone(), batch, slot));
     }
 }
 

@@ -51,6 +51,7 @@
 
 #![cfg_attr(not(test), deny(unused_crate_dependencies))]
 
+pub mod batch;
 mod client;
 mod forward;
 mod frame;

@@ -7,7 +7,8 @@
 //! request waits in a queue while [`IN_FLIGHT`] proposal is outstanding; when it completes,
 //! everything queued (up to [`MOST_PER_ENTRY`] requests and [`MOST_BYTES_PER_ENTRY`] bytes)
 //! becomes the next entry. An idle leader proposes a lone request at once, so a single client
-//! waits no longer than before.
+//! waits no longer than before. The queue is cut with `baton_net::batch`, as leader forwarding
+//! cuts its own.
 //!
 //! The byte bound keeps every entry small enough to reach a follower within one AppendEntries:
 //! openraft 0.9 gives each AppendEntries only the heartbeat interval, and baton-net sends at
@@ -18,12 +19,11 @@
 //! judged on its own exactly as if it had its own entry, and each caller gets its own request's
 //! response only after the entry is committed and applied.
 
-use std::sync::Arc;
-
 use baton_core::{Request, Response};
+use baton_net::batch::{Batches, send_in_batches};
 use baton_raft::typ::{ClientWriteError, Raft, RaftError};
 use openraft::error::ClientWriteError as CWE;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 /// Proposals outstanding at once. One: measured against two on the bench (64 and 256 clients),
 /// it wrote as much or more, because everything that arrives during a round joins the next
@@ -76,20 +76,8 @@ impl Proposer {
     }
 }
 
-async fn batch_and_propose(raft: Raft, mut queued: mpsc::UnboundedReceiver<Queued>) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    let mut entries = Entries::default();
-    loop {
-        let first = match entries.held.take() {
-            Some(held) => held,
-            None => match queued.recv().await {
-                Some(first) => first,
-                None => return,
-            },
-        };
-        // Wait for a free slot before taking more: what arrives meanwhile joins this entry.
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let batch = entries.gather(first, || queued.try_recv().ok());
+async fn batch_and_propose(raft: Raft, queued: mpsc::UnboundedReceiver<Queued>) {
+    send_in_batches(queued, IN_FLIGHT, entries(), |batch, slot| {
         let raft = raft.clone();
         tokio::spawn(async move {
             let (requests, answers): (Vec<_>, Vec<_>) =
@@ -98,36 +86,14 @@ async fn batch_and_propose(raft: Raft, mut queued: mpsc::UnboundedReceiver<Queue
             drop(slot);
             answer_all(answers, written.map(|w| w.data));
         });
-    }
+    })
+    .await;
 }
 
 /// Cuts the queue into entries of at most [`MOST_PER_ENTRY`] requests and
 /// [`MOST_BYTES_PER_ENTRY`] bytes.
-#[derive(Default)]
-struct Entries {
-    /// The request that would have made the last entry too large: it starts the next one.
-    held: Option<Queued>,
-}
-
-impl Entries {
-    /// The next entry: `first`, then what `next` yields while the entry has room. A request
-    /// that does not fit is held for the following entry; one larger than the bound on its
-    /// own still makes an entry by itself.
-    fn gather(&mut self, first: Queued, mut next: impl FnMut() -> Option<Queued>) -> Vec<Queued> {
-        let mut bytes = encoded_len(&first.request);
-        let mut batch = vec![first];
-        while batch.len() < MOST_PER_ENTRY {
-            let Some(queued) = next() else { break };
-            let len = encoded_len(&queued.request);
-            if bytes + len > MOST_BYTES_PER_ENTRY {
-                self.held = Some(queued);
-                break;
-            }
-            bytes += len;
-            batch.push(queued);
-        }
-        batch
-    }
+fn entries() -> Batches<Queued, fn(&Queued) -> usize> {
+    Batches::new(MOST_PER_ENTRY, MOST_BYTES_PER_ENTRY, |q| encoded_len(&q.request))
 }
 
 /// A request's size in the log.
@@ -197,9 +163,9 @@ mod tests {
     fn many_large_requests_make_several_entries_each_within_the_byte_bound() {
         // 40 requests of 60 KiB: 2.4 MiB that one entry would have carried.
         let mut queue: VecDeque<Queued> = (0..40).map(|_| queued(60 * 1024)).collect();
-        let mut entries = Entries::default();
+        let mut entries = entries();
         let mut lengths = Vec::new();
-        while let Some(first) = entries.held.take().or_else(|| queue.pop_front()) {
+        while let Some(first) = entries.held().or_else(|| queue.pop_front()) {
             let batch = entries.gather(first, || queue.pop_front());
             assert!(sizes(&batch) <= MOST_BYTES_PER_ENTRY, "{} bytes", sizes(&batch));
             lengths.push(batch.len());
@@ -211,10 +177,10 @@ mod tests {
     #[test]
     fn a_request_larger_than_the_bound_is_an_entry_of_its_own() {
         let mut queue: VecDeque<Queued> = [queued(10), queued(10)].into();
-        let mut entries = Entries::default();
+        let mut entries = entries();
         let batch = entries.gather(queued(MOST_BYTES_PER_ENTRY + 1), || queue.pop_front());
         assert_eq!(batch.len(), 1);
-        let held = entries.held.take().expect("the next request waits for the next entry");
+        let held = entries.held().expect("the next request waits for the next entry");
         let next = entries.gather(held, || queue.pop_front());
         assert_eq!(next.len(), 2);
     }
@@ -223,7 +189,7 @@ mod tests {
     fn small_requests_fill_an_entry_up_to_the_request_bound() {
         let mut queue: VecDeque<Queued> = (0..300).map(|_| queued(10)).collect();
         let first = queue.pop_front().expect("queued");
-        let batch = Entries::default().gather(first, || queue.pop_front());
+        let batch = entries().gather(first, || queue.pop_front());
         assert_eq!(batch.len(), MOST_PER_ENTRY);
         assert_eq!(queue.len(), 300 - MOST_PER_ENTRY, "the rest stay queued, none held");
     }
