@@ -14,6 +14,14 @@ pub enum Error {
         /// RocksDB's reason.
         source: rocksdb::Error,
     },
+    /// The log's segment files could not be opened or read, or are damaged.
+    #[error("cannot open the Raft log in {path}: {source}")]
+    Log {
+        /// The log's directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A read while loading the state failed.
     #[error("cannot read the database: {0}")]
     Read(#[from] rocksdb::Error),

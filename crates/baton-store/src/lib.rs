@@ -1,23 +1,32 @@
-//! # baton-store: Baton's Raft storage on RocksDB
+//! # baton-store: Baton's Raft storage
 //!
-//! One RocksDB database per node holds the Raft log ([`LogStore`], generic over the openraft
-//! type configuration) and the state machine ([`StateMachine`], which applies committed
-//! commands to `baton_core::State`).
+//! Each node's storage is the Raft log ([`LogStore`], generic over the openraft type
+//! configuration) and the state machine ([`StateMachine`], which applies committed commands to
+//! `baton_core::State`). The log's entries are in segment files of our own ([`LOG_DIR`]);
+//! everything else is in one RocksDB database.
 //!
 //! ```text
-//!            ┌──────────── one RocksDB, one write-ahead log ────────────┐
-//!  openraft ─┤ logs    index(be u64) → Entry          append: one synced batch
-//!            │ meta    vote, committed, last_purged   vote/truncate/purge: synced batch
+//!            ┌─ raft-log/: segment files, allocated whole ──────────────┐
+//!  openraft ─┤ length | chained CRC | Entry, ...        append: one pwrite + fdatasync
+//!            │                                          truncate: synced; purge: whole files
+//!            ├──────────── one RocksDB, one write-ahead log ────────────┤
+//!            │ meta    vote, committed, last_purged   vote/purge point: synced
 //!            │ sm      RecordKey → Record             apply: one batch per apply call
 //!            │ sm_meta applied, membership, snapshot  snapshot build/install: synced batch
 //!            └──────────────────────────────────────────────────────────┘
 //! ```
 //!
+//! Why files of our own: an append to RocksDB's write-ahead log grows the file, and on ext4
+//! `fdatasync` then also writes the inode before the device flush. Segments are allocated
+//! when made, so a sync is one data write and one flush (see `log_file.rs`).
+//!
 //! ## Invariants
 //! - openraft is told a log append is done only after the entries are synced to disk; a vote,
 //!   truncate or purge returns only after it is synced.
 //! - The log never has a hole: truncation removes a suffix, purge a prefix, and the purge
-//!   marker moves in the same batch as the deletion.
+//!   point is synced before any segment is deleted (an opening removes what a crash left).
+//! - The log's end is unambiguous after a crash: each record's CRC continues the previous
+//!   record's, so the remains of a torn write end the log; truncation zeroes what it removes.
 //! - A state-machine batch (records, applied log id, membership) is atomic, so after any crash
 //!   the stored state is exactly the state at the stored applied log id.
 //! - The state machine never runs ahead of the durable log, and the log is never purged past
@@ -34,6 +43,7 @@
 
 mod db;
 mod error;
+mod log_file;
 pub mod log_store;
 pub mod state_machine;
 
@@ -83,10 +93,14 @@ impl Closer {
     }
 }
 
-/// Opens (or creates) the node's database in `dir`.
+/// Where in a node's data directory the log's segment files are.
+pub const LOG_DIR: &str = "raft-log";
+
+/// Opens (or creates) the node's storage in `dir`: RocksDB there, the log's entries in
+/// [`LOG_DIR`] inside it.
 pub fn open(dir: &Path) -> Result<Store> {
     let db = db::open(dir)?;
     let state_machine = StateMachine::load(db.clone())?;
-    let log = LogStore::new(db.clone());
+    let log = LogStore::open(db.clone(), &dir.join(LOG_DIR))?;
     Ok(Store { log, state_machine, closer: Closer { db } })
 }

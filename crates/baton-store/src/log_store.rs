@@ -1,15 +1,21 @@
-//! The Raft log on RocksDB: entries, vote, committed and purged log ids.
+//! The Raft log: entries in segment files of our own ([`crate::log_file`]); vote, committed
+//! and purged log ids in RocksDB.
 //!
-//! Durability: `append` writes one synced batch and only then reports the entries flushed to
-//! openraft. The sync happens on the caller's task, not on a thread of its own: openraft 0.9's
-//! core awaits every append's flush before it does anything else (`append_to_log`), so a
-//! separate sync thread could never batch two appends and only added two thread hand-offs to
-//! every write (measured in BENCHMARKS.md). Vote, truncate and purge are synced before they
-//! return too.
+//! Durability: `append` writes the entries and syncs them (one `pwrite`, one `fdatasync`)
+//! before it reports them flushed to openraft. The sync happens on the caller's task, not on a
+//! thread of its own: openraft 0.9's core awaits every append's flush before it does anything
+//! else (`append_to_log`), so a separate sync thread could never batch two appends and only
+//! added two thread hand-offs to every write (measured in BENCHMARKS.md). Vote, truncate and
+//! purge are synced before they return too.
+//!
+//! Purging writes the purge point to RocksDB, synced, before it deletes any segment. That
+//! synced write is also what makes the state machine's earlier (unsynced) applies durable, so
+//! the log is never purged past what the state machine has on disk.
 
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -18,24 +24,21 @@ use openraft::{
     LogId, OptionalSend, RaftLogId, RaftLogReader, RaftTypeConfig, StorageError, StorageIOError,
     Vote,
 };
-use rocksdb::{DB, Direction, IteratorMode, WriteBatch};
+use rocksdb::{DB, IteratorMode, WriteBatch};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::db::{CF_LOGS, CF_META, cf, synced, unsynced};
+use crate::error::Error;
+use crate::log_file::{LogFiles, LogFilesReader};
 
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
-/// Log entries are keyed by index in big-endian, so byte order is index order.
+/// Entries in RocksDB (before the log had files of its own) were keyed by big-endian index.
 fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
-}
-
-fn key_index(key: &[u8]) -> u64 {
-    let bytes: [u8; 8] = key.try_into().expect("log keys are written as 8 bytes by index_key");
-    u64::from_be_bytes(bytes)
 }
 
 /// The highest log index this node knows committed, as last saved by openraft. Shared with
@@ -57,19 +60,20 @@ impl CommittedIndex {
 /// Raft log storage, generic over the type configuration.
 pub struct LogStore<C: RaftTypeConfig> {
     db: Arc<DB>,
+    files: LogFiles,
     committed: CommittedIndex,
     _c: PhantomData<C>,
 }
 
 /// A read-only view of the log for replication tasks.
 pub struct LogReader<C: RaftTypeConfig> {
-    db: Arc<DB>,
+    files: LogFilesReader,
     _c: PhantomData<C>,
 }
 
 impl<C: RaftTypeConfig> Clone for LogReader<C> {
     fn clone(&self) -> Self {
-        Self { db: self.db.clone(), _c: PhantomData }
+        Self { files: self.files.clone(), _c: PhantomData }
     }
 }
 
@@ -78,13 +82,57 @@ where
     C: RaftTypeConfig,
     C::Entry: Serialize + DeserializeOwned,
 {
-    /// A log store over `db`.
-    pub(crate) fn new(db: Arc<DB>) -> Self {
-        let store = Self { db, committed: CommittedIndex::default(), _c: PhantomData };
-        if let Ok(Some(Some(id))) = store.get_meta::<Option<LogId<C::NodeId>>>(KEY_COMMITTED) {
+    /// A log store with its entries in `dir` and everything else in `db`. Entries an earlier
+    /// version kept in RocksDB move to the files first.
+    pub(crate) fn open(db: Arc<DB>, dir: &Path) -> crate::error::Result<Self> {
+        let log_error = |source| Error::Log { path: dir.to_path_buf(), source };
+        let purged: Option<LogId<C::NodeId>> =
+            get_meta(&db, KEY_LAST_PURGED).map_err(|e| e.opening("the purge point"))?;
+        let files = LogFiles::open(dir, purged.map(|id| id.index)).map_err(log_error)?;
+        let mut store = Self { db, files, committed: CommittedIndex::default(), _c: PhantomData };
+        store.move_entries_from_rocksdb().map_err(log_error)?;
+        if let Ok(Some(Some(id))) = get_meta::<Option<LogId<C::NodeId>>>(&store.db, KEY_COMMITTED) {
             store.committed.set(Some(id.index));
         }
-        store
+        Ok(store)
+    }
+
+    /// Moves entries from RocksDB's `logs` column family, where versions before the log files
+    /// kept them, into the files (synced), then deletes them there (synced).
+    fn move_entries_from_rocksdb(&mut self) -> std::io::Result<()> {
+        let logs = cf(&self.db, CF_LOGS);
+        // A move cut short by a crash left some entries in both places.
+        let present = self.files.next_index();
+        let mut moved = 0;
+        let mut chunk: Vec<Vec<u8>> = Vec::new();
+        let mut chunk_first = None;
+        for item in self.db.iterator_cf(logs, IteratorMode::Start) {
+            let (key, value) = item.map_err(std::io::Error::other)?;
+            let index = u64::from_be_bytes(key.as_ref().try_into().map_err(std::io::Error::other)?);
+            if present.is_some_and(|next| index < next) {
+                moved += 1;
+                continue;
+            }
+            let first = *chunk_first.get_or_insert(index);
+            if index != first + chunk.len() as u64 || chunk.len() == 4096 {
+                self.files.append(first, &chunk)?;
+                moved += chunk.len();
+                chunk.clear();
+                chunk_first = Some(index);
+            }
+            chunk.push(value.to_vec());
+        }
+        if let Some(first) = chunk_first.filter(|_| !chunk.is_empty()) {
+            self.files.append(first, &chunk)?;
+            moved += chunk.len();
+        }
+        if moved > 0 {
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(logs, index_key(0), index_key(u64::MAX));
+            batch.delete_cf(logs, index_key(u64::MAX));
+            self.db.write_opt(batch, &synced()).map_err(std::io::Error::other)?;
+        }
+        Ok(())
     }
 
     /// A handle that follows the committed index.
@@ -92,25 +140,37 @@ where
         self.committed.clone()
     }
 
-    fn get_meta<T: DeserializeOwned>(
-        &self,
-        key: &[u8],
-    ) -> Result<Option<T>, StorageIOError<C::NodeId>> {
-        let Some(bytes) =
-            self.db.get_cf(cf(&self.db, CF_META), key).map_err(|e| StorageIOError::read(&e))?
-        else {
-            return Ok(None);
-        };
-        postcard::from_bytes(&bytes).map(Some).map_err(|e| StorageIOError::read(&e))
-    }
-
     fn last_purged(&self) -> Result<Option<LogId<C::NodeId>>, StorageIOError<C::NodeId>> {
-        self.get_meta(KEY_LAST_PURGED)
+        get_meta(&self.db, KEY_LAST_PURGED).map_err(|e| StorageIOError::read(&e))
     }
 }
 
+/// Why a stored value could not be read.
+#[derive(Debug, thiserror::Error)]
+enum MetaError {
+    #[error(transparent)]
+    Db(#[from] rocksdb::Error),
+    #[error(transparent)]
+    Decode(#[from] postcard::Error),
+}
+
+impl MetaError {
+    /// The error of opening the store, `what` naming the value.
+    fn opening(self, what: &'static str) -> Error {
+        match self {
+            MetaError::Db(e) => Error::Read(e),
+            MetaError::Decode(source) => Error::Decode { what, source },
+        }
+    }
+}
+
+fn get_meta<T: DeserializeOwned>(db: &DB, key: &[u8]) -> Result<Option<T>, MetaError> {
+    let Some(bytes) = db.get_cf(cf(db, CF_META), key)? else { return Ok(None) };
+    Ok(Some(postcard::from_bytes(&bytes)?))
+}
+
 fn read_range<C>(
-    db: &DB,
+    files: &LogFilesReader,
     range: impl RangeBounds<u64>,
 ) -> Result<Vec<C::Entry>, StorageError<C::NodeId>>
 where
@@ -122,17 +182,16 @@ where
         Bound::Excluded(&i) => i.saturating_add(1),
         Bound::Unbounded => 0,
     };
-    let mut entries = Vec::new();
-    let iter =
-        db.iterator_cf(cf(db, CF_LOGS), IteratorMode::From(&index_key(start), Direction::Forward));
-    for item in iter {
-        let (key, value) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-        if !range.contains(&key_index(&key)) {
-            break;
-        }
-        entries.push(postcard::from_bytes(&value).map_err(|e| StorageIOError::read_logs(&e))?);
-    }
-    Ok(entries)
+    let end = match range.end_bound() {
+        Bound::Included(&i) => i.saturating_add(1),
+        Bound::Excluded(&i) => i,
+        Bound::Unbounded => u64::MAX,
+    };
+    let records = files.read(start, end).map_err(|e| StorageIOError::read_logs(&e))?;
+    records
+        .iter()
+        .map(|r| postcard::from_bytes(r).map_err(|e| StorageIOError::read_logs(&e).into()))
+        .collect()
 }
 
 impl<C> RaftLogReader<C> for LogReader<C>
@@ -144,7 +203,7 @@ where
         &mut self,
         range: RB,
     ) -> Result<Vec<C::Entry>, StorageError<C::NodeId>> {
-        read_range::<C>(&self.db, range)
+        read_range::<C>(&self.files, range)
     }
 }
 
@@ -157,7 +216,7 @@ where
         &mut self,
         range: RB,
     ) -> Result<Vec<C::Entry>, StorageError<C::NodeId>> {
-        read_range::<C>(&self.db, range)
+        read_range::<C>(&self.files.reader(), range)
     }
 }
 
@@ -170,12 +229,10 @@ where
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<C::NodeId>> {
         let last_purged_log_id = self.last_purged()?;
-        let last = self.db.iterator_cf(cf(&self.db, CF_LOGS), IteratorMode::End).next();
-        let last_log_id = match last {
-            Some(item) => {
-                let (_, value) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+        let last_log_id = match self.files.last().map_err(|e| StorageIOError::read_logs(&e))? {
+            Some((_, record)) => {
                 let entry: C::Entry =
-                    postcard::from_bytes(&value).map_err(|e| StorageIOError::read_logs(&e))?;
+                    postcard::from_bytes(&record).map_err(|e| StorageIOError::read_logs(&e))?;
                 Some(entry.get_log_id().clone())
             }
             None => last_purged_log_id.clone(),
@@ -184,7 +241,7 @@ where
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
-        LogReader { db: self.db.clone(), _c: PhantomData }
+        LogReader { files: self.files.reader(), _c: PhantomData }
     }
 
     async fn save_vote(&mut self, vote: &Vote<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
@@ -196,7 +253,7 @@ where
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<C::NodeId>>, StorageError<C::NodeId>> {
-        Ok(self.get_meta(KEY_VOTE).map_err(|e| StorageIOError::read_vote(&e))?)
+        Ok(get_meta(&self.db, KEY_VOTE).map_err(|e| StorageIOError::read_vote(&e))?)
     }
 
     async fn save_committed(
@@ -216,7 +273,9 @@ where
     async fn read_committed(
         &mut self,
     ) -> Result<Option<LogId<C::NodeId>>, StorageError<C::NodeId>> {
-        Ok(self.get_meta::<Option<LogId<C::NodeId>>>(KEY_COMMITTED)?.flatten())
+        let committed = get_meta::<Option<LogId<C::NodeId>>>(&self.db, KEY_COMMITTED)
+            .map_err(|e| StorageIOError::read(&e))?;
+        Ok(committed.flatten())
     }
 
     async fn append<I>(
@@ -228,39 +287,69 @@ where
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let logs = cf(&self.db, CF_LOGS);
-        let mut batch = WriteBatch::default();
+        let mut first = None;
+        let mut records = Vec::new();
         for entry in entries {
-            let index = entry.get_log_id().index;
-            let bytes =
-                postcard::to_allocvec(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
-            batch.put_cf(logs, index_key(index), bytes);
+            first.get_or_insert(entry.get_log_id().index);
+            records
+                .push(postcard::to_allocvec(&entry).map_err(|e| StorageIOError::write_logs(&e))?);
         }
-        self.db.write_opt(batch, &synced()).map_err(|e| StorageIOError::write_logs(&e))?;
+        if let Some(first) = first {
+            self.files.append(first, &records).map_err(|e| StorageIOError::write_logs(&e))?;
+        }
         callback.log_io_completed(Ok(()));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(cf(&self.db, CF_LOGS), index_key(log_id.index), index_key(u64::MAX));
-        batch.delete_cf(cf(&self.db, CF_LOGS), index_key(u64::MAX));
-        self.db.write_opt(batch, &synced()).map_err(|e| StorageIOError::write_logs(&e))?;
+        self.files.truncate(log_id.index).map_err(|e| StorageIOError::write_logs(&e))?;
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
-        // The purge marker and the deletion commit together, so a crash never leaves a hole
-        // between the marker and the first present entry.
-        let mut batch = WriteBatch::default();
+        // The purge point is durable before any segment goes: a crash in between leaves
+        // segments that the next opening removes, never a hole below the first entry. The
+        // synced write also makes every earlier state-machine apply durable.
         let marker = postcard::to_allocvec(&log_id).map_err(|e| StorageIOError::write_logs(&e))?;
-        batch.put_cf(cf(&self.db, CF_META), KEY_LAST_PURGED, marker);
-        batch.delete_range_cf(
-            cf(&self.db, CF_LOGS),
-            index_key(0),
-            index_key(log_id.index.saturating_add(1)),
-        );
-        self.db.write_opt(batch, &synced()).map_err(|e| StorageIOError::write_logs(&e))?;
+        self.db
+            .put_cf_opt(cf(&self.db, CF_META), KEY_LAST_PURGED, marker, &synced())
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.files.purge(log_id.index).map_err(|e| StorageIOError::write_logs(&e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use baton_raft::typ::Entry;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_an_earlier_version_kept_in_rocksdb_move_to_the_log_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = crate::db::open(dir.path()).expect("open");
+            for index in 1..=10 {
+                let bytes = postcard::to_allocvec(&entry(index)).expect("encode");
+                db.put_cf(cf(&db, CF_LOGS), index_key(index), bytes).expect("put");
+            }
+        }
+        let store = crate::open(dir.path()).expect("open and move");
+        let mut log = store.log;
+        let read = log.try_get_log_entries(1..=10).await.expect("read");
+        assert_eq!(read, (1..=10).map(entry).collect::<Vec<_>>());
+        let state = log.get_log_state().await.expect("state");
+        assert_eq!(state.last_log_id.map(|id| id.index), Some(10));
+        let left = log.db.iterator_cf(cf(&log.db, CF_LOGS), IteratorMode::Start).count();
+        assert_eq!(left, 0, "nothing is left behind in RocksDB");
     }
 }

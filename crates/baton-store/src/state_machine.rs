@@ -2,11 +2,13 @@
 //! applied log id written to RocksDB in one batch, and the current snapshot kept beside them.
 //!
 //! Durability: apply batches are not synced on their own. RocksDB has a single write-ahead log,
-//! and the next synced write (every log append is synced before it is acknowledged, and so is
-//! every purge) makes them durable. After a crash the state machine is therefore at most a few
-//! entries behind the log, and openraft re-applies them from the log. It never runs ahead of
-//! the log, and the log is never purged past what the state machine has made durable, because
-//! a purge is itself a synced write that comes after the applies it covers.
+//! and its next synced write (a vote, a snapshot, and the purge point, which is written before
+//! any of the log is deleted) makes them durable. After a crash the state machine is therefore
+//! behind the log by what it applied since, and openraft re-applies that from the log (whose
+//! entries are synced before they are acknowledged, so an entry is always on disk before it is
+//! applied). It never runs ahead of the log, and the log is never purged past what the state
+//! machine has made durable, because the purge point is a synced write that comes after the
+//! applies it covers.
 
 use std::collections::BTreeSet;
 use std::io::Cursor;
