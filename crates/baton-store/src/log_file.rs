@@ -171,11 +171,13 @@ impl LogFiles {
                 sync_dir(dir)?;
                 continue;
             };
-            if let Some(previous) = list.last()
-                && previous.next() == segment.first
-                && previous.last_chain != segment.seed
-            {
-                return Err(corrupt(&path, "does not continue the segment before it"));
+            if let Some(previous) = list.last() {
+                if previous.next() > segment.first {
+                    return Err(corrupt(&path, "overlaps the segment before it"));
+                }
+                if previous.next() == segment.first && previous.last_chain != segment.seed {
+                    return Err(corrupt(&path, "does not continue the segment before it"));
+                }
             }
             list.push(segment);
         }
@@ -223,8 +225,14 @@ impl LogFiles {
             }
         };
         if !fits {
+            let mut segments = self.segments.write().expect("never poisoned");
+            // A segment made just before a crash and never written to is replaced by one
+            // large enough, under the same name.
+            if segments.list.last().is_some_and(|s| s.offsets.is_empty() && s.first == first) {
+                segments.list.pop();
+            }
             let segment = self.create(first, if continues { seed } else { 0 }, bytes)?;
-            self.segments.write().expect("never poisoned").list.push(segment);
+            segments.list.push(segment);
         }
         let (file, at, mut chained) = {
             let segments = self.segments.read().expect("never poisoned");
@@ -529,6 +537,24 @@ mod tests {
         assert!(!blank.exists());
         append_range(&mut files, 4, 6);
         assert_eq!(all(&files), (1..6).map(payload).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_append_too_large_for_an_unwritten_segment_replaces_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut files = LogFiles::open(dir.path(), None).expect("open");
+        append_range(&mut files, 1, 4);
+        // A crash right after the next segment was made, before anything was written to it.
+        let seed = files.segments.read().expect("lock").list[0].last_chain;
+        drop(files.create(4, seed, 0).expect("create"));
+        drop(files);
+        let mut files = LogFiles::open(dir.path(), None).expect("reopen");
+        let huge = vec![9u8; SEGMENT_BYTES as usize];
+        files.append(4, std::slice::from_ref(&huge)).expect("append");
+        drop(files);
+        let files = LogFiles::open(dir.path(), None).expect("reopen");
+        assert_eq!(files.reader().read(4, 5).expect("read"), vec![huge]);
+        assert_eq!(files.next_index(), Some(5));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! openraft's own storage conformance suite, run against the RocksDB store.
+//! openraft's own storage conformance suite, run against the store (log segment files and RocksDB).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,11 +13,11 @@ use tempfile::TempDir;
 /// here, in order, before the process exits (a database left to close on another thread while
 /// the process exits can abort it).
 #[derive(Clone, Default)]
-struct RocksBuilder {
+struct StoreFiles {
     closers: Arc<Mutex<Vec<Closer>>>,
 }
 
-impl StoreBuilder<TypeConfig, LogStore<TypeConfig>, StateMachine, TempDir> for RocksBuilder {
+impl StoreBuilder<TypeConfig, LogStore<TypeConfig>, StateMachine, TempDir> for StoreFiles {
     async fn build(
         &self,
     ) -> Result<(TempDir, LogStore<TypeConfig>, StateMachine), StorageError<u64>> {
@@ -29,8 +29,8 @@ impl StoreBuilder<TypeConfig, LogStore<TypeConfig>, StateMachine, TempDir> for R
 }
 
 #[test]
-fn rocksdb_store_passes_the_openraft_storage_suite() {
-    let builder = RocksBuilder::default();
+fn the_store_passes_the_openraft_storage_suite() {
+    let builder = StoreFiles::default();
     Suite::test_all(builder.clone()).expect("every suite case passes");
     let closers = std::mem::take(&mut *builder.closers.lock().expect("lock"));
     for closer in closers {
