@@ -13,11 +13,11 @@ use tempfile::TempDir;
 /// here, in order, before the process exits (a database left to close on another thread while
 /// the process exits can abort it).
 #[derive(Clone, Default)]
-struct StoreFiles {
+struct FreshStores {
     closers: Arc<Mutex<Vec<Closer>>>,
 }
 
-impl StoreBuilder<TypeConfig, LogStore<TypeConfig>, StateMachine, TempDir> for StoreFiles {
+impl StoreBuilder<TypeConfig, LogStore<TypeConfig>, StateMachine, TempDir> for FreshStores {
     async fn build(
         &self,
     ) -> Result<(TempDir, LogStore<TypeConfig>, StateMachine), StorageError<u64>> {
@@ -30,7 +30,7 @@ impl StoreBuilder<TypeConfig, LogStore<TypeConfig>, StateMachine, TempDir> for S
 
 #[test]
 fn the_store_passes_the_openraft_storage_suite() {
-    let builder = StoreFiles::default();
+    let builder = FreshStores::default();
     Suite::test_all(builder.clone()).expect("every suite case passes");
     let closers = std::mem::take(&mut *builder.closers.lock().expect("lock"));
     for closer in closers {
