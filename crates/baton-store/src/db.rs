@@ -7,7 +7,8 @@ use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, MemtableFactory, Options
 
 use crate::error::{Error, Result};
 
-/// Raft log entries, keyed by big-endian index.
+/// Where versions before the log's segment files kept its entries, keyed by big-endian index;
+/// opening moves any into the files and leaves it empty.
 pub(crate) const CF_LOGS: &str = "logs";
 /// Raft metadata: vote, committed log id, last purged log id.
 pub(crate) const CF_META: &str = "meta";
@@ -27,7 +28,7 @@ pub(crate) fn open(dir: &Path) -> Result<Arc<DB>> {
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     // One memtable budget for all column families (RocksDB's default is 64 MiB for each, up to
-    // two of them): the log, not the state, fills it, and a node's memory should be its state.
+    // two of them): a node's memory should be its state, not RocksDB's buffers.
     opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
     // The vector memtable below inserts from one writer at a time.
     opts.set_allow_concurrent_memtable_write(false);
@@ -64,7 +65,8 @@ pub(crate) fn synced() -> WriteOptions {
 }
 
 /// Write options for a write whose durability is provided by a later synced write (RocksDB has
-/// one write-ahead log for all column families, and syncing it syncs every earlier write).
+/// one write-ahead log for all column families, and syncing it syncs every earlier write): a
+/// vote, a snapshot or a purge point.
 pub(crate) fn unsynced() -> WriteOptions {
     WriteOptions::default()
 }
