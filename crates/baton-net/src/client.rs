@@ -303,6 +303,22 @@ impl Dialer {
     }
 }
 
+/// A peer's answer to an exchange: the decoded body of an [`frame::ANSWER`], or the reason it
+/// gave for rejecting the request.
+pub(crate) fn decode_answer<T: DeserializeOwned>(
+    addr: &str,
+    (status, body): (u8, Vec<u8>),
+) -> Result<T, CallError> {
+    match status {
+        frame::ANSWER => postcard::from_bytes(&body)
+            .map_err(|source| CallError::Decode { addr: addr.into(), source }),
+        _ => Err(CallError::Rejected {
+            addr: addr.into(),
+            reason: String::from_utf8_lossy(&body).into_owned(),
+        }),
+    }
+}
+
 /// The host part of `host:port` (brackets of an IPv6 literal removed).
 fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
@@ -408,18 +424,9 @@ impl Connection {
             },
             None => self.exchange_on_new(request).await?,
         };
-        let (status, body) = answer;
-        let decoded = match status {
-            frame::ANSWER => postcard::from_bytes(&body)
-                .map_err(|source| CallError::Decode { addr: self.addr.clone(), source }),
-            _ => Err(CallError::Rejected {
-                addr: self.addr.clone(),
-                reason: String::from_utf8_lossy(&body).into_owned(),
-            }),
-        };
         // Only a stream whose exchange completed is in step for the next one.
         self.stream = Some(stream);
-        decoded
+        decode_answer(&self.addr, answer)
     }
 
     async fn exchange_on_new(

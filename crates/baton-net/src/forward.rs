@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use crate::batch::{Batches, send_in_batches};
-use crate::client::{CallError, Dialer};
+use crate::client::{CallError, Dialer, decode_answer};
 use crate::frame;
 
 /// Batches outstanding to one peer at once, each on its own connection. The peer answers a
@@ -125,14 +125,7 @@ async fn exchange<Req: Serialize, Resp: DeserializeOwned>(
     let answered = tokio::time::timeout(timeout, dialer.exchange(&addr, &request))
         .await
         .unwrap_or_else(|_| Err(CallError::Timeout { addr: addr.clone(), timeout }));
-    let answers = answered.and_then(|(status, body)| match status {
-        frame::ANSWER => postcard::from_bytes::<Vec<Resp>>(&body)
-            .map_err(|source| CallError::Decode { addr: addr.clone(), source }),
-        _ => Err(CallError::Rejected {
-            addr: addr.clone(),
-            reason: String::from_utf8_lossy(&body).into_owned(),
-        }),
-    });
+    let answers = answered.and_then(|answer| decode_answer::<Vec<Resp>>(&addr, answer));
     match answers {
         Ok(answers) if answers.len() == callers.len() => {
             for (caller, answer) in callers.into_iter().zip(answers) {

@@ -426,14 +426,25 @@ mod tests {
         files.reader().read(0, u64::MAX).expect("read")
     }
 
+    /// An empty log in a directory of its own.
+    fn fresh() -> (tempfile::TempDir, LogFiles) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = LogFiles::open(dir.path(), None).expect("open");
+        (dir, files)
+    }
+
+    /// Closes `files` and opens the log in `dir` again, as a restarted node does.
+    fn reopen(files: LogFiles, dir: &tempfile::TempDir, purged: Option<u64>) -> LogFiles {
+        drop(files);
+        LogFiles::open(dir.path(), purged).expect("reopen")
+    }
+
     #[test]
     fn appended_records_read_back_after_reopening() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut files = LogFiles::open(dir.path(), None).expect("open");
+        let (dir, mut files) = fresh();
         append_range(&mut files, 1, 50);
         append_range(&mut files, 50, 51);
-        drop(files);
-        let files = LogFiles::open(dir.path(), None).expect("reopen");
+        let files = reopen(files, &dir, None);
         assert_eq!(all(&files), (1..51).map(payload).collect::<Vec<_>>());
         assert_eq!(files.next_index(), Some(51));
         assert_eq!(files.last().expect("read"), Some((50, payload(50))));
@@ -441,8 +452,7 @@ mod tests {
 
     #[test]
     fn a_segment_file_keeps_its_size_while_records_are_appended() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut files = LogFiles::open(dir.path(), None).expect("open");
+        let (dir, mut files) = fresh();
         append_range(&mut files, 1, 2);
         let path = dir.path().join(format!("{:020}.log", 1));
         let size = std::fs::metadata(&path).expect("segment").len();
@@ -453,8 +463,7 @@ mod tests {
 
     #[test]
     fn a_torn_last_write_ends_the_log_before_it() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut files = LogFiles::open(dir.path(), None).expect("open");
+        let (dir, mut files) = fresh();
         append_range(&mut files, 1, 10);
         let (file, at) = {
             let s = files.segments.read().expect("lock");
@@ -462,36 +471,31 @@ mod tests {
         };
         // Half of record 9's payload never reached the disk.
         file.write_all_at(&[0u8; 4], at + RECORD_HEADER_BYTES + 2).expect("tear");
-        drop(files);
-        let mut files = LogFiles::open(dir.path(), None).expect("reopen");
+        let mut files = reopen(files, &dir, None);
         assert_eq!(files.next_index(), Some(9));
         // The log goes on from there, and ends after the new records on the next opening.
         append_range(&mut files, 9, 12);
-        drop(files);
-        let files = LogFiles::open(dir.path(), None).expect("reopen");
+        let files = reopen(files, &dir, None);
         assert_eq!(all(&files), (1..12).map(payload).collect::<Vec<_>>());
     }
 
     #[test]
     fn records_after_a_truncation_never_come_back_even_when_new_ones_line_up_with_them() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut files = LogFiles::open(dir.path(), None).expect("open");
+        let (dir, mut files) = fresh();
         append_range(&mut files, 1, 20);
         files.truncate(10).expect("truncate");
         assert_eq!(files.next_index(), Some(10));
         // The very record that was removed: the old record 11 follows it, exactly where it
         // was, and would continue its chain.
         files.append(10, &[payload(10)]).expect("append");
-        drop(files);
-        let files = LogFiles::open(dir.path(), None).expect("reopen");
+        let files = reopen(files, &dir, None);
         assert_eq!(files.next_index(), Some(11));
         assert_eq!(all(&files), (1..11).map(payload).collect::<Vec<_>>());
     }
 
     #[test]
     fn a_full_segment_is_followed_by_a_new_one_and_purge_removes_whole_segments() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut files = LogFiles::open(dir.path(), None).expect("open");
+        let (dir, mut files) = fresh();
         let big = vec![7u8; (SEGMENT_BYTES / 3) as usize];
         for index in 1..=7 {
             files.append(index, std::slice::from_ref(&big)).expect("append");
@@ -502,23 +506,20 @@ mod tests {
         assert_eq!(segments(), 2, "segments [1, 2] and [3, 4] are gone");
         assert_eq!(files.reader().read(5, 8).expect("read").len(), 3);
         files.truncate(6).expect("truncate into the middle of a segment");
-        drop(files);
-        let files = LogFiles::open(dir.path(), Some(4)).expect("reopen");
+        let files = reopen(files, &dir, Some(4));
         assert_eq!(files.next_index(), Some(6));
         assert_eq!(files.reader().read(5, 8).expect("read"), vec![big.clone()]);
     }
 
     #[test]
     fn an_append_after_a_gap_starts_a_fresh_segment() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut files = LogFiles::open(dir.path(), None).expect("open");
+        let (dir, mut files) = fresh();
         append_range(&mut files, 1, 5);
         // A snapshot covering up to 100 was installed: everything up to it is purged.
         files.purge(100).expect("purge");
         assert_eq!(files.next_index(), None);
         append_range(&mut files, 101, 103);
-        drop(files);
-        let files = LogFiles::open(dir.path(), Some(100)).expect("reopen");
+        let files = reopen(files, &dir, Some(100));
         assert_eq!(
             files.reader().read(0, u64::MAX).expect("read"),
             vec![payload(101), payload(102)]
@@ -527,8 +528,7 @@ mod tests {
 
     #[test]
     fn a_segment_made_just_before_a_crash_without_its_header_is_dropped() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut files = LogFiles::open(dir.path(), None).expect("open");
+        let (dir, mut files) = fresh();
         append_range(&mut files, 1, 4);
         drop(files);
         let blank = dir.path().join(format!("{:020}.log", 4));
@@ -541,26 +541,22 @@ mod tests {
 
     #[test]
     fn an_append_too_large_for_an_unwritten_segment_replaces_it() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut files = LogFiles::open(dir.path(), None).expect("open");
+        let (dir, mut files) = fresh();
         append_range(&mut files, 1, 4);
         // A crash right after the next segment was made, before anything was written to it.
         let seed = files.segments.read().expect("lock").list[0].last_chain;
         drop(files.create(4, seed, 0).expect("create"));
-        drop(files);
-        let mut files = LogFiles::open(dir.path(), None).expect("reopen");
+        let mut files = reopen(files, &dir, None);
         let huge = vec![9u8; SEGMENT_BYTES as usize];
         files.append(4, std::slice::from_ref(&huge)).expect("append");
-        drop(files);
-        let files = LogFiles::open(dir.path(), None).expect("reopen");
+        let files = reopen(files, &dir, None);
         assert_eq!(files.reader().read(4, 5).expect("read"), vec![huge]);
         assert_eq!(files.next_index(), Some(5));
     }
 
     #[test]
     fn a_broken_record_in_an_earlier_segment_is_reported_not_skipped() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut files = LogFiles::open(dir.path(), None).expect("open");
+        let (dir, mut files) = fresh();
         let big = vec![7u8; (SEGMENT_BYTES / 3) as usize];
         for index in 1..=3 {
             files.append(index, std::slice::from_ref(&big)).expect("append");
