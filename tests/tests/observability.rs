@@ -12,7 +12,14 @@ const GROUPS: &str = "/api/v1/tenants/e2e/namespaces/ns/clientfailover/groups";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_carry_request_ids_and_metrics_count_decisions() {
-    let cluster = TestCluster::start_with(3, &[("log_format", "\"json\"")]);
+    // Successful writes are logged at debug.
+    let cluster = TestCluster::start_with(
+        3,
+        &[
+            ("log_format", "\"json\""),
+            ("log_level", "\"info,openraft=warn,baton_server::coordinator=debug\""),
+        ],
+    );
     let leader = cluster.wait_for_leader(ELECTION).await;
     let follower = cluster.ids().into_iter().find(|id| *id != leader).expect("a follower");
     let base = cluster.url(follower);

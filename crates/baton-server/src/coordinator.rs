@@ -676,8 +676,11 @@ impl Coordinator for RaftCoordinator {
             Ok(Served { value: Response::Rejected(r), by }) => {
                 tracing::info!(command = name, group, actor = who, by, refused = %r, "write refused");
             }
+            // At debug: one line per write cost a tenth to a quarter of the leader's write
+            // throughput (BENCHMARKS.md), and the replicated audit trail (`GET /audit`) keeps
+            // who changed what.
             Ok(Served { by, .. }) => {
-                tracing::info!(command = name, group, actor = who, by, "write")
+                tracing::debug!(command = name, group, actor = who, by, "write")
             }
             Err(e) => {
                 tracing::warn!(command = name, group, actor = who, error = %e, "write failed")
