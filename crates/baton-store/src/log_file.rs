@@ -417,6 +417,16 @@ mod tests {
         format!("entry {index}").repeat((index % 7 + 1) as usize).into_bytes()
     }
 
+    /// Appends `count` records from index 1, each a third of a segment (two fit in one), and
+    /// returns the record.
+    fn append_big(files: &mut LogFiles, count: u64) -> Vec<u8> {
+        let big = vec![7u8; (SEGMENT_BYTES / 3) as usize];
+        for index in 1..=count {
+            files.append(index, std::slice::from_ref(&big)).expect("append");
+        }
+        big
+    }
+
     fn append_range(files: &mut LogFiles, from: u64, to: u64) {
         let payloads: Vec<Vec<u8>> = (from..to).map(payload).collect();
         files.append(from, &payloads).expect("append");
@@ -496,10 +506,7 @@ mod tests {
     #[test]
     fn a_full_segment_is_followed_by_a_new_one_and_purge_removes_whole_segments() {
         let (dir, mut files) = fresh();
-        let big = vec![7u8; (SEGMENT_BYTES / 3) as usize];
-        for index in 1..=7 {
-            files.append(index, std::slice::from_ref(&big)).expect("append");
-        }
+        let big = append_big(&mut files, 7);
         let segments = || std::fs::read_dir(dir.path()).expect("dir").count();
         assert_eq!(segments(), 4, "two records fit a segment");
         files.purge(4).expect("purge");
@@ -557,10 +564,7 @@ mod tests {
     #[test]
     fn a_broken_record_in_an_earlier_segment_is_reported_not_skipped() {
         let (dir, mut files) = fresh();
-        let big = vec![7u8; (SEGMENT_BYTES / 3) as usize];
-        for index in 1..=3 {
-            files.append(index, std::slice::from_ref(&big)).expect("append");
-        }
+        append_big(&mut files, 3);
         let (file, at) = {
             let s = files.segments.read().expect("lock");
             (s.list[0].file.clone(), s.list[0].offsets[1])
