@@ -1042,6 +1042,26 @@ async fn overrides_and_forced_failovers_are_audited_with_who_did_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_deadline() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let cluster = TestCluster::start_with(1, &[("header_read_timeout_ms", "500")]);
+    cluster.wait_for_leader(ELECTION).await;
+    let addr = cluster.node(1).api_addr.clone();
+    let mut client = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    client.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    // The request is answered and the connection kept open for the next one; left idle, it is
+    // closed once the next request's headers are overdue (README, "Hostile input").
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the idle connection was held open for 5 s");
+    assert!(started.elapsed() < Duration::from_secs(3), "closed after {:?}", started.elapsed());
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_sends_its_headers_too_slowly_is_cut_off() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let cluster = TestCluster::start_with(1, &[("header_read_timeout_ms", "500")]);

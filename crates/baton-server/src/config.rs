@@ -63,7 +63,9 @@ pub struct Config {
     pub rate_limit_burst: u32,
     /// Open connections per listener; more are closed on accept.
     pub max_connections: usize,
-    /// How long a client may take to send a request's headers, in milliseconds.
+    /// How long a client may take to send a request's headers, in milliseconds. Also how long
+    /// an HTTP/1.1 keep-alive connection may sit idle: hyper times the next request's headers
+    /// from the moment the connection goes idle.
     pub header_read_timeout_ms: u64,
     /// Most bytes of request headers.
     pub max_header_bytes: usize,
