@@ -168,6 +168,8 @@ pub(crate) fn streams(n: usize, base_url: &str) -> Arc<Vec<tokio::sync::Mutex<He
     )
 }
 
+/// POSTs `body` as JSON with `http` (whose default headers carry the token): whether it was
+/// answered 2xx.
 pub(crate) async fn post(http: &reqwest::Client, url: &str, body: &serde_json::Value) -> bool {
     http.post(url)
         .header("content-type", "application/json")
