@@ -519,6 +519,30 @@ mod tests {
     }
 
     #[test]
+    fn every_range_reads_exactly_its_records_across_segment_boundaries() {
+        let (dir, mut files) = fresh();
+        // Odd indexes a third of a segment, even ones a few bytes: segments [1, 4], [5, 8], [9].
+        let record = |index: u64| match index % 2 {
+            1 => vec![index as u8; (SEGMENT_BYTES / 3) as usize],
+            _ => payload(index),
+        };
+        for index in 1..=9 {
+            files.append(index, &[record(index)]).expect("append");
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 3);
+        for start in 0..=10 {
+            for end in start..=11 {
+                let expected: Vec<Vec<u8>> = (start.max(1)..end.min(10)).map(record).collect();
+                assert_eq!(
+                    files.reader().read(start, end).expect("read"),
+                    expected,
+                    "[{start}, {end})"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn an_append_after_a_gap_starts_a_fresh_segment() {
         let (dir, mut files) = fresh();
         append_range(&mut files, 1, 5);
