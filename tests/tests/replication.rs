@@ -81,6 +81,39 @@ async fn write_through_follower_survives_leader_sigkill() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_writes_reach_followers_before_the_leaders_sync_and_every_node_applies_them() {
+    let cluster = TestCluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION).await;
+    let written = create_groups(&cluster, leader, "early-", 30).await;
+    let status = cluster.status(leader).await.expect("status");
+    let early = status["appends_sent_early"].as_u64().expect("a count");
+    // Each write waits for the one before, so a follower is in step at every append but the
+    // first after a leader's election, which openraft proposes itself.
+    assert!(early >= 20, "most of 30 lone writes were sent early: {status}");
+    cluster.wait_converged(CATCH_UP).await;
+    for id in cluster.ids() {
+        assert_groups_readable(&cluster, id, &written).await;
+    }
+    let (_, metrics) = cluster.get_json(leader, "/metrics").await.expect("metrics");
+    let counted = metrics.as_str().and_then(|text| {
+        text.lines().find_map(|line| line.strip_prefix("baton_raft_early_appends_total "))
+    });
+    let counted = counted.and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(counted.is_some_and(|n| n >= early), "the metric counts them too: {metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_early_replication_off_a_leader_sends_nothing_before_its_sync() {
+    let cluster = TestCluster::start_with(3, &[("early_replication", "false")]);
+    let leader = cluster.wait_for_leader(ELECTION).await;
+    let written = create_groups(&cluster, leader, "late-", 10).await;
+    let status = cluster.status(leader).await.expect("status");
+    assert_eq!(status["appends_sent_early"], json!(0), "{status}");
+    cluster.wait_converged(CATCH_UP).await;
+    assert_groups_readable(&cluster, leader, &written).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_follower_catches_up_from_the_log() {
     let mut cluster = TestCluster::start(3);
     let leader = cluster.wait_for_leader(ELECTION).await;

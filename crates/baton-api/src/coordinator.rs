@@ -74,6 +74,10 @@ pub struct ClusterStatus {
     pub snapshot_index: Option<u64>,
     /// The last index purged from this node's log.
     pub purged_index: Option<u64>,
+    /// How many of its appends this node sent to followers early (before its own sync), as
+    /// leader, since it started. Absent (0) from versions before early replication.
+    #[serde(default)]
+    pub appends_sent_early: u64,
     /// Voters and learners.
     pub members: Vec<Member>,
 }

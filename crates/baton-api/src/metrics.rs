@@ -2,6 +2,7 @@
 //! status at scrape time.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -76,6 +77,7 @@ pub struct Metrics {
     committed_index: Gauge,
     applied_index: Gauge,
     apply_lag: Gauge,
+    early_appends: Counter,
 }
 
 impl Metrics {
@@ -113,6 +115,12 @@ impl Metrics {
         let committed_index = gauge("raft_committed_index", "Highest index known committed");
         let applied_index = gauge("raft_applied_index", "Index of the last applied entry");
         let apply_lag = gauge("raft_apply_lag", "Committed entries not yet applied");
+        let early_appends = Counter::default();
+        registry.register(
+            "raft_early_appends",
+            "Appends this node sent to followers before its own sync, as leader",
+            early_appends.clone(),
+        );
         Self {
             registry,
             requests,
@@ -125,6 +133,7 @@ impl Metrics {
             committed_index,
             applied_index,
             apply_lag,
+            early_appends,
         }
     }
 }
@@ -144,6 +153,8 @@ impl Metrics {
         self.committed_index.set(as_gauge(status.committed_index));
         self.applied_index.set(as_gauge(status.applied_index));
         self.apply_lag.set(as_gauge(Some(status.apply_lag())));
+        // A count kept elsewhere: raised to it, atomically, whoever else renders at once.
+        (self.early_appends.inner()).fetch_max(status.appends_sent_early, Ordering::Relaxed);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

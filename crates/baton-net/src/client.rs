@@ -21,6 +21,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt, BufReader};
 use tokio::net::TcpSocket;
 
 use crate::MAX_RPC_BODY;
+use crate::early::Followers;
 use crate::forward::{BATCHES_IN_FLIGHT, Forwarder};
 use crate::frame::{self, AsyncIo};
 
@@ -338,13 +339,25 @@ fn host_of(addr: &str) -> &str {
 pub struct Network {
     client: RpcClient,
     min_deadline: Duration,
+    followers: Followers,
 }
 
 impl Network {
     /// A network whose RPCs go through `client`, each with a deadline of at least
     /// `min_deadline`.
     pub fn new(client: RpcClient, min_deadline: Duration) -> Self {
-        Self { client, min_deadline }
+        let followers = Followers::new(client.dialer.clone(), min_deadline);
+        Self { client, min_deadline, followers }
+    }
+
+    /// The client this network's RPCs go through.
+    pub fn client(&self) -> &RpcClient {
+        &self.client
+    }
+
+    /// What this network learns of the followers' logs, for early replication.
+    pub fn followers(&self) -> Followers {
+        self.followers.clone()
     }
 }
 
@@ -358,6 +371,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.raft_addr.clone(),
             min_deadline: self.min_deadline,
             stream: None,
+            followers: self.followers.clone(),
         }
     }
 }
@@ -370,6 +384,7 @@ pub struct Connection {
     addr: String,
     min_deadline: Duration,
     stream: Option<Stream>,
+    followers: Followers,
 }
 
 impl Drop for Connection {
@@ -452,13 +467,22 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RPCError> {
         let sent_up_to = bound_entries(&mut rpc.entries, MAX_APPEND_BYTES);
-        let answer = self.rpc(frame::APPEND, rpc, option).await?;
-        Ok(match (answer, sent_up_to) {
-            (AppendEntriesResponse::Success, Some(last)) => {
-                AppendEntriesResponse::PartialSuccess(Some(last))
+        let vote = rpc.vote;
+        let last_sent = rpc.entries.last().map(|entry| entry.log_id).or(rpc.prev_log_id);
+        let answer = self.rpc(frame::APPEND, rpc, option).await;
+        let answer = match (answer, sent_up_to) {
+            (Ok(AppendEntriesResponse::Success), Some(last)) => {
+                Ok(AppendEntriesResponse::PartialSuccess(Some(last)))
             }
             (answer, _) => answer,
-        })
+        };
+        let holds = match &answer {
+            Ok(AppendEntriesResponse::Success) => last_sent,
+            Ok(AppendEntriesResponse::PartialSuccess(last)) => *last,
+            _ => None,
+        };
+        self.followers.record(self.target, &self.addr, &vote, holds);
+        answer
     }
 
     async fn install_snapshot(

@@ -11,6 +11,10 @@
 //! large batch on a busy node; its replication also enforces that interval itself, around this
 //! network, so the floor does not lengthen an AppendEntries).
 //!
+//! Early replication ([`Followers`], `early.rs`): the leader's log store hands a new append to
+//! the network before syncing it, and it goes to every follower whose last successful answer
+//! left its log ending just before the append, on a pooled connection; that answer is dropped.
+//!
 //! Requests only the leader may serve travel the same way: a [`Forwarder`] batches them per
 //! peer, [`BATCHES_IN_FLIGHT`] batches at once, each a FORWARD frame on a pooled connection,
 //! and the leader's port answers a batch with [`answer_batch`] (see `forward.rs`). Any HTTP
@@ -48,11 +52,15 @@
 //!   any other error the peer may have run it. A pooled connection that the peer has closed
 //!   is not used. Each caller gets its own request's answer; a failed batch fails each of its
 //!   requests alike.
+//! - An early AppendEntries is an ordinary one, under the leader's vote; nothing is decided on
+//!   its answer. Only a follower whose last answer to openraft's own AppendEntries, under the
+//!   same vote, was a success ending at the entry before the append is sent one.
 
 #![cfg_attr(not(test), deny(unused_crate_dependencies))]
 
 pub mod batch;
 mod client;
+mod early;
 mod forward;
 mod frame;
 mod server;
@@ -61,6 +69,7 @@ pub mod tls;
 pub use client::{
     BoxError, CallError, Connection, MAX_APPEND_BYTES, Network, RpcClient, bound_entries,
 };
+pub use early::Followers;
 pub use forward::{
     BATCHES_IN_FLIGHT, Forwarder, MOST_BYTES_PER_BATCH, MOST_PER_BATCH, answer_batch,
 };

@@ -97,6 +97,9 @@ pub struct Config {
     pub election_timeout_min_ms: u64,
     /// Longest election timeout, in milliseconds.
     pub election_timeout_max_ms: u64,
+    /// Send the leader's new entries to followers in step while the leader syncs them
+    /// (`baton_store::EarlyReplication`), instead of only after.
+    pub early_replication: bool,
     /// Build a snapshot after this many new log entries.
     pub snapshot_logs_since_last: u64,
     /// Log entries kept behind the latest snapshot (for followers that lag a little).
@@ -151,6 +154,7 @@ impl Default for Config {
             heartbeat_interval_ms: 25,
             election_timeout_min_ms: 80,
             election_timeout_max_ms: 160,
+            early_replication: true,
             snapshot_logs_since_last: 5_000,
             max_in_snapshot_log_to_keep: 1_000,
             request_timeout_ms: 5_000,

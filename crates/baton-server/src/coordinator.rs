@@ -16,7 +16,7 @@ use baton_core::{
     Actor, Command, GroupKey, HeartbeatIn, Identity, IdentityName, Query, QueryResult, Rejection,
     Request, Response, SessionId,
 };
-use baton_net::{CallError, Forwarder, RpcClient};
+use baton_net::{CallError, Followers, Forwarder, Network};
 use baton_raft::typ::{ClientWriteError, Raft, RaftError};
 use baton_raft::{NodeId, NodeInfo};
 use baton_store::{CommittedIndex, StateReader};
@@ -116,6 +116,7 @@ pub struct RaftCoordinator {
     state: StateReader,
     committed: CommittedIndex,
     forwarder: Forwarder<LeaderRequest, Outcome>,
+    followers: Followers,
     feed: Arc<Feed>,
     options: Options,
     clock: Clock,
@@ -134,7 +135,7 @@ impl RaftCoordinator {
         raft: Raft,
         state: StateReader,
         committed: CommittedIndex,
-        rpc: RpcClient,
+        network: &Network,
         feed: Arc<Feed>,
         options: Options,
     ) -> Self {
@@ -145,7 +146,8 @@ impl RaftCoordinator {
             raft,
             state,
             committed,
-            forwarder: rpc.forwarder(),
+            forwarder: network.client().forwarder(),
+            followers: network.followers(),
             feed,
             options,
             clock: Clock::default(),
@@ -335,7 +337,7 @@ impl RaftCoordinator {
             }
             Ok(Ok(response)) => Ok(response),
             // The entry may already be in the log and be committed by the next leader.
-            Ok(Err(e @ Unwritten::LeadershipChanged)) => {
+            Ok(Err(e @ (Unwritten::LeadershipChanged | Unwritten::Stopped(_)))) => {
                 Err(CoordinatorError::OutcomeUnknown(e.to_string()))
             }
             Ok(Err(Unwritten::Failed(e))) => Err(CoordinatorError::Internal(e)),
@@ -747,6 +749,7 @@ impl Coordinator for RaftCoordinator {
             applied_index: m.last_applied.map(|id| id.index),
             snapshot_index: m.snapshot.map(|id| id.index),
             purged_index: m.purged.map(|id| id.index),
+            appends_sent_early: self.followers.sent_early(),
             members: nodes
                 .into_iter()
                 .map(|(id, n)| Member {

@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use baton_net::{Network, RpcClient};
-use baton_raft::NodeInfo;
-use baton_raft::typ::Raft;
+use baton_raft::typ::{Entry, LogId, Raft, Vote};
+use baton_raft::{NodeInfo, TypeConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -51,6 +51,20 @@ impl baton_store::Observer for Publisher {
     }
 }
 
+/// Sends the leader's appends to followers in step before they are synced (see
+/// `baton_store::EarlyReplication`), over the Raft network.
+struct EarlyAppends(baton_net::Followers);
+
+impl baton_store::EarlyReplication<TypeConfig> for EarlyAppends {
+    fn wants(&self, vote: &Vote, prev: &LogId) -> bool {
+        self.0.wants(vote, prev)
+    }
+
+    fn send(&self, vote: Vote, prev: LogId, entries: Vec<Entry>, committed: Option<LogId>) {
+        self.0.send(vote, prev, entries, committed);
+    }
+}
+
 /// Runs a node until `shutdown` resolves, then stops it in order: public API, internal
 /// listener, Raft, storage.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -60,7 +74,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let db_dir = identity::prepare(&config.data_dir, &config.cluster_name, config.id)?;
 
         // 2. Storage.
-        let baton_store::Store { log: log_store, mut state_machine, closer } =
+        let baton_store::Store { log: mut log_store, mut state_machine, closer } =
             baton_store::open(&db_dir)?;
         let feed = Arc::new(baton_api::events::Feed::default());
         state_machine.observe(Arc::new(Publisher(feed.clone())));
@@ -84,15 +98,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let rpc = RpcClient::new(&config.cluster_secret, source, raft_client_tls);
         let network =
             Network::new(rpc.clone(), Duration::from_millis(config.election_timeout_min_ms));
-        let raft = Raft::new(config.id, raft_config(&config)?, network, log_store, state_machine)
-            .await
-            .context("starting Raft")?;
+        if config.early_replication {
+            log_store.replicate_early(config.id, Arc::new(EarlyAppends(network.followers())))?;
+        }
+        let raft =
+            Raft::new(config.id, raft_config(&config)?, network.clone(), log_store, state_machine)
+                .await
+                .context("starting Raft")?;
         let coordinator = Arc::new(RaftCoordinator::new(
             config.id,
             raft.clone(),
             state,
             committed,
-            rpc.clone(),
+            &network,
             feed.clone(),
             Options {
                 request_timeout: Duration::from_millis(config.request_timeout_ms),

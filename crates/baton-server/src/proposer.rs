@@ -42,6 +42,11 @@ pub enum Unwritten {
     /// committed by the next leader.
     #[error("leadership changed while the write was in flight")]
     LeadershipChanged,
+    /// Raft stopped (a storage fault, or shutdown) after the request was handed to it: the
+    /// entry may already be on followers (sent early, or replicated) and be committed by the
+    /// next leader.
+    #[error("Raft stopped while the write was in flight: {0}")]
+    Stopped(String),
     /// Raft refused or failed for another reason.
     #[error("{0}")]
     Failed(String),
@@ -118,6 +123,7 @@ fn answer_all(
         Err(RaftError::APIError(CWE::ForwardToLeader(_))) => {
             vec![Err(Unwritten::LeadershipChanged); count]
         }
+        Err(RaftError::Fatal(e)) => vec![Err(Unwritten::Stopped(e.to_string())); count],
         Err(e) => vec![Err(Unwritten::Failed(e.to_string())); count],
     }
     .into_iter();
@@ -213,6 +219,16 @@ mod tests {
         answer_all(answers, Ok(vec![Response::Deleted]));
         for mut a in answered {
             assert!(matches!(a.try_recv(), Ok(Err(Unwritten::Failed(_)))));
+        }
+    }
+
+    #[test]
+    fn a_raft_that_stopped_mid_write_leaves_every_caller_not_knowing() {
+        let (answers, answered) = channels(2);
+        let stopped = openraft::error::Fatal::Stopped;
+        answer_all(answers, Err(RaftError::Fatal(stopped)));
+        for mut a in answered {
+            assert!(matches!(a.try_recv(), Ok(Err(Unwritten::Stopped(_)))));
         }
     }
 }

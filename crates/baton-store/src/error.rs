@@ -1,4 +1,4 @@
-//! Errors of opening the store. Errors during Raft operation are openraft `StorageError`s,
+//! Errors of opening the store (and of preparing it for Raft). Errors during Raft operation are openraft `StorageError`s,
 //! which stop the Raft node (a storage fault must never be answered and ignored).
 
 use std::path::PathBuf;
@@ -25,6 +25,9 @@ pub enum Error {
     /// A read while loading the state failed.
     #[error("cannot read the database: {0}")]
     Read(#[from] rocksdb::Error),
+    /// A write while preparing the store for Raft failed.
+    #[error("cannot write the database: {0}")]
+    Write(rocksdb::Error),
     /// A stored value could not be decoded.
     #[error("stored {what} cannot be decoded: {source}")]
     Decode {

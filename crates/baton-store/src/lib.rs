@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 use baton_raft::TypeConfig;
 
 pub use error::{Error, Result};
-pub use log_store::{CommittedIndex, LogReader, LogStore};
+pub use log_store::{CommittedIndex, EarlyReplication, LogReader, LogStore};
 pub use state_machine::{Applied, Observer, SnapshotBuilder, StateMachine, StateReader};
 
 /// A node's opened storage: the log store and state machine to hand to openraft, and the

@@ -11,6 +11,16 @@
 //! Purging writes the purge point to RocksDB, synced, before it deletes any segment. That
 //! synced write is also what makes the state machine's earlier (unsynced) applies durable, so
 //! the log is never purged past what the state machine has on disk.
+//!
+//! Early replication ([`LogStore::replicate_early`]): a leader's new entries can be handed to
+//! an [`EarlyReplication`] before they are synced, so that a follower syncs them while the
+//! leader does (the Raft thesis, §10.2.1, allows it: a leader counts itself towards a quorum
+//! only once its own sync is done, and openraft waits for that flush before it counts the
+//! leader). What it must then rule out is a leader that crashed before its sync coming back as
+//! leader of the same term with a different entry at the same index: openraft 0.9 restores a
+//! node whose stored vote is its own and committed as leader at once, without an election. So
+//! once early replication is on, such a vote is stored back uncommitted (synced) before Raft
+//! starts, and the node has to win a new election, in a higher term, to lead again.
 
 use std::fmt::Debug;
 use std::marker::PhantomData;
@@ -57,11 +67,52 @@ impl CommittedIndex {
     }
 }
 
+/// Where a leader's new entries go before they are synced (see [`LogStore::replicate_early`]).
+/// A follower takes them as any AppendEntries from the leader; its answer is not waited for,
+/// since openraft sends the same entries again once the leader's sync is done and counts only
+/// the answer to that.
+pub trait EarlyReplication<C: RaftTypeConfig>: Send + Sync {
+    /// Whether some follower was last known to hold exactly the log up to `prev`, under
+    /// `vote`: only such a follower can take entries that follow `prev` at once.
+    fn wants(&self, vote: &Vote<C::NodeId>, prev: &LogId<C::NodeId>) -> bool;
+
+    /// Sends `entries`, which follow `prev`, to those followers under `vote`, with
+    /// `committed` as the leader's commit index. Returns at once.
+    fn send(
+        &self,
+        vote: Vote<C::NodeId>,
+        prev: LogId<C::NodeId>,
+        entries: Vec<C::Entry>,
+        committed: Option<LogId<C::NodeId>>,
+    );
+}
+
+/// Early replication as configured: this node's id and where its entries go.
+struct Early<C: RaftTypeConfig> {
+    id: C::NodeId,
+    to: Arc<dyn EarlyReplication<C>>,
+}
+
+/// Where one append goes early, and the vote and previous log id it goes under.
+struct EarlyAppend<C: RaftTypeConfig> {
+    to: Arc<dyn EarlyReplication<C>>,
+    vote: Vote<C::NodeId>,
+    prev: LogId<C::NodeId>,
+}
+
 /// Raft log storage, generic over the type configuration.
 pub struct LogStore<C: RaftTypeConfig> {
     db: Arc<DB>,
     files: LogFiles,
     committed: CommittedIndex,
+    /// The last vote saved (or read on opening).
+    vote: Option<Vote<C::NodeId>>,
+    /// The last committed log id saved (or read on opening).
+    committed_id: Option<LogId<C::NodeId>>,
+    /// The id of the last entry appended since opening or the last truncation: the `prev` of
+    /// the next append when that follows it.
+    last_appended: Option<LogId<C::NodeId>>,
+    early: Option<Early<C>>,
     _c: PhantomData<C>,
 }
 
@@ -89,12 +140,67 @@ where
         let purged: Option<LogId<C::NodeId>> =
             get_meta(&db, KEY_LAST_PURGED).map_err(|e| e.opening("the purge point"))?;
         let files = LogFiles::open(dir, purged.map(|id| id.index)).map_err(log_error)?;
-        let mut store = Self { db, files, committed: CommittedIndex::default(), _c: PhantomData };
+        let vote = get_meta(&db, KEY_VOTE).map_err(|e| e.opening("the vote"))?;
+        let mut store = Self {
+            db,
+            files,
+            committed: CommittedIndex::default(),
+            vote,
+            committed_id: None,
+            last_appended: None,
+            early: None,
+            _c: PhantomData,
+        };
         store.move_entries_from_rocksdb().map_err(log_error)?;
         if let Ok(Some(Some(id))) = get_meta::<Option<LogId<C::NodeId>>>(&store.db, KEY_COMMITTED) {
             store.committed.set(Some(id.index));
+            store.committed_id = Some(id);
         }
         Ok(store)
+    }
+
+    /// Hands every entry this node appends as leader (node `id`) to `to` before syncing it,
+    /// when `to` wants it (see the module docs). Call before giving the store to openraft: a
+    /// stored vote that would restore this node as leader without an election is stored back
+    /// uncommitted (synced) first.
+    pub fn replicate_early(
+        &mut self,
+        id: C::NodeId,
+        to: Arc<dyn EarlyReplication<C>>,
+    ) -> crate::error::Result<()> {
+        if let Some(vote) = self.vote.clone().filter(|v| v.is_committed() && self.leads(v, &id)) {
+            let uncommitted = Vote::new(vote.leader_id().get_term(), id.clone());
+            self.write_vote(&uncommitted).map_err(Error::Write)?;
+        }
+        self.early = Some(Early { id, to });
+        Ok(())
+    }
+
+    /// Whether `vote` is node `id`'s own.
+    fn leads(&self, vote: &Vote<C::NodeId>, id: &C::NodeId) -> bool {
+        vote.leader_id().voted_for().as_ref() == Some(id)
+    }
+
+    /// Stores `vote`, synced, and keeps it as the last vote.
+    fn write_vote(&mut self, vote: &Vote<C::NodeId>) -> Result<(), rocksdb::Error> {
+        let bytes = postcard::to_allocvec(vote).expect("a vote always encodes");
+        self.db.put_cf_opt(cf(&self.db, CF_META), KEY_VOTE, bytes, &synced())?;
+        self.vote = Some(vote.clone());
+        Ok(())
+    }
+
+    /// Where an append that starts at `first` goes early, with the vote and `prev` to send it
+    /// under: only this node's appends as the committed leader, following the last entry
+    /// appended, and only when some follower wants them.
+    fn early_target(&self, first: u64) -> Option<EarlyAppend<C>> {
+        let early = self.early.as_ref()?;
+        let vote = self.vote.as_ref().filter(|v| v.is_committed() && self.leads(v, &early.id))?;
+        let prev = self.last_appended.as_ref().filter(|prev| prev.index + 1 == first)?;
+        early.to.wants(vote, prev).then(|| EarlyAppend {
+            to: early.to.clone(),
+            vote: vote.clone(),
+            prev: prev.clone(),
+        })
     }
 
     /// Moves entries from RocksDB's `logs` column family, where versions before the log files
@@ -245,15 +351,12 @@ where
     }
 
     async fn save_vote(&mut self, vote: &Vote<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
-        let bytes = postcard::to_allocvec(vote).map_err(|e| StorageIOError::write_vote(&e))?;
-        self.db
-            .put_cf_opt(cf(&self.db, CF_META), KEY_VOTE, bytes, &synced())
-            .map_err(|e| StorageIOError::write_vote(&e))?;
+        self.write_vote(vote).map_err(|e| StorageIOError::write_vote(&e))?;
         Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<C::NodeId>>, StorageError<C::NodeId>> {
-        Ok(get_meta(&self.db, KEY_VOTE).map_err(|e| StorageIOError::read_vote(&e))?)
+        Ok(self.vote.clone())
     }
 
     async fn save_committed(
@@ -266,7 +369,8 @@ where
         self.db
             .put_cf_opt(cf(&self.db, CF_META), KEY_COMMITTED, bytes, &unsynced())
             .map_err(|e| StorageIOError::write(&e))?;
-        self.committed.set(committed.map(|id| id.index));
+        self.committed.set(committed.as_ref().map(|id| id.index));
+        self.committed_id = committed;
         Ok(())
     }
 
@@ -287,21 +391,34 @@ where
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut first = None;
+        let mut entries = entries.into_iter().peekable();
+        let Some(first) = entries.peek().map(|entry| entry.get_log_id().index) else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
+        let early = self.early_target(first);
         let mut records = Vec::new();
+        let mut copies = Vec::new();
+        let mut last = None;
         for entry in entries {
-            first.get_or_insert(entry.get_log_id().index);
             records
                 .push(postcard::to_allocvec(&entry).map_err(|e| StorageIOError::write_logs(&e))?);
+            last = Some(entry.get_log_id().clone());
+            if early.is_some() {
+                copies.push(entry);
+            }
         }
-        if let Some(first) = first {
-            self.files.append(first, &records).map_err(|e| StorageIOError::write_logs(&e))?;
+        if let Some(EarlyAppend { to, vote, prev }) = early {
+            to.send(vote, prev, copies, self.committed_id.clone());
         }
+        self.files.append(first, &records).map_err(|e| StorageIOError::write_logs(&e))?;
+        self.last_appended = last;
         callback.log_io_completed(Ok(()));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
+        self.last_appended = None;
         self.files.truncate(log_id.index).map_err(|e| StorageIOError::write_logs(&e))?;
         Ok(())
     }
@@ -321,10 +438,128 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use baton_raft::TypeConfig;
     use baton_raft::typ::Entry;
+    use openraft::storage::RaftLogStorageExt;
     use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::*;
+
+    type Id = LogId<u64>;
+    /// What one early append carried: vote, previous log id, entry indexes, commit index.
+    type Sent = (Vote<u64>, Id, Vec<u64>, Option<Id>);
+
+    /// Records what it is handed; wants entries when `wanted`.
+    #[derive(Default)]
+    struct Recorder {
+        wanted: bool,
+        sent: Mutex<Vec<Sent>>,
+    }
+
+    impl EarlyReplication<TypeConfig> for Recorder {
+        fn wants(&self, _: &Vote<u64>, _: &Id) -> bool {
+            self.wanted
+        }
+
+        fn send(&self, vote: Vote<u64>, prev: Id, entries: Vec<Entry>, committed: Option<Id>) {
+            let indexes = entries.iter().map(|e| e.log_id.index).collect();
+            self.sent.lock().expect("lock").push((vote, prev, indexes, committed));
+        }
+    }
+
+    /// A store of node 1 that hands its early appends to a recorder wanting them when `wanted`.
+    fn early_store(dir: &Path, wanted: bool) -> (LogStore<TypeConfig>, Arc<Recorder>) {
+        let mut log = crate::open(dir).expect("open").log;
+        let recorder = Arc::new(Recorder { wanted, ..Recorder::default() });
+        log.replicate_early(1, recorder.clone()).expect("early replication");
+        (log, recorder)
+    }
+
+    fn sent(recorder: &Recorder) -> Vec<Sent> {
+        recorder.sent.lock().expect("lock").clone()
+    }
+
+    #[tokio::test]
+    async fn a_leaders_appends_go_early_once_the_entry_before_them_is_known() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, recorder) = early_store(dir.path(), true);
+        let leader = Vote::new_committed(1, 1);
+        log.save_vote(&leader).await.expect("vote");
+        log.blocking_append([entry(1)]).await.expect("append");
+        assert_eq!(sent(&recorder), vec![], "the entry before the first is not known");
+        log.blocking_append([entry(2), entry(3)]).await.expect("append");
+        log.save_committed(Some(entry(2).log_id)).await.expect("committed");
+        log.blocking_append([entry(4)]).await.expect("append");
+        assert_eq!(
+            sent(&recorder),
+            vec![
+                (leader, entry(1).log_id, vec![2, 3], None),
+                (leader, entry(3).log_id, vec![4], Some(entry(2).log_id)),
+            ]
+        );
+        let read = log.try_get_log_entries(1..=4).await.expect("read");
+        assert_eq!(read, (1..=4).map(entry).collect::<Vec<_>>(), "and are written as ever");
+    }
+
+    #[tokio::test]
+    async fn appends_under_another_nodes_vote_or_an_uncommitted_one_do_not_go_early() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, recorder) = early_store(dir.path(), true);
+        log.save_vote(&Vote::new_committed(1, 2)).await.expect("vote");
+        log.blocking_append([entry(1)]).await.expect("append");
+        log.blocking_append([entry(2)]).await.expect("append");
+        log.save_vote(&Vote::new(2, 1)).await.expect("vote");
+        log.blocking_append([entry(3)]).await.expect("append");
+        assert_eq!(sent(&recorder), vec![]);
+    }
+
+    #[tokio::test]
+    async fn nothing_goes_early_when_no_follower_wants_it_or_after_a_truncation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, unwanted) = early_store(dir.path(), false);
+        log.save_vote(&Vote::new_committed(1, 1)).await.expect("vote");
+        log.blocking_append([entry(1)]).await.expect("append");
+        log.blocking_append([entry(2)]).await.expect("append");
+        assert_eq!(sent(&unwanted), vec![]);
+        drop(log);
+
+        let (mut log, recorder) = early_store(dir.path(), true);
+        log.save_vote(&Vote::new_committed(2, 1)).await.expect("vote");
+        log.blocking_append([entry(3)]).await.expect("append");
+        log.truncate(entry(3).log_id).await.expect("truncate");
+        log.blocking_append([entry(3)]).await.expect("append");
+        assert_eq!(sent(&recorder), vec![], "after opening or truncating, the prev is not known");
+        log.blocking_append([entry(4)]).await.expect("append");
+        assert_eq!(sent(&recorder).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_leader_restarted_with_early_replication_must_win_a_new_election() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (mut log, _) = early_store(dir.path(), true);
+            log.save_vote(&Vote::new_committed(3, 1)).await.expect("vote");
+        }
+        let (mut log, _) = early_store(dir.path(), true);
+        assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new(3, 1)));
+        drop(log);
+        let mut plain = crate::open(dir.path()).expect("open").log;
+        assert_eq!(
+            plain.read_vote().await.expect("vote"),
+            Some(Vote::new(3, 1)),
+            "stored uncommitted, not only reported so"
+        );
+        plain.save_vote(&Vote::new_committed(4, 2)).await.expect("vote");
+        drop(plain);
+        let (mut log, _) = early_store(dir.path(), true);
+        assert_eq!(
+            log.read_vote().await.expect("vote"),
+            Some(Vote::new_committed(4, 2)),
+            "another leader's vote is left as it is"
+        );
+    }
 
     fn entry(index: u64) -> Entry {
         Entry {

@@ -216,6 +216,7 @@ impl Coordinator for FakeCoordinator {
             applied_index: Some(10),
             snapshot_index: None,
             purged_index: None,
+            appends_sent_early: 0,
             members: vec![member(ME), member(OTHER)],
         }
     }

@@ -25,7 +25,10 @@
 //!
 //! Usage: bench [--seconds N] [--quick] [--markdown FILE] [--plot FILE.svg]
 //!              [--scale-groups N] [--log-entries N] [--scale-only] [--plot-from TABLE]
-//!              [--only heartbeat,write,read,failover,kill,scale]
+//!              [--only heartbeat,write,read,failover,kill,scale] [--node KEY=VALUE]...
+//!
+//! `--node` sets a key of the load cluster's node configuration (e.g.
+//! `--node early_replication=false`), to compare settings on one build.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -64,6 +67,8 @@ struct Args {
     plot_from: Option<std::path::PathBuf>,
     /// Only these measurements (all when empty).
     only: Vec<String>,
+    /// Node configuration keys set for the load cluster.
+    node: Vec<(String, String)>,
 }
 
 impl Args {
@@ -84,6 +89,7 @@ fn parse_args() -> Result<Args, String> {
         log_entries: 1_000_000,
         plot_from: None,
         only: Vec::new(),
+        node: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -110,6 +116,11 @@ fn parse_args() -> Result<Args, String> {
             "--log-entries" => {
                 args.log_entries =
                     it.next().and_then(|v| v.parse().ok()).ok_or("--log-entries N")?
+            }
+            "--node" => {
+                let pair = it.next().ok_or("--node KEY=VALUE")?;
+                let (key, value) = pair.split_once('=').ok_or("--node KEY=VALUE")?;
+                args.node.push((key.into(), value.into()));
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -195,7 +206,9 @@ async fn machine_speed(when: &'static str) -> String {
 /// The loads, on one three-node cluster: heartbeats, writes, reads, failover detection and
 /// leader kills, as `args` selects.
 async fn loads_on_a_cluster(args: &Args, warmup: Duration, duration: Duration) -> Vec<Row> {
-    let mut cluster = TestCluster::start_with(3, &[("rate_limit_per_second", "0")]);
+    let mut config = vec![("rate_limit_per_second", "0")];
+    config.extend(args.node.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let mut cluster = TestCluster::start_with(3, &config);
     let leader = cluster.wait_for_leader(ELECTION).await;
     eprintln!("bench: cluster up, leader {leader}");
     let leader_url = cluster.url(leader);
