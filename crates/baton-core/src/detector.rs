@@ -37,6 +37,7 @@
 //! - After `rearm(now)`, nothing is judged stale or lapsed before `now + FailoverTimeout`.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use crate::command::{Command, GroupCheckpoint};
 use crate::group::Group;
@@ -156,11 +157,20 @@ impl Watches {
         self.scopes.iter().flat_map(|(scope, ws)| ws.iter().map(move |(id, w)| ((scope, id), w)))
     }
 
-    /// Every watch in key order, mutably.
-    fn iter_mut(&mut self) -> impl Iterator<Item = (GroupRef<'_>, &mut Watch)> {
-        self.scopes
-            .iter_mut()
-            .flat_map(|(scope, ws)| ws.iter_mut().map(move |(id, w)| ((&*scope, id), w)))
+    /// Every watch from `from` on (all with `None`), in key order, mutably.
+    fn iter_mut_from(
+        &mut self,
+        from: Option<&GroupKey>,
+    ) -> impl Iterator<Item = (GroupRef<'_>, &mut Watch)> {
+        let first = from.cloned();
+        let lower = first.as_ref().map_or(Bound::Unbounded, |k| Bound::Included(k.scope.clone()));
+        self.scopes.range_mut((lower, Bound::Unbounded)).flat_map(move |(scope, ws)| {
+            let lower = match &first {
+                Some(k) if k.scope == *scope => Bound::Included(k.group.clone()),
+                _ => Bound::Unbounded,
+            };
+            ws.range_mut((lower, Bound::Unbounded)).map(move |(id, w)| ((&*scope, id), w))
+        })
     }
 }
 
@@ -442,6 +452,21 @@ impl Detector {
     /// per tick (the rest follow on later ticks); the checkpoints of every group that has
     /// none are batched into as few commands as [`CHECKPOINT_GROUPS`] allows.
     pub fn tick(&mut self, state: &State, now: Timestamp) -> Vec<Command> {
+        self.tick_part(state, now, None, usize::MAX).0
+    }
+
+    /// Part of a [`Detector::tick`]: at most `most` groups, from the group `from` on (from
+    /// the first with `None`), and the key of the group the next part starts at (`None` once
+    /// every group had its turn). A pass in parts decides what one tick decides, group by
+    /// group, and whoever holds the state for it can let go between parts, so that applies
+    /// and heartbeats need not wait for a whole pass over many groups.
+    pub fn tick_part(
+        &mut self,
+        state: &State,
+        now: Timestamp,
+        from: Option<&GroupKey>,
+        most: usize,
+    ) -> (Vec<Command>, Option<GroupKey>) {
         // Pair watches with groups again only when the set of groups changed since the last
         // tick: drop the watches of deleted groups (each kept while its last grant may be
         // valid) and add one for every new group.
@@ -475,8 +500,12 @@ impl Detector {
         let paired = self.groups.len() == state.group_count();
         let mut commands = Vec::new();
         let mut checkpoints = Vec::new();
-        let mut watches = self.groups.iter_mut().peekable();
-        for group in state.all_groups() {
+        let mut watches = self.groups.iter_mut_from(from).peekable();
+        let mut groups: Box<dyn Iterator<Item = &Group>> = match from {
+            Some(key) => Box::new(state.groups_from(key)),
+            None => Box::new(state.all_groups()),
+        };
+        for group in groups.by_ref().take(most) {
             if !paired {
                 while watches.next_if(|(key, _)| *key < key_ref(&group.key)).is_some() {}
             }
@@ -500,7 +529,7 @@ impl Detector {
             commands.push(Command::Checkpoint { groups: checkpoints });
             checkpoints = rest;
         }
-        commands
+        (commands, groups.next().map(|g| g.key.clone()))
     }
 
     fn decide(group: &Group, watch: &mut Watch, now: Timestamp) -> Option<Command> {

@@ -1,6 +1,7 @@
 //! The replicated state and the deterministic `apply`.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
@@ -433,6 +434,20 @@ impl State {
     /// Every group, in key order.
     pub fn all_groups(&self) -> impl Iterator<Item = &Group> + '_ {
         self.groups.values().flat_map(|groups| groups.values().map(Box::as_ref))
+    }
+
+    /// Every group from `from` on (itself included if it exists), in key order.
+    pub fn groups_from<'a>(&'a self, from: &GroupKey) -> impl Iterator<Item = &'a Group> + 'a {
+        let first = from.clone();
+        self.groups.range::<Scope, _>((Bound::Included(&from.scope), Bound::Unbounded)).flat_map(
+            move |(scope, groups)| {
+                let lower = match *scope == first.scope {
+                    true => Bound::Included(first.group.clone()),
+                    false => Bound::Unbounded,
+                };
+                groups.range((lower, Bound::Unbounded)).map(|(_, g)| g.as_ref())
+            },
+        )
     }
 
     /// The current value of one record, for storage to persist after `apply`: the group, or

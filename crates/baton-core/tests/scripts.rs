@@ -9,9 +9,9 @@ use std::fmt::Write as _;
 
 use baton_core::detector::{Detector, Refusal};
 use baton_core::{
-    ClientTime, Command, Epoch, GroupConfig, GroupId, GroupKey, HeartbeatIn, NamespaceId, Query,
-    QueryResult, Reason, Request, Response, Role, Scope, Score, SessionId, State, TenantId,
-    Timestamp,
+    ClientTime, Command, Epoch, GroupCheckpoint, GroupConfig, GroupId, GroupKey, HeartbeatIn,
+    NamespaceId, Query, QueryResult, Reason, Request, Response, Role, Scope, Score, SessionId,
+    State, TenantId, Timestamp,
 };
 use test_each_file::test_each_path;
 
@@ -223,6 +223,28 @@ impl Runner {
         Timestamp(self.now)
     }
 
+    /// One detector pass, checked against the same pass in parts of one group each (as the
+    /// leader runs it over many groups): the same decisions, the same checkpoints (batched per
+    /// part), and the detector left the same.
+    fn pass(&mut self) -> Vec<Command> {
+        let now = self.now();
+        let mut in_parts = self.detector.clone();
+        let (mut parts, mut from) = in_parts.tick_part(&self.state, now, None, 1);
+        while let Some(key) = from {
+            let (more, next) = in_parts.tick_part(&self.state, now, Some(&key), 1);
+            parts.extend(more);
+            from = next;
+        }
+        let whole = self.detector.tick(&self.state, now);
+        assert_eq!(split_checkpoints(&parts), split_checkpoints(&whole), "a pass in parts");
+        assert_eq!(
+            format!("{in_parts:?}"),
+            format!("{:?}", self.detector),
+            "after a pass in parts"
+        );
+        whole
+    }
+
     fn apply(&mut self, command: Command) -> Result<Response, Box<dyn Error>> {
         let response = self.state.apply(&Request { at: self.now(), command, actor: None });
         for group in self.state.all_groups() {
@@ -363,13 +385,13 @@ impl goldenscript::Runner for Runner {
                 writeln!(out, "{}", self.heartbeat(group, session, *score, *ldpt)?)?
             }
             Cmd::Tick => {
-                for command in self.detector.tick(&self.state, self.now()) {
+                for command in self.pass() {
                     let shown = show_command(&command);
                     writeln!(out, "commit {shown}: {}", brief(&self.apply(command)?))?;
                 }
             }
             Cmd::Propose => {
-                self.proposed = self.detector.tick(&self.state, self.now());
+                self.proposed = self.pass();
                 for command in &self.proposed {
                     writeln!(out, "proposed {}", show_command(command))?;
                 }
@@ -516,4 +538,18 @@ impl goldenscript::Runner for Runner {
         }
         Ok(out)
     }
+}
+
+/// The commands other than checkpoints, in order, and every checkpoint's groups, in order.
+fn split_checkpoints(commands: &[Command]) -> (Vec<&Command>, Vec<&GroupCheckpoint>) {
+    let (checkpoints, others): (Vec<&Command>, Vec<&Command>) =
+        commands.iter().partition(|c| matches!(c, Command::Checkpoint { .. }));
+    let groups = checkpoints
+        .into_iter()
+        .flat_map(|c| match c {
+            Command::Checkpoint { groups } => groups.iter(),
+            _ => [].iter(),
+        })
+        .collect();
+    (others, groups)
 }
