@@ -194,8 +194,9 @@ pub struct Detector {
     paired_at: Option<u64>,
 }
 
-/// The most groups one [`Command::Checkpoint`] carries; a tick with more proposes several.
-const CHECKPOINT_GROUPS: usize = 1_000;
+/// The most groups one [`Command::Checkpoint`] carries; a tick with more proposes several. A
+/// part of a pass ([`Detector::tick_part`]) of at most this many groups proposes one at most.
+pub const CHECKPOINT_GROUPS: usize = 1_000;
 
 fn after(t: Timestamp, ms: u64) -> Timestamp {
     Timestamp(t.0.saturating_add(ms))

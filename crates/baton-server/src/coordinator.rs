@@ -824,8 +824,9 @@ fn next_detector_pass(started: Instant, took: Duration) -> Instant {
 const DETECTOR_PERIOD_PER_PASS: u32 = 4;
 
 /// Groups per part of a detector pass (about 0.2 ms of the leader's time on this project's
-/// benchmark machine).
-const DETECTOR_PART: usize = 1024;
+/// benchmark machine): as many as one checkpoint command carries, so that a part's
+/// checkpoints go in one command.
+const DETECTOR_PART: usize = baton_core::detector::CHECKPOINT_GROUPS;
 
 #[cfg(test)]
 mod tests {
