@@ -502,10 +502,7 @@ impl Detector {
         let mut commands = Vec::new();
         let mut checkpoints = Vec::new();
         let mut watches = self.groups.iter_mut_from(from).peekable();
-        let mut groups: Box<dyn Iterator<Item = &Group>> = match from {
-            Some(key) => Box::new(state.groups_from(key)),
-            None => Box::new(state.all_groups()),
-        };
+        let mut groups = state.groups_from(from);
         for group in groups.by_ref().take(most) {
             if !paired {
                 while watches.next_if(|(key, _)| *key < key_ref(&group.key)).is_some() {}

@@ -436,18 +436,21 @@ impl State {
         self.groups.values().flat_map(|groups| groups.values().map(Box::as_ref))
     }
 
-    /// Every group from `from` on (itself included if it exists), in key order.
-    pub fn groups_from<'a>(&'a self, from: &GroupKey) -> impl Iterator<Item = &'a Group> + 'a {
-        let first = from.clone();
-        self.groups.range::<Scope, _>((Bound::Included(&from.scope), Bound::Unbounded)).flat_map(
-            move |(scope, groups)| {
-                let lower = match *scope == first.scope {
-                    true => Bound::Included(first.group.clone()),
-                    false => Bound::Unbounded,
-                };
-                groups.range((lower, Bound::Unbounded)).map(|(_, g)| g.as_ref())
-            },
-        )
+    /// Every group from `from` on (itself included if it exists; every group with `None`), in
+    /// key order.
+    pub fn groups_from<'a>(
+        &'a self,
+        from: Option<&GroupKey>,
+    ) -> impl Iterator<Item = &'a Group> + 'a {
+        let first = from.cloned();
+        let lower = first.as_ref().map_or(Bound::Unbounded, |k| Bound::Included(k.scope.clone()));
+        self.groups.range((lower, Bound::Unbounded)).flat_map(move |(scope, groups)| {
+            let lower = match &first {
+                Some(k) if k.scope == *scope => Bound::Included(k.group.clone()),
+                _ => Bound::Unbounded,
+            };
+            groups.range((lower, Bound::Unbounded)).map(|(_, g)| g.as_ref())
+        })
     }
 
     /// The current value of one record, for storage to persist after `apply`: the group, or

@@ -30,6 +30,13 @@ struct InStep {
     last: LogId,
 }
 
+impl InStep {
+    /// Whether this follower's log ends at `prev` under `vote`.
+    fn holds(&self, vote: &Vote, prev: &LogId) -> bool {
+        self.vote == *vote && self.last == *prev
+    }
+}
+
 /// What this node, as leader, last learned of each follower's log, and the early sending of
 /// new entries to the followers in step. Cheap to clone; clones share everything.
 #[derive(Clone)]
@@ -51,31 +58,29 @@ impl Followers {
 
     /// Records what `target` (at `addr`) answered an AppendEntries under `vote`: that its log
     /// ends at `last` after a success, or nothing known (`None`) after anything else.
+    /// Called after every AppendEntries, so a follower already known is updated in place.
     pub(crate) fn record(&self, target: NodeId, addr: &str, vote: &Vote, last: Option<LogId>) {
         let mut known = self.known();
-        match last {
-            Some(last) => {
+        let Some(last) = last else {
+            known.remove(&target);
+            return;
+        };
+        match known.get_mut(&target) {
+            Some(f) if f.addr == addr => (f.vote, f.last) = (*vote, last),
+            _ => {
                 known.insert(target, InStep { addr: addr.into(), vote: *vote, last });
-            }
-            None => {
-                known.remove(&target);
             }
         }
     }
 
     /// The addresses of the followers whose log ends at `prev` under `vote`.
     fn in_step(&self, vote: &Vote, prev: &LogId) -> Vec<String> {
-        let known = self.known();
-        known
-            .values()
-            .filter(|f| f.vote == *vote && f.last == *prev)
-            .map(|f| f.addr.clone())
-            .collect()
+        self.known().values().filter(|f| f.holds(vote, prev)).map(|f| f.addr.clone()).collect()
     }
 
     /// Whether some follower's log ends at `prev` under `vote`.
     pub fn wants(&self, vote: &Vote, prev: &LogId) -> bool {
-        self.known().values().any(|f| f.vote == *vote && f.last == *prev)
+        self.known().values().any(|f| f.holds(vote, prev))
     }
 
     /// Sends `entries`, which follow `prev`, under `vote` and with commit index `committed`,
