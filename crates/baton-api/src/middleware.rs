@@ -28,20 +28,20 @@ pub fn normalize_path(mut req: Request) -> Request {
     if !is_aveva {
         return req;
     }
-    let segments: Vec<&str> = path[1..].split('/').collect();
     let literal = |i: usize| AVEVA_LITERALS.contains(&i) || i == AVEVA_ACTION;
-    // Nearly every client already writes the literals in lower case: nothing to rebuild.
-    if segments
-        .iter()
+    // Nearly every client already writes the literals in lower case: nothing to rebuild (nor
+    // to allocate: every heartbeat comes here).
+    if path[1..]
+        .split('/')
         .enumerate()
         .all(|(i, s)| !literal(i) || !s.bytes().any(|b| b.is_ascii_uppercase()))
     {
         return req;
     }
-    let normalized: Vec<String> = segments
-        .iter()
+    let normalized: Vec<String> = path[1..]
+        .split('/')
         .enumerate()
-        .map(|(i, s)| if literal(i) { s.to_ascii_lowercase() } else { (*s).to_string() })
+        .map(|(i, s)| if literal(i) { s.to_ascii_lowercase() } else { s.to_string() })
         .collect();
     let mut new_path = format!("/{}", normalized.join("/"));
     if new_path == path {

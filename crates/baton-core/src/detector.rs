@@ -36,6 +36,7 @@
 //!   the proposal is applied or [`Detector::refused`]).
 //! - After `rearm(now)`, nothing is judged stale or lapsed before `now + FailoverTimeout`.
 
+use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -181,6 +182,10 @@ fn same_keys<V, W>(a: &litemap::LiteMap<SessionId, V>, b: &litemap::LiteMap<Sess
 
 /// A group's key as the watches hold it; compares like `GroupKey` (scope, then id).
 type GroupRef<'a> = (&'a Scope, &'a GroupId);
+
+/// How an eligible member ranks for the baton, the best first: pinned, then (in a prioritized
+/// group) lowest priority, then highest score, latest last-data-processed time, lowest id.
+type Rank<'a> = (Reverse<bool>, u32, Reverse<Score>, Reverse<Option<ClientTime>>, &'a SessionId);
 
 fn key_ref(key: &GroupKey) -> GroupRef<'_> {
     (&key.scope, &key.group)
@@ -612,7 +617,7 @@ impl Detector {
             watch.better_since = None;
             return None;
         }
-        Self::preemption(group, watch, holder.session.clone(), holder.epoch, now)
+        Self::preemption(group, watch, &holder.session, holder.epoch, now)
     }
 
     /// The member pinned by a role override, if any (at most one is).
@@ -628,32 +633,34 @@ impl Detector {
     fn preemption(
         group: &Group,
         watch: &mut Watch,
-        primary: SessionId,
+        primary: &SessionId,
         epoch: Epoch,
         now: Timestamp,
     ) -> Option<Command> {
-        let score = |id: &SessionId| {
-            watch.sessions.get(id).and_then(|s| s.heard.as_ref()).map(|h| h.heartbeat.score)
-        };
         let policy = &group.config.policy;
-        let priority = |id: &SessionId| group.sessions.get(id).map_or(u32::MAX, |s| s.priority);
-        let challenger = Self::ranked(group, watch, now).into_iter().find(|id| *id != primary);
-        let better = match (challenger, score(&primary)) {
-            // Failback: a healthy member of higher priority takes the baton back.
-            (Some(c), _)
-                if policy.prioritized && policy.failback && priority(&c) < priority(&primary) =>
-            {
-                Some(c)
+        let failback = policy.prioritized && policy.failback;
+        let better = if failback || policy.preemption_margin.is_some() {
+            let score = |id: &SessionId| {
+                watch.sessions.get(id).and_then(|s| s.heard.as_ref()).map(|h| h.heartbeat.score)
+            };
+            let priority = |id: &SessionId| group.sessions.get(id).map_or(u32::MAX, |s| s.priority);
+            match (Self::best_other(group, watch, primary, now), score(primary)) {
+                // Failback: a healthy member of higher priority takes the baton back.
+                (Some(c), _) if failback && priority(c) < priority(primary) => Some(c.clone()),
+                (Some(c), Some(p))
+                    if policy.preemption_margin.is_some_and(|margin| {
+                        score(c).is_some_and(|cs| {
+                            cs.hundredths() >= p.hundredths().saturating_add(margin)
+                        })
+                    }) && (!policy.prioritized || priority(c) == priority(primary)) =>
+                {
+                    Some(c.clone())
+                }
+                _ => None,
             }
-            (Some(c), Some(p))
-                if policy.preemption_margin.is_some_and(|margin| {
-                    score(&c)
-                        .is_some_and(|cs| cs.hundredths() >= p.hundredths().saturating_add(margin))
-                }) && (!policy.prioritized || priority(&c) == priority(&primary)) =>
-            {
-                Some(c)
-            }
-            _ => None,
+        } else {
+            // Neither preemption nor failback: nobody can take the baton from a healthy holder.
+            None
         };
         let Some(c) = better else {
             watch.better_since = None;
@@ -718,30 +725,45 @@ impl Detector {
     /// Enabled, eligible members, best first: pinned, then (in a prioritized group) lowest
     /// priority, then score, last-data-processed time, lowest id.
     fn ranked(group: &Group, watch: &Watch, now: Timestamp) -> Vec<SessionId> {
+        let mut ranks: Vec<Rank<'_>> = Self::ranks(group, watch, now).collect();
+        ranks.sort_unstable();
+        ranks.into_iter().map(|rank| rank.4.clone()).collect()
+    }
+
+    /// The best of the enabled, eligible members other than `except`, as [`Detector::ranked`]
+    /// orders them, found without building the ranking (every pass asks this of every group
+    /// with a Primary).
+    fn best_other<'a>(
+        group: &'a Group,
+        watch: &'a Watch,
+        except: &SessionId,
+        now: Timestamp,
+    ) -> Option<&'a SessionId> {
+        let best =
+            Self::ranks(group, watch, now).filter(|rank| rank.4 != except).min().map(|rank| rank.4);
+        // Debug builds (every test) check the shortcut against the whole ranking.
+        debug_assert_eq!(best, Self::ranked(group, watch, now).iter().find(|id| *id != except));
+        best
+    }
+
+    /// The rank of every enabled, eligible member, in no particular order.
+    fn ranks<'a>(
+        group: &'a Group,
+        watch: &'a Watch,
+        now: Timestamp,
+    ) -> impl Iterator<Item = Rank<'a>> {
         let prioritized = group.config.policy.prioritized;
-        let mut eligible: Vec<_> = group
-            .sessions
-            .values()
-            .filter(|s| s.enabled && Self::eligible(watch, &s.id, now))
-            .map(|s| {
-                let hb = watch.sessions[&s.id].heard.as_ref().map(|h| &h.heartbeat);
-                (
-                    s.role_override.is_some(),
-                    if prioritized { s.priority } else { 0 },
-                    hb.map(|h| h.score),
-                    hb.and_then(|h| h.last_data_processed_time),
-                    s.id.clone(),
-                )
-            })
-            .collect();
-        eligible.sort_by(|a, b| {
-            b.0.cmp(&a.0)
-                .then(a.1.cmp(&b.1))
-                .then(b.2.cmp(&a.2))
-                .then(b.3.cmp(&a.3))
-                .then(a.4.cmp(&b.4))
-        });
-        eligible.into_iter().map(|e| e.4).collect()
+        group.sessions.values().filter(|s| s.enabled).filter_map(move |s| {
+            let seen = watch.sessions.get(&s.id).filter(|seen| now < seen.deadline)?;
+            let hb = &seen.heard.as_ref()?.heartbeat;
+            Some((
+                Reverse(s.role_override.is_some()),
+                if prioritized { s.priority } else { 0 },
+                Reverse(hb.score),
+                Reverse(hb.last_data_processed_time),
+                &s.id,
+            ))
+        })
     }
 
     /// Who should get the baton next: the best eligible member, passing over the member a

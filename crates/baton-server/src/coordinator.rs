@@ -13,8 +13,8 @@ use baton_api::{
 };
 use baton_core::detector::{Detector, Refusal};
 use baton_core::{
-    Actor, Command, GroupKey, HeartbeatIn, Identity, IdentityName, Query, QueryResult, Rejection,
-    Request, Response, SessionId,
+    Actor, Command, GroupKey, HeartbeatAnswer, HeartbeatIn, Identity, IdentityName, Query,
+    QueryResult, Rejection, Request, Response, SessionId,
 };
 use baton_net::{CallError, Followers, Forwarder, Network};
 use baton_raft::typ::{ClientWriteError, Raft, RaftError};
@@ -73,6 +73,16 @@ pub enum LeaderAnswer {
     Membership(ClusterStatus),
     /// A heartbeat's outcome.
     Heartbeat(HeartbeatOutcome),
+}
+
+/// What a heartbeat's first visit to its group decided.
+enum Planned {
+    /// Refused: sent sooner than its group allows.
+    TooFast(u64),
+    /// Answered at once: nothing to replicate, and the lease was confirmed.
+    Answered(HeartbeatAnswer),
+    /// Propose this first (if anything), then answer under a confirmed lease.
+    Then(Option<Command>),
 }
 
 /// The outcome of running a [`LeaderRequest`] on one node.
@@ -165,9 +175,14 @@ impl RaftCoordinator {
     /// Runs with the detector, if this node leads and armed it in the current term. A detector
     /// from an earlier term is never used, even before the next tick disarms it.
     fn with_detector<T>(&self, f: impl FnOnce(&mut Detector) -> T) -> Option<T> {
-        let (leading, term) = self.leadership();
+        self.with_detector_in(self.leadership().1, f)
+    }
+
+    /// [`Self::with_detector`] if this node still leads in `term`.
+    fn with_detector_in<T>(&self, term: u64, f: impl FnOnce(&mut Detector) -> T) -> Option<T> {
+        let (leading, now_term) = self.leadership();
         let mut armed = self.armed();
-        if !leading || armed.term != Some(term) {
+        if !leading || now_term != term || armed.term != Some(term) {
             return None;
         }
         armed.detector.as_mut().map(f)
@@ -509,6 +524,10 @@ impl RaftCoordinator {
         let done = |o| Outcome::done(LeaderAnswer::Heartbeat(o));
         for attempt in 0..MAX_HEARTBEAT_ATTEMPTS {
             let now = self.clock.now();
+            // Most heartbeats change nothing replicated: with the lease already confirmed,
+            // such a heartbeat is observed, planned and answered in one visit to the group.
+            let (_, term) = self.leadership();
+            let leased = self.lease.valid(term);
             // Observed and planned under the state's read lock (then the detector's, the order
             // the tick uses), so the group is read in place, never copied.
             let plan = {
@@ -523,22 +542,27 @@ impl RaftCoordinator {
                     }
                     Some(g) => g,
                 };
-                self.with_detector(|d| {
+                // In the term whose lease was checked, or not at all.
+                self.with_detector_in(term, |d| {
                     if attempt == 0
                         && let Err(Refusal::TooFast { retry_after_ms }) =
                             d.observe(group, &session, heartbeat.clone(), now)
                     {
-                        return Err(retry_after_ms);
+                        return Planned::TooFast(retry_after_ms);
                     }
-                    Ok(d.plan_heartbeat(group, &session, now))
+                    match d.plan_heartbeat(group, &session, now) {
+                        None if leased => Planned::Answered(d.answer(group, &session, now)),
+                        command => Planned::Then(command),
+                    }
                 })
             };
             let command = match plan {
                 None => return Outcome::NotLeader,
-                Some(Err(retry_after_ms)) => {
+                Some(Planned::TooFast(retry_after_ms)) => {
                     return done(HeartbeatOutcome::TooFast { retry_after_ms });
                 }
-                Some(Ok(command)) => command,
+                Some(Planned::Answered(answer)) => return done(HeartbeatOutcome::Answered(answer)),
+                Some(Planned::Then(command)) => command,
             };
             if let Some(command) = command {
                 let (_, term) = self.leadership();
