@@ -639,28 +639,29 @@ impl Detector {
     ) -> Option<Command> {
         let policy = &group.config.policy;
         let failback = policy.prioritized && policy.failback;
-        let better = if failback || policy.preemption_margin.is_some() {
-            let score = |id: &SessionId| {
-                watch.sessions.get(id).and_then(|s| s.heard.as_ref()).map(|h| h.heartbeat.score)
-            };
-            let priority = |id: &SessionId| group.sessions.get(id).map_or(u32::MAX, |s| s.priority);
-            match (Self::best_other(group, watch, primary, now), score(primary)) {
-                // Failback: a healthy member of higher priority takes the baton back.
-                (Some(c), _) if failback && priority(c) < priority(primary) => Some(c.clone()),
-                (Some(c), Some(p))
-                    if policy.preemption_margin.is_some_and(|margin| {
-                        score(c).is_some_and(|cs| {
-                            cs.hundredths() >= p.hundredths().saturating_add(margin)
-                        })
-                    }) && (!policy.prioritized || priority(c) == priority(primary)) =>
-                {
-                    Some(c.clone())
-                }
-                _ => None,
-            }
+        let score = |id: &SessionId| {
+            watch.sessions.get(id).and_then(|s| s.heard.as_ref()).map(|h| h.heartbeat.score)
+        };
+        let priority = |id: &SessionId| group.sessions.get(id).map_or(u32::MAX, |s| s.priority);
+        // With neither preemption nor failback, nobody takes the baton from a healthy holder:
+        // no challenger is looked for.
+        let challenger = if failback || policy.preemption_margin.is_some() {
+            Self::best_other(group, watch, primary, now)
         } else {
-            // Neither preemption nor failback: nobody can take the baton from a healthy holder.
             None
+        };
+        let better = match (challenger, score(primary)) {
+            // Failback: a healthy member of higher priority takes the baton back.
+            (Some(c), _) if failback && priority(c) < priority(primary) => Some(c.clone()),
+            (Some(c), Some(p))
+                if policy.preemption_margin.is_some_and(|margin| {
+                    score(c)
+                        .is_some_and(|cs| cs.hundredths() >= p.hundredths().saturating_add(margin))
+                }) && (!policy.prioritized || priority(c) == priority(primary)) =>
+            {
+                Some(c.clone())
+            }
+            _ => None,
         };
         let Some(c) = better else {
             watch.better_since = None;
