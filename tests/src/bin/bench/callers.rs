@@ -8,32 +8,31 @@ use baton_e2e::ADMIN_TOKEN;
 
 use crate::load::Failure;
 
-/// One simulated caller's keep-alive HTTP/1.1 connection, on hyper directly: the load
-/// generator shares the two cores with the three nodes, so each request should cost it as
-/// little as possible. Reconnects after a failed request.
+/// One simulated caller's keep-alive HTTP/1.1 connection, spoken directly on the socket: the
+/// load generator shares the two cores with the three nodes, so each request should cost it as
+/// little as possible. A request is written with one `write` and its answer read in the same
+/// task (hyper's client hands each request to a connection task and the answer back); the
+/// answer's head is parsed with `httparse` and its body, sized by `Content-Length`, read
+/// whole. Reconnects after a failed request.
 pub(crate) struct Conn {
     addr: String,
     authorization: String,
-    send: Option<hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>>,
+    stream: Option<tokio::net::TcpStream>,
+    /// The request being written, then its answer being read (kept from request to request).
+    buf: Vec<u8>,
 }
+
+/// The most an answer's head may take.
+const MAX_HEAD: usize = 16 * 1024;
 
 impl Conn {
     fn new(base_url: &str) -> Self {
         Self {
             addr: base_url.trim_start_matches("http://").to_string(),
             authorization: format!("Bearer {ADMIN_TOKEN}"),
-            send: None,
+            stream: None,
+            buf: Vec::with_capacity(4096),
         }
-    }
-
-    async fn connect(&mut self) -> Option<()> {
-        let stream = tokio::net::TcpStream::connect(&self.addr).await.ok()?;
-        let _ = stream.set_nodelay(true);
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let (send, connection) = hyper::client::conn::http1::handshake(io).await.ok()?;
-        tokio::spawn(connection);
-        self.send = Some(send);
-        Some(())
     }
 
     /// Sends a request with the admin token: `Ok` if it answered 2xx, else how it failed.
@@ -43,39 +42,108 @@ impl Conn {
         path: &str,
         body: Option<&'static str>,
     ) -> Result<(), Failure> {
-        if self.send.is_none() && self.connect().await.is_none() {
-            return Err("cannot connect".into());
+        if self.stream.is_none() {
+            let stream = tokio::net::TcpStream::connect(&self.addr)
+                .await
+                .map_err(|_| Failure::from("cannot connect"))?;
+            let _ = stream.set_nodelay(true);
+            self.stream = Some(stream);
         }
-        let Some(send) = self.send.as_mut() else { return Err("cannot connect".into()) };
-        let mut request = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", &self.addr)
-            .header("authorization", &self.authorization);
-        if body.is_some() {
-            request = request.header("content-type", "application/json");
-        }
-        let body = http_body_util::Full::new(bytes::Bytes::from_static(
-            body.unwrap_or_default().as_bytes(),
-        ));
-        let request = request.body(body).map_err(|e| format!("bad request: {e}"))?;
-        let answered =
-            match tokio::time::timeout(Duration::from_secs(10), send.send_request(request)).await {
-                Ok(Ok(response)) => {
-                    let status = response.status();
-                    match http_body_util::BodyExt::collect(response.into_body()).await {
-                        Ok(_) if status.is_success() => Ok(()),
-                        Ok(_) => Err(format!("HTTP {}", status.as_u16())),
-                        Err(_) => Err("connection lost".into()),
-                    }
+        let exchange = self.exchange(method, path, body.unwrap_or_default());
+        let answered = tokio::time::timeout(Duration::from_secs(10), exchange)
+            .await
+            .unwrap_or_else(|_| Err("timeout".into()));
+        match answered {
+            Ok(Answer { status, keep_alive }) => {
+                if !keep_alive {
+                    self.stream = None;
                 }
-                Ok(Err(_)) => Err("connection lost".into()),
-                Err(_) => Err("timeout".into()),
-            };
-        if answered.as_ref().is_err_and(|f| !f.starts_with("HTTP")) {
-            self.send = None;
+                if (200..300).contains(&status) { Ok(()) } else { Err(format!("HTTP {status}")) }
+            }
+            // The connection is in an unknown state: a new one for the next request.
+            Err(failure) => {
+                self.stream = None;
+                Err(failure)
+            }
         }
-        answered
+    }
+
+    /// Writes one request and reads its whole answer.
+    async fn exchange(&mut self, method: &str, path: &str, body: &str) -> Result<Answer, Failure> {
+        use std::io::Write as _;
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let lost = |_| Failure::from("connection lost");
+        let Some(stream) = self.stream.as_mut() else { return Err("cannot connect".into()) };
+        let buf = &mut self.buf;
+        buf.clear();
+        let (addr, authorization) = (&self.addr, &self.authorization);
+        let _ = write!(buf, "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n");
+        let _ = write!(buf, "authorization: {authorization}\r\ncontent-length: {}\r\n", body.len());
+        if !body.is_empty() {
+            buf.extend_from_slice(b"content-type: application/json\r\n");
+        }
+        buf.extend_from_slice(b"\r\n");
+        buf.extend_from_slice(body.as_bytes());
+        stream.write_all(buf).await.map_err(lost)?;
+        buf.clear();
+        let (answer, whole) = loop {
+            if stream.read_buf(buf).await.map_err(lost)? == 0 {
+                return Err("connection lost".into());
+            }
+            if let Some(head) = Answer::parse(buf)? {
+                break head;
+            }
+            if buf.len() >= MAX_HEAD {
+                return Err("answer head too long".into());
+            }
+        };
+        while buf.len() < whole {
+            if stream.read_buf(buf).await.map_err(lost)? == 0 {
+                return Err("connection lost".into());
+            }
+        }
+        // One request is in flight at a time: nothing may follow its answer.
+        if buf.len() > whole {
+            return Err("bytes after the answer".into());
+        }
+        Ok(answer)
+    }
+}
+
+/// What the load needs of an answer.
+struct Answer {
+    status: u16,
+    /// Whether the server keeps the connection open after it.
+    keep_alive: bool,
+}
+
+impl Answer {
+    /// The answer whose head `buf` starts with, and the length of the whole answer (head and
+    /// body); `None` while the head is incomplete.
+    fn parse(buf: &[u8]) -> Result<Option<(Answer, usize)>, Failure> {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut head = httparse::Response::new(&mut headers);
+        let head_len = match head.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(format!("bad answer: {e}")),
+        };
+        let header = |name: &str| head.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name));
+        // The API answers every request with a sized body.
+        if header("transfer-encoding").is_some() {
+            return Err("chunked answer".into());
+        }
+        let body_len = match header("content-length") {
+            None => 0,
+            Some(h) => std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| Failure::from("bad content-length"))?,
+        };
+        let keep_alive =
+            header("connection").is_none_or(|h| !h.value.eq_ignore_ascii_case(b"close"));
+        let status = head.code.unwrap_or(0);
+        Ok(Some((Answer { status, keep_alive }, head_len + body_len)))
     }
 }
 
