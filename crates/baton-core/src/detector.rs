@@ -119,20 +119,23 @@ impl Watches {
         self.scopes.get_mut(&key.scope)?.get_mut(&key.group)
     }
 
-    /// The group's watch, created (empty) if it has none.
-    fn entry(&mut self, key: &GroupKey) -> &mut Watch {
-        // Found without copying the key (every heartbeat comes here).
-        if self.get(key).is_some() {
-            return self.get_mut(key).expect("just found");
-        }
+    /// The group's watch, created (empty) if it has none, and whether it was created. One
+    /// search among a scope's groups (every heartbeat comes here twice): a group id of up to
+    /// 24 bytes is kept inline, so the key copied for `entry` costs no allocation.
+    fn entry(&mut self, key: &GroupKey) -> (&mut Watch, bool) {
         if !self.scopes.contains_key(&key.scope) {
             self.scopes.insert(key.scope.clone(), BTreeMap::new());
         }
         let scope = self.scopes.get_mut(&key.scope).expect("inserted above");
-        if !scope.contains_key(&key.group) {
+        let mut created = false;
+        let watch = scope.entry(key.group.clone()).or_insert_with(|| {
+            created = true;
+            Watch::default()
+        });
+        if created {
             self.len += 1;
         }
-        scope.entry(key.group.clone()).or_default()
+        (watch, created)
     }
 
     fn remove(&mut self, key: &GroupKey) {
@@ -224,7 +227,7 @@ impl Detector {
         self.paired_at = None;
         for group in state.all_groups() {
             let until = after(now, group.rearm_ms());
-            let watch = self.groups.entry(&group.key);
+            let (watch, _) = self.groups.entry(&group.key);
             for id in group.sessions.keys() {
                 watch
                     .sessions
@@ -247,7 +250,7 @@ impl Detector {
             if state.group(key).is_some_and(|g| g.epoch != tombstone.epoch) {
                 continue;
             }
-            let watch = self.groups.entry(key);
+            let (watch, _) = self.groups.entry(key);
             if watch.grant.is_none() {
                 watch.grant = Some((
                     holder.clone(),
@@ -447,10 +450,11 @@ impl Detector {
     /// The group's watch, created if it has none; a watch created outside a tick makes the
     /// next tick pair watches with groups again, whatever the group-set generation says.
     fn watch_mut(&mut self, key: &GroupKey) -> &mut Watch {
-        if self.groups.get(key).is_none() {
+        let (watch, created) = self.groups.entry(key);
+        if created {
             self.paired_at = None;
         }
-        self.groups.entry(key)
+        watch
     }
 
     /// The commands time calls for: overrides that expired, holders whose grant lapsed,
