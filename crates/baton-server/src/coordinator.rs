@@ -175,14 +175,31 @@ impl RaftCoordinator {
     /// Runs with the detector, if this node leads and armed it in the current term. A detector
     /// from an earlier term is never used, even before the next tick disarms it.
     fn with_detector<T>(&self, f: impl FnOnce(&mut Detector) -> T) -> Option<T> {
-        self.with_detector_in(self.leadership().1, f)
+        let (leading, term) = self.leadership();
+        if !leading {
+            return None;
+        }
+        self.with_detector_armed_in(term, f)
     }
 
     /// [`Self::with_detector`] if this node still leads in `term`.
     fn with_detector_in<T>(&self, term: u64, f: impl FnOnce(&mut Detector) -> T) -> Option<T> {
         let (leading, now_term) = self.leadership();
+        if !leading || now_term != term {
+            return None;
+        }
+        self.with_detector_armed_in(term, f)
+    }
+
+    /// Runs with the detector if it was armed in `term` (the caller has just seen this node
+    /// lead in `term`).
+    fn with_detector_armed_in<T>(
+        &self,
+        term: u64,
+        f: impl FnOnce(&mut Detector) -> T,
+    ) -> Option<T> {
         let mut armed = self.armed();
-        if !leading || now_term != term || armed.term != Some(term) {
+        if armed.term != Some(term) {
             return None;
         }
         armed.detector.as_mut().map(f)

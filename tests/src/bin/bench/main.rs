@@ -225,9 +225,12 @@ async fn loads_on_a_cluster(args: &Args, warmup: Duration, duration: Duration) -
     // when one client runs ahead of the others (over 4,096, a client 1.6 times faster than
     // the average at 50,000/s came back to a session within 50 ms and was refused with 429).
     // One client uses 2,048, each heard about every 200 ms at 11,000/s (a group unheard for
-    // its whole timeout would lapse). Before each load its groups are primed (two heartbeats
-    // each: granted, then Primary), since a group left silent by the previous load has
-    // lapsed; the warm-up then sees no role change either. Streams use the same 8,192.
+    // its whole timeout would lapse). Streams use the same 8,192: at 100,000/s a client
+    // running well ahead is now and then refused (twice in 535,000 heartbeats); 16,384 would
+    // avoid it, but every load ran slower in the one run tried (streams by a fifth): the
+    // leader's detector visits every group each pass. Before each load its groups are
+    // primed (two heartbeats each: granted, then Primary), since a group left silent by the
+    // previous load has lapsed; the warm-up then sees no role change either.
     let stream_groups = 8192;
     let groups_for = |n: usize| if n == 1 { 2048usize } else { stream_groups };
     let hb_path = |g: usize| format!("{GROUPS}/hb{g}/clientsessions/s/heartbeat");
