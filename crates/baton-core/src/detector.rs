@@ -35,6 +35,11 @@
 //!   and never answers a holder whose replacement it has proposed (it is told Secondary until
 //!   the proposal is applied or [`Detector::refused`]).
 //! - After `rearm(now)`, nothing is judged stale or lapsed before `now + FailoverTimeout`.
+//! - A pass skips a group only while nothing it would look at has moved since a pass found
+//!   nothing to do there: the group's revision ([`Group::revision`]), its watch (a heartbeat,
+//!   an answer or a refusal clears the mark) and the clock, before the first time at which a
+//!   comparison that pass made would turn. A skipped group is decided exactly as a visit would
+//!   decide it (debug builds check each skip).
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
@@ -100,6 +105,11 @@ struct Watch {
     /// proposal is applied or refused, the holder is answered Secondary: a grant answered now
     /// could overlap its successor's.
     retiring: Option<Box<(SessionId, Epoch)>>,
+    /// Set when a pass found nothing to do here and left the watch as it was: the group's
+    /// revision then, and the earliest time at which anything the pass compared with the
+    /// clock turns ([`Detector::quiet_until`]). Passes skip the group until either moves or
+    /// something is heard, answered or refused here (which clears it).
+    quiet: Option<(u64, Timestamp)>,
 }
 
 /// One watch per group (and per deleted group whose last grant may still be valid), keyed by
@@ -293,6 +303,7 @@ impl Detector {
                 dirty: true,
             },
         );
+        watch.quiet = None;
         Ok(())
     }
 
@@ -351,6 +362,7 @@ impl Detector {
         now: Timestamp,
     ) -> HeartbeatAnswer {
         let watch = self.watch_mut(&group.key);
+        watch.quiet = None;
         let mut answer = group.answer(session, watch.last_data_processed_time);
         let holder_epoch = group.holder.as_ref().map(|h| h.epoch);
         // A holder whose replacement is in flight is told Secondary: not yet committed, but
@@ -389,6 +401,7 @@ impl Detector {
             && watch.retiring.as_deref().is_some_and(|(s, e)| s == session && e == expected_epoch)
         {
             watch.retiring = None;
+            watch.quiet = None;
         }
     }
 
@@ -521,14 +534,36 @@ impl Detector {
                 break;
             };
             debug_assert_eq!(key, key_ref(&group.key), "watches and groups walk in the same order");
+            // Nothing moved since a pass found nothing to do here: neither the group, nor the
+            // watch, nor the clock past any time the pass compared with. Looked at without
+            // touching the members (most groups are steady; a pass over all of them in full
+            // was mostly waiting on memory).
+            if watch
+                .quiet
+                .is_some_and(|(revision, until)| revision == group.revision() && now < until)
+            {
+                debug_assert!(
+                    Self::still_quiet(group, watch, now),
+                    "a pass skipped {:?}, which had something to do",
+                    group.key
+                );
+                continue;
+            }
             // Forget sessions that left (checked cheaply first: members rarely change).
             if !same_keys(&watch.sessions, &group.sessions) {
                 watch.sessions.retain(|id, _| group.sessions.contains_key(id));
             }
+            let before = (watch.retiring.clone(), watch.better_since.clone());
             if let Some(command) = Self::decide(group, watch, now) {
+                watch.quiet = None;
                 commands.push(command);
             } else if let Some(checkpoint) = Self::checkpoint(group, watch, now) {
+                watch.quiet = None;
                 checkpoints.push(checkpoint);
+            } else {
+                let unchanged = (&watch.retiring, &watch.better_since) == (&before.0, &before.1);
+                watch.quiet =
+                    unchanged.then(|| (group.revision(), Self::quiet_until(group, watch, now)));
             }
         }
         while !checkpoints.is_empty() {
@@ -718,6 +753,41 @@ impl Detector {
         })
     }
 
+    /// The first time after `now` at which a comparison with the clock in [`Detector::decide`]
+    /// or [`Detector::checkpoint`] can turn for this group: a member's deadline (stale,
+    /// eligible), the end of the last grant, a role override's expiry, a challenger's half
+    /// timeout, a due checkpoint of what was heard. Before it, with the group and the watch as
+    /// they are, a pass decides what it decided at `now`.
+    fn quiet_until(group: &Group, watch: &Watch, now: Timestamp) -> Timestamp {
+        let ft = group.config.failover_timeout_ms();
+        let deadlines = watch.sessions.values().map(|s| s.deadline);
+        let grant = watch.grant.as_ref().map(|(_, _, until)| *until);
+        let expiries = group.sessions.values().filter_map(|s| s.role_override.as_ref()?.expires_at);
+        let challenger = watch.better_since.as_deref().map(|(_, since)| after(*since, ft / 2));
+        let unsaved = watch.sessions.values().any(|s| s.dirty)
+            || (watch.last_data_processed_time.is_some()
+                && watch.last_data_processed_time != group.last_data_processed_time);
+        let checkpoint = watch.last_checkpoint.filter(|_| unsaved).map(|t| after(t, ft / 2));
+        deadlines
+            .chain(grant)
+            .chain(expiries)
+            .chain(challenger)
+            .chain(checkpoint)
+            .filter(|t| *t > now)
+            .min()
+            .unwrap_or(Timestamp(u64::MAX))
+    }
+
+    /// Whether a pass at `now` would find nothing to do at the group and leave its watch as
+    /// it is: what skipping a quiet group takes for granted (checked in debug builds).
+    fn still_quiet(group: &Group, watch: &Watch, now: Timestamp) -> bool {
+        let mut probe = watch.clone();
+        Self::decide(group, &mut probe, now).is_none()
+            && Self::checkpoint(group, &mut probe, now).is_none()
+            && probe.retiring == watch.retiring
+            && probe.better_since == watch.better_since
+    }
+
     fn fresh(watch: &Watch, session: &SessionId, now: Timestamp) -> bool {
         watch.sessions.get(session).is_some_and(|s| now < s.deadline)
     }
@@ -875,5 +945,203 @@ impl Detector {
                     h.reason
                 }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Request;
+    use crate::group::{DEFAULT_PREEMPTION_MARGIN, GroupConfig, Policy};
+    use crate::ids::{NamespaceId, TenantId};
+
+    /// A small deterministic generator (xorshift): every run sees the same histories.
+    struct Dice(u64);
+
+    impl Dice {
+        fn roll(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    fn apply(state: &mut State, at: Timestamp, command: Command) {
+        state.apply(&Request { at, command, actor: None });
+    }
+
+    fn create(state: &mut State, at: Timestamp, key: &GroupKey, g: usize, members: &[SessionId]) {
+        let policy = Policy {
+            preemption_margin: (g != 1).then_some(DEFAULT_PREEMPTION_MARGIN),
+            prioritized: g == 2,
+            failback: g == 2,
+            suspended: false,
+        };
+        let config = GroupConfig::new(None, None, 1_000).expect("a timeout in range");
+        let command = Command::CreateGroup {
+            key: key.clone(),
+            config: config.with_policy(policy),
+            members: vec![],
+        };
+        apply(state, at, command);
+        for session in members {
+            let command =
+                Command::CreateSession { group: key.clone(), session: session.clone(), name: None };
+            apply(state, at, command);
+        }
+    }
+
+    /// A heartbeat received by both detectors: both must refuse, plan and answer it alike
+    /// (`answered`: or leave it unanswered, as a leader that cannot confirm its lease does).
+    fn heartbeat(
+        both: [&mut Detector; 2],
+        state: &mut State,
+        (key, session): (&GroupKey, &SessionId),
+        score: u64,
+        now: Timestamp,
+        answered: bool,
+    ) {
+        let [skipping, visiting] = both;
+        let Some(group) = state.group(key).cloned() else { return };
+        let heartbeat = HeartbeatIn {
+            score: Score::new(score as f64).expect("a score in range"),
+            heartbeat_time: None,
+            last_data_processed_time: Some(ClientTime(now.0 as i64)),
+        };
+        let refused = skipping.observe(&group, session, heartbeat.clone(), now);
+        assert_eq!(refused, visiting.observe(&group, session, heartbeat, now));
+        if refused.is_err() {
+            return;
+        }
+        let planned = skipping.plan_heartbeat(&group, session, now);
+        assert_eq!(planned, visiting.plan_heartbeat(&group, session, now));
+        if let Some(command) = planned {
+            apply(state, now, command);
+        }
+        if !answered {
+            return;
+        }
+        let group = state.group(key).expect("heartbeats change no group set");
+        assert_eq!(skipping.answer(group, session, now), visiting.answer(group, session, now));
+    }
+
+    /// Over random histories of heartbeats, silences, scores, role overrides, forced
+    /// hand-overs, members leaving and joining, groups deleted and re-created and new leaders,
+    /// a detector whose passes skip quiet groups decides, answers and refuses exactly what one
+    /// whose every pass visits every group does.
+    #[test]
+    fn skipping_quiet_groups_decides_what_visiting_every_group_decides() {
+        let scope = Scope {
+            tenant: TenantId::new("t").expect("an id"),
+            namespace: NamespaceId::new("ns").expect("an id"),
+        };
+        let keys: Vec<GroupKey> = (0..4)
+            .map(|g| GroupKey {
+                scope: scope.clone(),
+                group: GroupId::new(format!("g{g}")).expect("an id"),
+            })
+            .collect();
+        let members: Vec<SessionId> =
+            ["a", "b", "c"].iter().map(|s| SessionId::new(s).expect("an id")).collect();
+        let (mut skipped, mut passes) = (0usize, 0usize);
+        for seed in 1..=40u64 {
+            let mut dice = Dice(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut state = State::default();
+            let mut now = Timestamp(1_000);
+            for (g, key) in keys.iter().enumerate() {
+                create(&mut state, now, key, g, &members);
+            }
+            let mut skipping = Detector::new(&state, now);
+            let mut visiting = skipping.clone();
+            let mut scores = [[100u64; 3]; 4];
+            let mut silent = [[false; 3]; 4];
+            for step in 0..500 {
+                now = after(now, 1 + dice.roll(80));
+                let (g, m) = (dice.roll(4) as usize, dice.roll(3) as usize);
+                let (key, session) = (&keys[g], &members[m]);
+                let epoch = state.group(key).map_or(Epoch(0), |group| group.epoch);
+                match dice.roll(40) {
+                    0..=3 => silent[g][m] = !silent[g][m],
+                    4..=6 => scores[g][m] = dice.roll(101),
+                    7 => {
+                        let primary_for_ms = match dice.roll(3) {
+                            0 => None,
+                            1 => Some(None),
+                            _ => Some(Some(dice.roll(3_000))),
+                        };
+                        let session = session.clone();
+                        apply(
+                            &mut state,
+                            now,
+                            Command::SetOverride { group: key.clone(), session, primary_for_ms },
+                        );
+                    }
+                    8 => {
+                        let command = Command::RequestHandover {
+                            group: key.clone(),
+                            expected_epoch: epoch,
+                            reason: Reason::Forced,
+                            to: (dice.roll(2) == 0).then(|| session.clone()),
+                            require_standby: false,
+                            standby_ready: false,
+                        };
+                        apply(&mut state, now, command);
+                    }
+                    9 => {
+                        let session = session.clone();
+                        apply(
+                            &mut state,
+                            now,
+                            Command::DeleteSession { group: key.clone(), session },
+                        );
+                    }
+                    10 => {
+                        let session = session.clone();
+                        apply(
+                            &mut state,
+                            now,
+                            Command::CreateSession { group: key.clone(), session, name: None },
+                        );
+                    }
+                    11 if dice.roll(4) == 0 => {
+                        let command = Command::DeleteGroup {
+                            key: key.clone(),
+                            refuse_if_active: false,
+                            active: vec![],
+                        };
+                        apply(&mut state, now, command);
+                        create(&mut state, now, key, g, &members);
+                    }
+                    12 if dice.roll(8) == 0 => {
+                        skipping = Detector::new(&state, now);
+                        visiting = skipping.clone();
+                    }
+                    _ => {}
+                }
+                for (g, key) in keys.iter().enumerate() {
+                    for (m, session) in members.iter().enumerate() {
+                        if !silent[g][m] && dice.roll(6) == 0 {
+                            let both = [&mut skipping, &mut visiting];
+                            let answered = dice.roll(10) != 0;
+                            let to = (key, session);
+                            heartbeat(both, &mut state, to, scores[g][m], now, answered);
+                        }
+                    }
+                }
+                skipped += skipping.groups.iter().filter(|(_, w)| w.quiet.is_some()).count();
+                passes += keys.len();
+                for (_, watch) in visiting.groups.iter_mut_from(None) {
+                    watch.quiet = None;
+                }
+                let decided = skipping.tick(&state, now);
+                assert_eq!(decided, visiting.tick(&state, now), "seed {seed}, step {step}");
+                for command in decided {
+                    apply(&mut state, now, command);
+                }
+            }
+        }
+        // The histories must give the shortcut work: many visits found a quiet group.
+        assert!(skipped * 5 > passes, "only {skipped} quiet groups in {passes} visits");
     }
 }

@@ -62,6 +62,10 @@ pub struct State {
     remembered: BTreeMap<(IdentityName, String), Remembered>,
     #[serde(skip)]
     group_set: Generation,
+    /// Counts the groups handed out to be changed; each is stamped with the count (its
+    /// revision).
+    #[serde(skip)]
+    group_changes: Generation,
 }
 
 /// How many times this process has seen the set of groups change (a group created, restored
@@ -73,6 +77,12 @@ struct Generation(u64);
 impl Generation {
     fn bump(&mut self) {
         self.0 = self.0.wrapping_add(1);
+    }
+
+    /// Counts one more change, and names it: a group's next revision.
+    fn next(&mut self) -> crate::group::Revision {
+        self.bump();
+        crate::group::Revision(self.0)
     }
 }
 
@@ -511,6 +521,7 @@ impl State {
         match (key, record) {
             (RecordKey::Group(k), Record::Group(g)) => {
                 assert_eq!(k, g.key, "a stored group must live under its own key");
+                let g = Group { revision: self.group_changes.next(), ..g };
                 self.groups.entry(k.scope).or_default().insert(k.group, Box::new(g));
                 self.group_set.bump();
             }
@@ -573,8 +584,12 @@ impl State {
         self.groups.values().map(BTreeMap::len).sum()
     }
 
+    /// The group, to be changed: the only way to change one in place, so that its revision
+    /// moves with every change.
     fn group_mut(&mut self, key: &GroupKey) -> Option<&mut Group> {
-        self.groups.get_mut(&key.scope)?.get_mut(&key.group).map(Box::as_mut)
+        let group = self.groups.get_mut(&key.scope)?.get_mut(&key.group)?;
+        group.revision = self.group_changes.next();
+        Some(group)
     }
 
     fn insert_new(&mut self, key: &GroupKey, config: &GroupConfig, request: &Request) -> Response {
@@ -585,6 +600,8 @@ impl State {
         if let Some(t) = self.tombstones.get(key) {
             group.epoch = t.epoch;
         }
+        // Not the revision of a group deleted under this key, whose watch may still be kept.
+        group.revision = self.group_changes.next();
         let group = Box::new(group);
         self.groups.entry(key.scope.clone()).or_default().insert(key.group.clone(), group.clone());
         self.group_set.bump();
