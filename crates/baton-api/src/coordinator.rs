@@ -78,6 +78,10 @@ pub struct ClusterStatus {
     /// leader, since it started. Absent (0) from versions before early replication.
     #[serde(default)]
     pub appends_sent_early: u64,
+    /// How long the leader's last failure-detector pass over every group kept it busy, in
+    /// microseconds; absent on a node that is not leading (and from earlier versions).
+    #[serde(default)]
+    pub detector_pass_us: Option<u64>,
     /// Voters and learners.
     pub members: Vec<Member>,
 }

@@ -78,6 +78,7 @@ pub struct Metrics {
     applied_index: Gauge,
     apply_lag: Gauge,
     early_appends: Counter,
+    detector_pass: Gauge,
 }
 
 impl Metrics {
@@ -115,6 +116,10 @@ impl Metrics {
         let committed_index = gauge("raft_committed_index", "Highest index known committed");
         let applied_index = gauge("raft_applied_index", "Index of the last applied entry");
         let apply_lag = gauge("raft_apply_lag", "Committed entries not yet applied");
+        let detector_pass = gauge(
+            "detector_pass_microseconds",
+            "How long the leader's last failure-detector pass kept it busy, or -1 when not leading",
+        );
         let early_appends = Counter::default();
         registry.register(
             "raft_early_appends",
@@ -134,6 +139,7 @@ impl Metrics {
             applied_index,
             apply_lag,
             early_appends,
+            detector_pass,
         }
     }
 }
@@ -153,6 +159,7 @@ impl Metrics {
         self.committed_index.set(as_gauge(status.committed_index));
         self.applied_index.set(as_gauge(status.applied_index));
         self.apply_lag.set(as_gauge(Some(status.apply_lag())));
+        self.detector_pass.set(as_gauge(status.detector_pass_us));
         // A count kept elsewhere: raised to it, atomically, whoever else renders at once.
         (self.early_appends.inner()).fetch_max(status.appends_sent_early, Ordering::Relaxed);
         let mut out = String::new();

@@ -36,7 +36,7 @@
 //!   the proposal is applied or [`Detector::refused`]).
 //! - After `rearm(now)`, nothing is judged stale or lapsed before `now + FailoverTimeout`.
 //! - A pass skips a group only while nothing it would look at has moved since a pass found
-//!   nothing to do there: the group's revision ([`Group::revision`]), its watch (a heartbeat,
+//!   nothing to do there: the group's revision ([`State::revised_groups_from`]), its watch (a heartbeat,
 //!   an answer or a refusal clears the mark) and the clock, before the first time at which a
 //!   comparison that pass made would turn. A skipped group is decided exactly as a visit would
 //!   decide it (debug builds check each skip).
@@ -524,8 +524,8 @@ impl Detector {
         let mut commands = Vec::new();
         let mut checkpoints = Vec::new();
         let mut watches = self.groups.iter_mut_from(from).peekable();
-        let mut groups = state.groups_from(from);
-        for group in groups.by_ref().take(most) {
+        let mut groups = state.revised_groups_from(from);
+        for (revision, group) in groups.by_ref().take(most) {
             if !paired {
                 while watches.next_if(|(key, _)| *key < key_ref(&group.key)).is_some() {}
             }
@@ -535,13 +535,10 @@ impl Detector {
             };
             debug_assert_eq!(key, key_ref(&group.key), "watches and groups walk in the same order");
             // Nothing moved since a pass found nothing to do here: neither the group, nor the
-            // watch, nor the clock past any time the pass compared with. Looked at without
-            // touching the members (most groups are steady; a pass over all of them in full
-            // was mostly waiting on memory).
-            if watch
-                .quiet
-                .is_some_and(|(revision, until)| revision == group.revision() && now < until)
-            {
+            // watch, nor the clock past any time the pass compared with. Told without reading
+            // the group (most groups are steady; a pass over all of them was mostly waiting
+            // on memory).
+            if watch.quiet.is_some_and(|(quiet_at, until)| quiet_at == revision && now < until) {
                 debug_assert!(
                     Self::still_quiet(group, watch, now),
                     "a pass skipped {:?}, which had something to do",
@@ -562,8 +559,7 @@ impl Detector {
                 checkpoints.push(checkpoint);
             } else {
                 let unchanged = (&watch.retiring, &watch.better_since) == (&before.0, &before.1);
-                watch.quiet =
-                    unchanged.then(|| (group.revision(), Self::quiet_until(group, watch, now)));
+                watch.quiet = unchanged.then(|| (revision, Self::quiet_until(group, watch, now)));
             }
         }
         while !checkpoints.is_empty() {
@@ -571,7 +567,7 @@ impl Detector {
             commands.push(Command::Checkpoint { groups: checkpoints });
             checkpoints = rest;
         }
-        (commands, groups.next().map(|g| g.key.clone()))
+        (commands, groups.next().map(|(_, g)| g.key.clone()))
     }
 
     fn decide(group: &Group, watch: &mut Watch, now: Timestamp) -> Option<Command> {

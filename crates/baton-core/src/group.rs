@@ -161,28 +161,6 @@ pub struct Group {
     /// Channels attached to the group (resources that follow its holder); each belongs to at
     /// most one group of a scope.
     pub channels: BTreeSet<String>,
-    /// Stamped by the state each time it hands the group out to be changed (see
-    /// [`Group::revision`]). Not replicated, and not part of the group's value.
-    #[serde(skip)]
-    pub(crate) revision: Revision,
-}
-
-/// When, in this process, a group was last handed out to be changed: a number from the
-/// state's own counter. Equal groups may carry different revisions, so it takes no part in
-/// comparing or hashing them.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Revision(pub(crate) u64);
-
-impl PartialEq for Revision {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for Revision {}
-
-impl std::hash::Hash for Revision {
-    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }
 
 /// What is left of a deleted group: enough that a group re-created under the same key continues
@@ -260,15 +238,7 @@ impl Group {
             owner,
             allowed_owners: BTreeSet::new(),
             channels: BTreeSet::new(),
-            revision: Revision::default(),
         }
-    }
-
-    /// Changes whenever the state may have changed the group (it never changes otherwise):
-    /// the leader's detector skips a group whose revision, watch and deadlines are as they
-    /// were when it last found nothing to do there. Counted in this process only.
-    pub fn revision(&self) -> u64 {
-        self.revision.0
     }
 
     /// The longest timeout a grant of the current holder may carry (see `grace_ms`).

@@ -223,7 +223,7 @@ impl RaftCoordinator {
         let mut armed = self.armed();
         if armed.term != Some(term) {
             let detector = Detector::new(&applied.state, self.clock.now());
-            *armed = Armed { term: Some(term), detector: Some(detector) };
+            *armed = Armed { term: Some(term), detector: Some(detector), last_pass_us: None };
             tracing::info!(term, "became leader; failure detector armed, every deadline re-armed");
         }
     }
@@ -355,6 +355,12 @@ impl RaftCoordinator {
             tokio::task::yield_now().await;
         }
         *detector_due = next_detector_pass(started, busy);
+        {
+            let mut armed = self.armed();
+            if armed.term == Some(term) {
+                armed.last_pass_us = Some(u64::try_from(busy.as_micros()).unwrap_or(u64::MAX));
+            }
+        }
         // Proposed together, so Raft replicates them in as few appends as it can: a leader
         // that finds a thousand holders stale commits their successors at once.
         let proposals = commands.into_iter().map(|command| async move {
@@ -808,6 +814,7 @@ impl Coordinator for RaftCoordinator {
             snapshot_index: m.snapshot.map(|id| id.index),
             purged_index: m.purged.map(|id| id.index),
             appends_sent_early: self.followers.sent_early(),
+            detector_pass_us: self.armed().last_pass_us,
             members: nodes
                 .into_iter()
                 .map(|(id, n)| Member {

@@ -128,6 +128,9 @@ pub struct Armed {
     pub term: Option<u64>,
     /// The detector.
     pub detector: Option<Detector>,
+    /// How long its last pass kept this node busy (its parts, not the waits between them), in
+    /// microseconds.
+    pub last_pass_us: Option<u64>,
 }
 
 #[cfg(test)]

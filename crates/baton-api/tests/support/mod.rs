@@ -217,6 +217,7 @@ impl Coordinator for FakeCoordinator {
             snapshot_index: None,
             purged_index: None,
             appends_sent_early: 0,
+            detector_pass_us: None,
             members: vec![member(ME), member(OTHER)],
         }
     }

@@ -12,6 +12,10 @@ use crate::{ELECTION, GROUPS};
 
 /// Clients filling the log for the restart measurement.
 const FILL_CLIENTS: u64 = 4;
+/// How long the cluster is left idle after the groups are created.
+const IDLE: Duration = Duration::from_secs(4);
+/// Readings of the leader's last detector pass, 100 ms apart, after the idle time.
+const PASS_SAMPLES: usize = 10;
 
 /// A fresh cluster that keeps its whole log (no snapshots): `groups` groups of 3 sessions, RSS
 /// per node, then the log filled to `entries` entries (writes that change nothing), and a
@@ -47,7 +51,20 @@ pub(crate) async fn scale_measurements(groups: usize, entries: u64) -> Vec<Strin
         .await;
     }
     let created = started.elapsed();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Idle: what the leader spends with nothing asked of it (its detector's passes over every
+    // group, the lease), measured while the memory settles.
+    let leader_pid = cluster.pid(leader);
+    let cpu_before = leader_pid.map(cpu_seconds);
+    tokio::time::sleep(IDLE).await;
+    let idle_cpu =
+        leader_pid.map(cpu_seconds).zip(cpu_before).map(|(after, before)| after - before);
+    let mut passes = Vec::new();
+    for _ in 0..PASS_SAMPLES {
+        let status = cluster.status(leader).await;
+        passes.extend(status.and_then(|s| s["detector_pass_us"].as_u64()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    passes.sort_unstable();
     let rss = rss_per_node(&cluster);
     eprintln!("bench: {groups} groups in {created:?}; RSS {rss:?} MiB");
     lines.push(format!(
@@ -57,6 +74,19 @@ pub(crate) async fn scale_measurements(groups: usize, entries: u64) -> Vec<Strin
     lines.push(format!(
         "| creating {groups} groups with 3 members each, 64 clients | {:.0} groups/s |",
         groups as f64 / created.as_secs_f64()
+    ));
+    lines.push(format!(
+        "| leader's detector pass over {groups} steady groups (busy time, median of {PASS_SAMPLES}) | {} |",
+        passes.get(passes.len() / 2).map_or("not measured".into(), |us| {
+            format!("{:.2} ms", *us as f64 / 1_000.0)
+        })
+    ));
+    lines.push(format!(
+        "| leader's CPU while idle with {groups} groups of 3 sessions ({} s) | {} |",
+        IDLE.as_secs(),
+        idle_cpu.map_or("not measured".into(), |cpu| {
+            format!("{:.1} % of a core", cpu / IDLE.as_secs_f64() * 100.0)
+        })
     ));
 
     // Fill the log: re-creating an existing group with its own configuration changes nothing
@@ -118,6 +148,18 @@ pub(crate) async fn scale_measurements(groups: usize, entries: u64) -> Vec<Strin
 fn rss_per_node(cluster: &TestCluster) -> Vec<String> {
     let pids = cluster.ids().into_iter().map(|id| cluster.pid(id));
     pids.map(|pid| format!("{:.0}", pid.map_or(f64::NAN, rss_mib))).collect()
+}
+
+/// The CPU time a process has used so far (user and system), in seconds, from /proc (counted
+/// in the kernel's USER_HZ, 100 per second).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses: utime and stime are
+    // the 12th and 13th of them.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 /// A node's resident memory, in MiB, from /proc.
