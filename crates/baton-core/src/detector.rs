@@ -36,10 +36,10 @@
 //!   the proposal is applied or [`Detector::refused`]).
 //! - After `rearm(now)`, nothing is judged stale or lapsed before `now + FailoverTimeout`.
 //! - A pass skips a group only while nothing it would look at has moved since a pass found
-//!   nothing to do there: the group's revision ([`State::revised_groups_from`]), its watch (a heartbeat,
-//!   an answer or a refusal clears the mark) and the clock, before the first time at which a
-//!   comparison that pass made would turn. A skipped group is decided exactly as a visit would
-//!   decide it (debug builds check each skip).
+//!   nothing to do there: the group's revision ([`State::revised_groups_from`]), its watch (a
+//!   heartbeat, an answer or a refusal clears the mark) and the clock, before the first time
+//!   at which a comparison that pass made would turn. A skipped group is decided exactly as a
+//!   visit would decide it (debug builds check each skip).
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
@@ -131,7 +131,8 @@ impl Watches {
 
     /// The group's watch, created (empty) if it has none, and whether it was created. One
     /// search among a scope's groups (every heartbeat comes here twice): a group id of up to
-    /// 24 bytes is kept inline, so the key copied for `entry` costs no allocation.
+    /// 24 bytes is kept inline, so the key copied for `entry` costs no allocation (a longer
+    /// one costs one, about as much as the second search it saves).
     fn entry(&mut self, key: &GroupKey) -> (&mut Watch, bool) {
         if !self.scopes.contains_key(&key.scope) {
             self.scopes.insert(key.scope.clone(), BTreeMap::new());
