@@ -21,7 +21,8 @@
 //! measurements and `plot.rs` draws the plot. This file reads the arguments, runs the loads on
 //! a cluster and writes the table. This is a measuring tool, not a test: it asserts nothing
 //! and always exits 0 unless the cluster fails. `scripts/bench.sh` runs it and writes
-//! `BENCHMARKS.md`.
+//! `BENCHMARKS.md`. A load that failed requests leaves the nodes' logs behind, in
+//! `baton-bench-<pid>/` in the system's temporary directory.
 //!
 //! Usage: bench [--seconds N] [--quick] [--markdown FILE] [--plot FILE.svg]
 //!              [--scale-groups N] [--log-entries N] [--scale-only] [--plot-from TABLE]
@@ -255,6 +256,7 @@ async fn loads_on_a_cluster(args: &Args, warmup: Duration, duration: Duration) -
         })
         .await;
         println!("{}", row.line());
+        keep_logs_of_failures(&cluster, &row);
         rows.push(row);
     }
     // The same heartbeats, each a message on a long-lived stream (`GET /heartbeats`, a
@@ -282,6 +284,7 @@ async fn loads_on_a_cluster(args: &Args, warmup: Duration, duration: Duration) -
         })
         .await;
         println!("{}", row.line());
+        keep_logs_of_failures(&cluster, &row);
         rows.push(row);
     }
     if args.runs("heartbeat") {
@@ -350,6 +353,7 @@ async fn loads_on_a_cluster(args: &Args, warmup: Duration, duration: Duration) -
         })
         .await;
         println!("{}", row.line());
+        keep_logs_of_failures(&cluster, &row);
         rows.push(row);
     }
 
@@ -365,6 +369,7 @@ async fn loads_on_a_cluster(args: &Args, warmup: Duration, duration: Duration) -
         })
         .await;
         println!("{}", row.line());
+        keep_logs_of_failures(&cluster, &row);
         rows.push(row);
     }
 
@@ -428,6 +433,29 @@ async fn loads_on_a_cluster(args: &Args, warmup: Duration, duration: Duration) -
 
 /// Heartbeats every url twice, 60 ms apart (beyond the rate limit), 256 at a time: a session
 /// whose grant lapsed is granted the baton again and made Primary.
+/// Keeps the nodes' logs when a load failed requests (the cluster's temporary directory goes
+/// with the cluster), in the system's temporary directory, and says where.
+fn keep_logs_of_failures(cluster: &TestCluster, row: &Row) {
+    if row.errors == 0 {
+        return;
+    }
+    let load = format!("{}-{}-clients", row.name, row.clients)
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    let dir = std::env::temp_dir().join(format!("baton-bench-{}", std::process::id())).join(load);
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("bench: cannot keep the nodes' logs in {}: {e}", dir.display());
+        return;
+    }
+    for id in cluster.ids() {
+        let _ = std::fs::write(dir.join(format!("node{id}.log")), cluster.log(id));
+    }
+    eprintln!(
+        "bench: {} requests failed; the nodes' logs are kept in {}",
+        row.errors,
+        dir.display()
+    );
+}
+
 async fn prime(urls: &Arc<Vec<String>>) {
     let http = Arc::new(admin_client(Duration::from_secs(30)));
     let urls = urls.clone();
