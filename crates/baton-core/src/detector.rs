@@ -951,18 +951,8 @@ mod tests {
     use crate::command::Request;
     use crate::group::{DEFAULT_PREEMPTION_MARGIN, GroupConfig, Policy};
     use crate::ids::{NamespaceId, TenantId};
-
-    /// A small deterministic generator (xorshift): every run sees the same histories.
-    struct Dice(u64);
-
-    impl Dice {
-        fn roll(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n
-        }
-    }
+    use rand::rngs::StdRng;
+    use rand::{Rng as _, SeedableRng as _};
 
     fn apply(state: &mut State, at: Timestamp, command: Command) {
         state.apply(&Request { at, command, actor: None });
@@ -1043,7 +1033,8 @@ mod tests {
             ["a", "b", "c"].iter().map(|s| SessionId::new(s).expect("an id")).collect();
         let (mut skipped, mut passes) = (0usize, 0usize);
         for seed in 1..=40u64 {
-            let mut dice = Dice(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            // Seeded: every run sees the same histories.
+            let mut dice = StdRng::seed_from_u64(seed);
             let mut state = State::default();
             let mut now = Timestamp(1_000);
             for (g, key) in keys.iter().enumerate() {
@@ -1054,18 +1045,18 @@ mod tests {
             let mut scores = [[100u64; 3]; 4];
             let mut silent = [[false; 3]; 4];
             for step in 0..500 {
-                now = after(now, 1 + dice.roll(80));
-                let (g, m) = (dice.roll(4) as usize, dice.roll(3) as usize);
+                now = after(now, 1 + dice.random_range(0..80));
+                let (g, m) = (dice.random_range(0..4) as usize, dice.random_range(0..3) as usize);
                 let (key, session) = (&keys[g], &members[m]);
                 let epoch = state.group(key).map_or(Epoch(0), |group| group.epoch);
-                match dice.roll(40) {
+                match dice.random_range(0..40) {
                     0..=3 => silent[g][m] = !silent[g][m],
-                    4..=6 => scores[g][m] = dice.roll(101),
+                    4..=6 => scores[g][m] = dice.random_range(0..101),
                     7 => {
-                        let primary_for_ms = match dice.roll(3) {
+                        let primary_for_ms = match dice.random_range(0..3) {
                             0 => None,
                             1 => Some(None),
-                            _ => Some(Some(dice.roll(3_000))),
+                            _ => Some(Some(dice.random_range(0..3_000))),
                         };
                         let session = session.clone();
                         apply(
@@ -1079,7 +1070,7 @@ mod tests {
                             group: key.clone(),
                             expected_epoch: epoch,
                             reason: Reason::Forced,
-                            to: (dice.roll(2) == 0).then(|| session.clone()),
+                            to: (dice.random_range(0..2) == 0).then(|| session.clone()),
                             require_standby: false,
                             standby_ready: false,
                         };
@@ -1101,7 +1092,7 @@ mod tests {
                             Command::CreateSession { group: key.clone(), session, name: None },
                         );
                     }
-                    11 if dice.roll(4) == 0 => {
+                    11 if dice.random_range(0..4) == 0 => {
                         let command = Command::DeleteGroup {
                             key: key.clone(),
                             refuse_if_active: false,
@@ -1110,7 +1101,7 @@ mod tests {
                         apply(&mut state, now, command);
                         create(&mut state, now, key, g, &members);
                     }
-                    12 if dice.roll(8) == 0 => {
+                    12 if dice.random_range(0..8) == 0 => {
                         skipping = Detector::new(&state, now);
                         visiting = skipping.clone();
                     }
@@ -1118,9 +1109,9 @@ mod tests {
                 }
                 for (g, key) in keys.iter().enumerate() {
                     for (m, session) in members.iter().enumerate() {
-                        if !silent[g][m] && dice.roll(6) == 0 {
+                        if !silent[g][m] && dice.random_range(0..6) == 0 {
                             let both = [&mut skipping, &mut visiting];
-                            let answered = dice.roll(10) != 0;
+                            let answered = dice.random_range(0..10) != 0;
                             let to = (key, session);
                             heartbeat(both, &mut state, to, scores[g][m], now, answered);
                         }
