@@ -45,6 +45,28 @@ pub struct AdapterConfig {
     pub interval: Duration,
     /// The test's clock origin.
     pub epoch: Instant,
+    /// In how many of a thousand answers the adapter acts as if the answer were lost: it takes
+    /// nothing from it (nor journals it) and waits for its next heartbeat.
+    pub lose_per_mille: u64,
+    /// Sends Baton's proof of having let go (`ReleasedEpoch`), as Baton's own client does;
+    /// without it, it is a stock AVEVA adapter.
+    pub proves_release: bool,
+    /// Seeds the choice of which answers are lost.
+    pub seed: u64,
+}
+
+/// A small deterministic generator (xorshift), so that a seed replays the same choices.
+#[derive(Clone, Debug)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A number below `n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
 }
 
 fn ms_since(epoch: Instant) -> u64 {
@@ -68,6 +90,9 @@ impl AdapterConfig {
             group: group.into(),
             interval: failover_timeout / 2,
             epoch,
+            lose_per_mille: 0,
+            proves_release: true,
+            seed: 1,
         }
     }
 }
@@ -87,6 +112,13 @@ impl Adapter {
             let mut tick = tokio::time::interval(config.interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut processed = 0u64;
+            // As Baton's own client: the epoch of the last answer taken, when it was
+            // Secondary, sent as proof of having let go (one heartbeat in flight at a time; an
+            // answer given up on is never taken).
+            let mut released: Option<u64> = None;
+            let salt =
+                session_id.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+            let mut dice = Rng((config.seed ^ salt).max(1));
             while flag.load(Ordering::SeqCst) {
                 tick.tick().await;
                 if !flag.load(Ordering::SeqCst) {
@@ -100,8 +132,11 @@ impl Adapter {
                         processed % 60,
                         processed / 60 % 1000
                     );
-                    let body =
+                    let mut body =
                         json!({"FailoverStatus": score, "LastDataProcessedTime": sent_last_data});
+                    if let Some(epoch) = released.filter(|_| config.proves_release) {
+                        body["ReleasedEpoch"] = json!(epoch);
+                    }
                     let sent_at = ms_since(config.epoch);
                     let reply = http
                         .post(url(&config.nodes[node]))
@@ -120,11 +155,16 @@ impl Adapter {
                         node = (node + 1) % config.nodes.len();
                         continue;
                     };
+                    // Lost on its way back: nothing taken; the next heartbeat is the next try.
+                    if (dice.below(1_000) as u64) < config.lose_per_mille {
+                        break;
+                    }
                     let role = match a["Role"].as_u64() {
                         Some(1) => Role::Primary,
                         Some(2) => Role::PendingPrimary,
                         _ => Role::Secondary,
                     };
+                    released = (role == Role::Secondary).then(|| a["Epoch"].as_u64()).flatten();
                     let valid_for_ms =
                         a["ValidFor"].as_str().map(|_| 2 * config.interval.as_millis() as u64);
                     let observation = Observation {

@@ -3,10 +3,8 @@
 
 use std::future::Future;
 
-use baton_core::{
-    Actor, Command, GroupKey, HeartbeatAnswer, HeartbeatIn, Identity, IdentityName, Query,
-    QueryResult, Response, SessionId,
-};
+pub use baton_core::HeartbeatOutcome;
+use baton_core::{Actor, Beat, Command, Identity, IdentityName, Query, QueryResult, Response};
 use serde::{Deserialize, Serialize};
 
 /// A node id (same as the Raft node id).
@@ -110,25 +108,6 @@ pub struct StateDigest {
     pub groups: usize,
 }
 
-/// What a heartbeat got.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HeartbeatOutcome {
-    /// Accepted and answered.
-    Answered(HeartbeatAnswer),
-    /// No such group.
-    GroupNotFound,
-    /// No such session in the group.
-    SessionNotFound,
-    /// The caller may not use the group (another tenant's, or not an allowed owner), or is no
-    /// longer an active identity.
-    Forbidden,
-    /// The session heartbeats faster than its group allows.
-    TooFast {
-        /// How long to wait.
-        retry_after_ms: u64,
-    },
-}
-
 impl StateDigest {
     /// The digest of `state` applied up to `applied_index`.
     pub fn of(state: &baton_core::State, applied_index: Option<u64>) -> Self {
@@ -184,10 +163,7 @@ pub trait Coordinator: Send + Sync + 'static {
     /// leads, and answers.
     fn heartbeat(
         &self,
-        group: GroupKey,
-        session: SessionId,
-        heartbeat: HeartbeatIn,
-        caller: IdentityName,
+        beat: Beat,
     ) -> impl Future<Output = Result<Served<HeartbeatOutcome>, CoordinatorError>> + Send;
 
     /// This node's view of the cluster.

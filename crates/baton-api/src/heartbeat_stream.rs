@@ -68,6 +68,9 @@ struct HeartbeatMessage {
     heartbeat_time: Option<String>,
     #[serde(default)]
     last_data_processed_time: Option<String>,
+    /// The epoch of the last answer the client took, when that answer was Secondary.
+    #[serde(default)]
+    released_epoch: Option<u64>,
 }
 
 /// The answer to one heartbeat.
@@ -280,10 +283,14 @@ async fn heartbeat<C: Coordinator>(
             .map(parse_time)
             .transpose()?,
     };
-    let Served { value, by } = state
-        .coordinator
-        .heartbeat(group.clone(), session.clone(), heartbeat, caller.principal.name.clone())
-        .await?;
+    let beat = baton_core::Beat {
+        group: group.clone(),
+        session: session.clone(),
+        heartbeat,
+        caller: caller.principal.name.clone(),
+        released: message.released_epoch.map(baton_core::Epoch),
+    };
+    let Served { value, by } = state.coordinator.heartbeat(beat).await?;
     match value {
         HeartbeatOutcome::Answered(a) => Ok(Answer::Answered {
             id: message.id,

@@ -113,7 +113,8 @@ async fn first_heartbeat_makes_the_first_member_primary_with_epoch_and_validity(
     assert_eq!(first.status, StatusCode::OK, "{first:?}");
     assert_eq!(first.body["Role"], json!(1));
     assert_eq!(first.body["Epoch"], json!(1));
-    assert_eq!(first.body["ValidFor"], json!("00:00:30"));
+    // 30 s less the default clock drift allowance (0.1 %) and 1 ms.
+    assert_eq!(first.body["ValidFor"], json!("00:00:29.9690000"));
     let second = heartbeat(&app, "b", json!({"FailoverScore": 100})).await;
     assert_eq!(second.body["Role"], json!(0));
     assert_eq!(second.body["ValidFor"], Value::Null);
@@ -198,14 +199,18 @@ async fn role_override_pins_the_baton_and_reports_its_expiry() {
     assert_eq!(set.status, StatusCode::OK, "{set:?}");
     assert_eq!(set.body["Value"], json!(1));
     assert!(set.body["RoleOverrideExpirationTime"].is_string());
-    // The detector starts the hand-over (b is fresh); a lets go at its next heartbeat; then b
-    // gets the baton.
+    // The detector starts the hand-over (b is fresh); a lets go at its next heartbeat and proves
+    // it (`ReleasedEpoch`) at the one after; then b gets the baton.
     fake.tick();
     fake.advance(15_000);
     assert_eq!(
         heartbeat(&app, "a", hb(100.0, "2026-11-22T09:00:15Z")).await.body["Role"],
         json!(0)
     );
+    fake.advance(2_000);
+    let mut proof = hb(100.0, "2026-11-22T09:00:17Z");
+    proof["ReleasedEpoch"] = json!(1);
+    assert_eq!(heartbeat(&app, "a", proof).await.body["Role"], json!(0));
     fake.tick();
     assert_eq!(
         heartbeat(&app, "b", hb(100.0, "2026-11-22T09:00:15Z")).await.body["Role"],

@@ -17,6 +17,8 @@ struct Cinder {
     fake: Arc<FakeCoordinator>,
     app: baton_api::App,
     token: String,
+    /// The members' proofs of having let go, as Baton's client sends them.
+    released: support::Released,
 }
 
 impl Cinder {
@@ -24,7 +26,7 @@ impl Cinder {
         let fake = Arc::new(FakeCoordinator::leading());
         let app = support::app_for(fake.clone());
         let token = fake.member("storage-ops", P);
-        Self { fake, app, token }
+        Self { fake, app, token, released: Default::default() }
     }
 
     async fn at(
@@ -108,16 +110,18 @@ impl Cinder {
         for b in ["array-a", "array-b"] {
             self.fake.advance(1_600);
             let path = format!("{base}/{b}/heartbeat");
+            let body = self.released.body(&path, json!({"FailoverScore": 100}));
             let r = send(
                 &self.app,
                 "POST",
                 &path,
                 &[("authorization", &bearer)],
-                Some(r#"{"FailoverScore":100}"#),
+                Some(&body),
                 Some("application/json"),
             )
             .await;
             assert_eq!(r.status, StatusCode::OK, "{r:?}");
+            self.released.took(&path, &r);
         }
     }
 
@@ -492,6 +496,9 @@ async fn replication_follows_cinders_state_machine_over_the_baton() {
             .status,
         StatusCode::ACCEPTED
     );
+    // array-b lets go, proves it at its next heartbeat (as Baton's client does), and then
+    // array-a takes the baton back.
+    c.heartbeat(&group).await;
     c.heartbeat(&group).await;
     c.heartbeat(&group).await;
     assert_eq!(c.replication_status(&group).await, "enabled");

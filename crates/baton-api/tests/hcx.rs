@@ -17,6 +17,8 @@ struct Hcx {
     fake: Arc<FakeCoordinator>,
     app: baton_api::App,
     token: String,
+    /// The members' proofs of having let go, as Baton's client sends them.
+    released: support::Released,
 }
 
 impl Hcx {
@@ -24,7 +26,7 @@ impl Hcx {
         let fake = Arc::new(FakeCoordinator::leading());
         let app = support::app_for(fake.clone());
         let token = fake.member("netops", "t1");
-        Self { fake, app, token }
+        Self { fake, app, token, released: Default::default() }
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
@@ -38,7 +40,7 @@ impl Hcx {
         let path = format!(
             "/api/v1/tenants/t1/namespaces/hcx/clientfailover/groups/{group}/clientsessions/{appliance}/heartbeat"
         );
-        let body = json!({"FailoverScore": score}).to_string();
+        let body = self.released.body(&path, json!({"FailoverScore": score}));
         let bearer = format!("Bearer {}", self.token);
         let r = send(
             &self.app,
@@ -50,6 +52,7 @@ impl Hcx {
         )
         .await;
         assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        self.released.took(&path, &r);
         r.body
     }
 
@@ -268,6 +271,9 @@ async fn force_failover_hands_over_only_to_a_healthy_standby_and_never_fails_bac
     );
 
     // The active appliance heartbeats and is told to stand by; the standby takes over.
+    h.fake.advance(2_000);
+    assert_eq!(h.heartbeat("g1", "ne-a", 100).await["Role"], 0);
+    // ... and proves at its next heartbeat that it stood by, as Baton's client does.
     h.fake.advance(2_000);
     assert_eq!(h.heartbeat("g1", "ne-a", 100).await["Role"], 0);
     h.fake.advance(2_000);

@@ -23,6 +23,8 @@ struct Uplynk {
     fake: Arc<FakeCoordinator>,
     app: baton_api::App,
     owner: Owner,
+    /// The slicers' proofs of having let go, as Baton's client sends them.
+    released: support::Released,
 }
 
 /// A signature's age well beyond the accepted skew. One second beyond raced the clock: when
@@ -49,7 +51,7 @@ impl Uplynk {
         let fake = Arc::new(FakeCoordinator::leading());
         let app = support::app_for(fake.clone());
         let owner = Self::owner(&app, "e8d6b5cb940c40cc9ec6ad081a38f3f0", "t1").await;
-        let u = Self { fake, app, owner };
+        let u = Self { fake, app, owner, released: Default::default() };
         u.create_group("fg1").await;
         u
     }
@@ -107,16 +109,18 @@ impl Uplynk {
         let path = format!(
             "/api/v1/tenants/t1/namespaces/uplynk/clientfailover/groups/fg1/clientsessions/{slicer}/heartbeat"
         );
+        let body = self.released.body(&path, json!({"FailoverScore": 100}));
         let r = call_as(
             &self.app,
             Some(&self.owner.token),
             "POST",
             &path,
-            Some(r#"{"FailoverScore": 100}"#),
+            Some(&body),
             Some("application/json"),
         )
         .await;
         assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        self.released.took(&path, &r);
         r.body
     }
 
@@ -319,6 +323,8 @@ async fn activate_slicer_switches_the_active_slicer_and_refuses_what_uplynk_refu
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
     assert_eq!(u.heartbeat("s1").await["Role"], 0, "the active slicer lets go");
+    // ... and proves it at its next heartbeat, as Baton's client does.
+    assert_eq!(u.heartbeat("s1").await["Role"], 0);
     assert_eq!(u.heartbeat("s2").await["Role"], 2);
     let v = u.group().await;
     assert_eq!(v["active_slicer_id"], "s2");

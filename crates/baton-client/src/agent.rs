@@ -1,6 +1,7 @@
 //! The heartbeat agent: keeps one session of a group alive and publishes what Baton answered.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use baton_core::{Epoch, GroupKey, Role, SessionId};
@@ -48,6 +49,7 @@ impl Status {
 pub struct Agent {
     status: watch::Receiver<Status>,
     task: tokio::task::JoinHandle<()>,
+    idle: Arc<AtomicBool>,
 }
 
 impl Drop for Agent {
@@ -67,8 +69,18 @@ impl Agent {
             last_error: None,
         };
         let (tx, status) = watch::channel(initial);
-        let task = tokio::spawn(run(client, config, tx));
-        Self { status, task }
+        let idle = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(run(client, config, tx, idle.clone()));
+        Self { status, task, idle }
+    }
+
+    /// Says whether nothing acts on a grant of this session any more (`true`: whatever ran as
+    /// Primary has stopped). While it is so and the last answer was Secondary, the agent's
+    /// heartbeats prove that the session let go, so a hand-over away from it completes at
+    /// once instead of when its last grant lapses. Never set it while anything may still act
+    /// as Primary: Baton would then grant another member while this one still works.
+    pub fn set_idle(&self, idle: bool) {
+        self.idle.store(idle, Ordering::SeqCst);
     }
 
     /// The latest status.
@@ -82,7 +94,12 @@ impl Agent {
     }
 }
 
-async fn run(client: Arc<Client>, config: AgentConfig, tx: watch::Sender<Status>) {
+async fn run(
+    client: Arc<Client>,
+    config: AgentConfig,
+    tx: watch::Sender<Status>,
+    idle: Arc<AtomicBool>,
+) {
     let failed = |tx: &watch::Sender<Status>, e: &Error| {
         tx.send_modify(|s| s.last_error = Some(e.to_string()));
     };
@@ -107,9 +124,16 @@ async fn run(client: Arc<Client>, config: AgentConfig, tx: watch::Sender<Status>
         }
     };
     let mut next = tokio::time::Instant::now();
+    // The epoch of the last answer taken, when it was Secondary: sent with the next heartbeat,
+    // once the owner says nothing acts on a grant, as proof that this session let go, so a
+    // hand-over need not wait for its last grant to lapse. One heartbeat is in flight at a
+    // time, and an answer given up on is never taken, which is what makes the proof true.
+    let mut released = None;
     loop {
-        match client.heartbeat(&config.group, &config.session, config.score).await {
+        let proof = released.filter(|_| idle.load(Ordering::SeqCst));
+        match client.heartbeat(&config.group, &config.session, config.score, proof).await {
             Ok(grant) => tx.send_modify(|s| {
+                released = (grant.role == Role::Secondary).then_some(grant.epoch);
                 s.role = grant.role;
                 s.epoch = grant.epoch;
                 // A Secondary holds nothing; a grant's validity only moves forward.

@@ -290,15 +290,22 @@ impl Client {
     }
 
     /// Heartbeats `session` with `score` (0-100) and returns its grant. Safe to repeat.
+    /// `released`: the epoch of the last answer the caller took, when it was Secondary (the
+    /// caller's proof that it holds no grant; see `baton_core::Beat::released`). Only a caller
+    /// that keeps one heartbeat in flight and never takes an answer it gave up on may send it.
     pub async fn heartbeat(
         &self,
         key: &GroupKey,
         session: &SessionId,
         score: f64,
+        released: Option<Epoch>,
     ) -> Result<Grant, Error> {
         let sent = Instant::now();
         let path = format!("{}/clientsessions/{session}/heartbeat", aveva(key));
-        let body = json!({ "FailoverScore": score });
+        let mut body = json!({ "FailoverScore": score });
+        if let Some(epoch) = released {
+            body["ReleasedEpoch"] = json!(epoch.0);
+        }
         let answer = self.call(reqwest::Method::POST, &path, Some(body), Repeat::Safe).await?;
         let role = match answer["Role"].as_u64() {
             Some(0) => Role::Secondary,

@@ -286,6 +286,9 @@ pub enum RecordKey {
     History(GroupKey),
     /// The outcome of a keyed write: the identity and its key.
     Remembered(IdentityName, String),
+    /// What is left of a deleted group: its own key, apart from a group re-created under the
+    /// same key, so that both survive a restart and a snapshot.
+    Tombstone(GroupKey),
 }
 
 impl Command {
@@ -359,6 +362,9 @@ impl Command {
             }
             Command::Checkpoint { groups } => {
                 groups.iter().map(|c| RecordKey::Group(c.group.clone())).collect()
+            }
+            Command::DeleteGroup { key, .. } => {
+                vec![RecordKey::Group(key.clone()), RecordKey::Tombstone(key.clone())]
             }
             command => vec![RecordKey::Group(
                 command.group().expect("every other command addresses a group").clone(),

@@ -19,16 +19,20 @@
 //!    grant goes straight to Primary; later grants go through PendingPrimary.
 //! 3. The holder is told PendingPrimary (with the group's last data time) and becomes Primary
 //!    at its next heartbeat after that. A hand-over (stale, deleted, forced, preempted,
-//!    override) completes only when the holder's last answered grant has lapsed, or when the
-//!    holder heartbeats and is told Secondary.
+//!    override) completes only when the holder's last answered grant has lapsed, or when a
+//!    later heartbeat of the holder proves that it took a Secondary answer
+//!    ([`Detector::release`]).
 //! 4. A healthy Primary is preempted only by a member whose score beats its own by
 //!    [`PREEMPTION_MARGIN`] for half a failover timeout (one heartbeat interval).
 //! 5. A holder pinned by a role override keeps the baton even when stale; a member pinned while
 //!    another holds the baton gets it (through a hand-over) once it is eligible, and nobody else
 //!    may take the baton meanwhile.
 //! 6. A deleted group's last grant, and a grant whose holder was relinquished but may not have
-//!    heard so, are honoured until they lapse: a member is released from its grant only by
-//!    being answered Secondary.
+//!    heard so, are honoured until they lapse: computing a Secondary answer releases nobody
+//!    (the answer may be lost on its way); only the member's proof that it took one does.
+//! 7. A grant is answered valid for less than the failover timeout the leader waits
+//!    ([`valid_for_ms`]): a client whose clock runs slower than the leader's still lets go
+//!    first.
 //!
 //! ## Invariants
 //! - The detector never proposes a grant while the holder's last answered grant may be valid,
@@ -206,11 +210,40 @@ fn key_ref(key: &GroupKey) -> GroupRef<'_> {
 }
 
 /// The leader-local failure detector. See the module documentation.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Detector {
     groups: Watches,
     /// The state's group-set generation when watches were last paired with groups.
     paired_at: Option<u64>,
+    /// How far apart two clocks' rates may be, in parts per million (see [`valid_for_ms`]).
+    clock_drift_ppm: u32,
+}
+
+impl Default for Detector {
+    fn default() -> Self {
+        Self {
+            groups: Watches::default(),
+            paired_at: None,
+            clock_drift_ppm: DEFAULT_CLOCK_DRIFT_PPM,
+        }
+    }
+}
+
+/// The default bound on how far the rates of two clocks (a client's and a Baton node's, or two
+/// nodes') may differ: 1,000 parts per million, 0.1 %. NTP keeps healthy clocks within 500 ppm
+/// of true time; a suspended VM's clock can lose far more, which no bound covers.
+pub const DEFAULT_CLOCK_DRIFT_PPM: u32 = 1_000;
+
+/// How long a grant answered now is valid for on the client's clock, counted from when it sent
+/// its heartbeat: the failover timeout, less what clocks running up to `drift_ppm` apart can
+/// gain on it, less a millisecond for the leader's millisecond timestamps.
+///
+/// The leader treats the grant as valid until its answer + `failover_timeout_ms` on its own
+/// clock; a client that counts `valid_for_ms` from its send time (earlier than the answer) on a
+/// clock that runs up to `drift_ppm` slower than the leader's lets go before that.
+pub fn valid_for_ms(failover_timeout_ms: u64, drift_ppm: u32) -> u64 {
+    let margin = (failover_timeout_ms * u64::from(drift_ppm)).div_ceil(1_000_000);
+    failover_timeout_ms.saturating_sub(margin).saturating_sub(1)
 }
 
 /// The most groups one [`Command::Checkpoint`] carries; a tick with more proposes several. A
@@ -246,11 +279,7 @@ impl Detector {
             }
             // The holder, or the member a hand-over is moving away from (it may not have been
             // told Secondary), may hold a grant answered by the previous leader.
-            let last_holder = group
-                .holder
-                .as_ref()
-                .map(|h| &h.session)
-                .or(group.handover.as_ref().map(|h| &h.from));
+            let last_holder = group.last_holder();
             watch.grant = last_holder.map(|s| (s.clone(), group.epoch, until));
             watch.last_data_processed_time = group.last_data_processed_time;
         }
@@ -362,6 +391,7 @@ impl Detector {
         session: &SessionId,
         now: Timestamp,
     ) -> HeartbeatAnswer {
+        let drift_ppm = self.clock_drift_ppm;
         let watch = self.watch_mut(&group.key);
         watch.quiet = None;
         let mut answer = group.answer(session, watch.last_data_processed_time);
@@ -378,19 +408,52 @@ impl Detector {
             answer.valid_for_ms = None;
         }
         if answer.role == Role::Secondary {
-            // Being told Secondary ends this member's grant (and only that ends it early).
-            if watch.grant.as_ref().is_some_and(|(s, _, _)| s == session) {
-                watch.grant = None;
-            }
+            // Computing a Secondary answer ends nothing: the answer may never arrive (a lost
+            // connection, a forward that timed out), and the member then trusts its last grant
+            // until it lapses. Only the member's proof that it took such an answer
+            // (`Detector::release`) ends the grant early.
             return answer;
         }
         let epoch = group.holder.as_ref().map_or(group.epoch, |h| h.epoch);
-        watch.grant =
-            Some((session.clone(), epoch, after(now, group.config.failover_timeout_ms())));
+        let ft = group.config.failover_timeout_ms();
+        // An earlier answer may reach the member after this one is lost: its grant, answered
+        // under a longer timeout before the timeout was lowered, may end later than this one.
+        let until = match &watch.grant {
+            Some((s, _, earlier)) if s == session => after(now, ft).max(*earlier),
+            _ => after(now, ft),
+        };
+        watch.grant = Some((session.clone(), epoch, until));
+        answer.valid_for_ms = Some(valid_for_ms(ft, drift_ppm));
         if answer.role == Role::PendingPrimary {
             watch.told_pending = Some(Box::new((session.clone(), epoch)));
         }
         answer
+    }
+
+    /// Ends `session`'s grant on its proof that the last answer it took was Secondary at epoch
+    /// `released` (a later heartbeat than the one whose answer granted it, from a client that
+    /// keeps one heartbeat in flight and ignores answers it gave up waiting for).
+    ///
+    /// A grant of a later epoch is kept: the proof may be a late duplicate of a heartbeat sent
+    /// before that grant. So is the grant of a member that holds the baton at an epoch up to
+    /// `released`: it may have been answered Secondary while its replacement was in flight
+    /// and then, the replacement refused, Primary again at the same epoch.
+    pub fn release(&mut self, group: &Group, session: &SessionId, released: Epoch) {
+        if group.holder.as_ref().is_some_and(|h| &h.session == session && h.epoch <= released) {
+            return;
+        }
+        let Some(watch) = self.groups.get_mut(&group.key) else { return };
+        if watch.grant.as_ref().is_some_and(|(s, e, _)| s == session && *e <= released) {
+            watch.grant = None;
+            watch.quiet = None;
+        }
+    }
+
+    /// The same detector, with answers' validity shortened for clocks whose rates differ by up
+    /// to `ppm` parts per million (see [`valid_for_ms`]).
+    pub fn with_clock_drift(mut self, ppm: u32) -> Self {
+        self.clock_drift_ppm = ppm;
+        self
     }
 
     /// Reports that a proposed command was refused (not applied), so a holder it was retiring
@@ -858,7 +921,11 @@ impl Detector {
         // The member a hand-over asked for, and nobody else: if it cannot take the baton, the
         // hand-over is cancelled when the holder next heartbeats (or, if the holder went
         // silent, ends and the group is vacant).
-        if let Some(to) = group.handover.as_ref().and_then(|h| h.to.as_ref()) {
+        // A member asked for that has since left the group is no longer asked for: the best
+        // eligible member takes the baton instead of the group staying vacant.
+        if let Some(to) = group.handover.as_ref().and_then(|h| h.to.as_ref())
+            && group.sessions.contains_key(to)
+        {
             return ranked.contains(to).then(|| to.clone());
         }
         // A suspension that has let go is over once the group is resumed: its last holder may

@@ -149,8 +149,9 @@ pub struct Group {
     pub epoch: Epoch,
     /// The last data processed time the Primary reported (checkpointed).
     pub last_data_processed_time: Option<ClientTime>,
-    /// The longest failover timeout the current holder may have been answered with, when the
-    /// timeout was lowered while it held the baton (0 otherwise). A new leader re-arms grants
+    /// The longest failover timeout the current holder (or the member a hand-over is moving
+    /// away from) may have been answered with, when the timeout was lowered while it held the
+    /// baton (0 otherwise). A new leader re-arms grants
     /// with the longer of this and the current timeout.
     pub grace_ms: u64,
     /// The identity that created the group, if it was created by a caller.
@@ -169,7 +170,8 @@ pub struct Group {
 pub struct Tombstone {
     /// The deleted group's last epoch.
     pub epoch: Epoch,
-    /// Its holder when it was deleted, if any.
+    /// The member that may have held its last grant when it was deleted (its holder, or the
+    /// member a hand-over was moving away from), if any.
     pub holder: Option<SessionId>,
     /// The longest timeout that holder may have been answered with.
     pub failover_timeout_ms: u64,
@@ -246,11 +248,17 @@ impl Group {
         self.config.failover_timeout_ms.max(self.grace_ms)
     }
 
+    /// The member that may hold the group's last grant: the holder, or the member a hand-over
+    /// is moving away from (it may not have heard that it let go).
+    pub fn last_holder(&self) -> Option<&SessionId> {
+        self.holder.as_ref().map(|h| &h.session).or(self.handover.as_ref().map(|h| &h.from))
+    }
+
     /// The tombstone this group leaves when deleted.
     pub fn tombstone(&self) -> Tombstone {
         Tombstone {
             epoch: self.epoch,
-            holder: self.holder.as_ref().map(|h| h.session.clone()),
+            holder: self.last_holder().cloned(),
             failover_timeout_ms: self.rearm_ms(),
         }
     }

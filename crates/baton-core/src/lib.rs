@@ -31,6 +31,7 @@ mod command;
 pub mod detector;
 mod error;
 mod group;
+pub mod heartbeat;
 pub mod history;
 pub mod idempotency;
 pub mod identity;
@@ -48,6 +49,7 @@ pub use group::{
     DEFAULT_PREEMPTION_MARGIN, ForceRefused, Group, GroupConfig, MAX_FAILOVER_TIMEOUT_MS,
     MAX_TEXT_LEN, MIN_FAILOVER_TIMEOUT_MS, Policy, Sessions, Tombstone,
 };
+pub use heartbeat::{Beat, HeartbeatOutcome, HeartbeatStep};
 pub use history::{Candidate, Decision, DecisionKind, History, RoleChange, Verdict};
 pub use identity::{
     AccessRole, Actor, AuditAction, AuditEntry, Credential, Identity, IdentityName, Principal,

@@ -276,7 +276,7 @@ impl State {
                     Response::Group { group: Box::new(group.clone()), change: Change::Unchanged }
                 }
                 Some(group) => {
-                    if group.holder.is_some() {
+                    if group.last_holder().is_some() {
                         group.grace_ms = group.grace_ms.max(group.config.failover_timeout_ms());
                     }
                     group.config = config.clone();
@@ -503,10 +503,10 @@ impl State {
     /// its tombstone once deleted.
     pub fn record(&self, key: &RecordKey) -> Option<Record> {
         match key {
-            RecordKey::Group(k) => match self.group(k) {
-                Some(g) => Some(Record::Group(g.clone())),
-                None => self.tombstones.get(k).map(|t| Record::Tombstone(k.clone(), t.clone())),
-            },
+            RecordKey::Group(k) => self.group(k).map(|g| Record::Group(g.clone())),
+            RecordKey::Tombstone(k) => {
+                self.tombstones.get(k).map(|t| Record::Tombstone(k.clone(), t.clone()))
+            }
             RecordKey::Identity(name) => self.identity(name).cloned().map(Record::Identity),
             RecordKey::Audit(seq) => self.audit.get(seq).cloned().map(Record::Audit),
             RecordKey::History(k) => {
@@ -528,10 +528,9 @@ impl State {
     pub fn records(&self) -> impl Iterator<Item = (RecordKey, Record)> + '_ {
         let groups =
             self.all_groups().map(|g| (RecordKey::Group(g.key.clone()), Record::Group(g.clone())));
-        let tombstones =
-            self.tombstones.iter().filter(|(k, _)| self.group(k).is_none()).map(|(k, t)| {
-                (RecordKey::Group(k.clone()), Record::Tombstone(k.clone(), t.clone()))
-            });
+        let tombstones = self.tombstones.iter().map(|(k, t)| {
+            (RecordKey::Tombstone(k.clone()), Record::Tombstone(k.clone(), t.clone()))
+        });
         let identities = self
             .identities
             .values()
@@ -561,7 +560,9 @@ impl State {
                 self.groups.entry(k.scope).or_default().insert(k.group, slot);
                 self.group_set.bump();
             }
-            (RecordKey::Group(k), Record::Tombstone(key, t)) => {
+            // Under the group's key: as versions before tombstones had keys of their own stored
+            // them (and lost them once the group was re-created).
+            (RecordKey::Tombstone(k) | RecordKey::Group(k), Record::Tombstone(key, t)) => {
                 assert_eq!(k, key, "a stored tombstone must live under its own key");
                 self.tombstones.insert(k, t);
             }

@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use std::error::Error;
 use std::fmt::Write as _;
 
-use baton_core::detector::{Detector, Refusal};
+use baton_core::detector::Detector;
+use baton_core::heartbeat::{Beat, HeartbeatOutcome, HeartbeatStep, Ready};
 use baton_core::{
-    ClientTime, Command, Epoch, GroupCheckpoint, GroupConfig, GroupId, GroupKey, HeartbeatIn,
-    NamespaceId, Query, QueryResult, Reason, Request, Response, Role, Scope, Score, SessionId,
-    State, TenantId, Timestamp,
+    AccessRole, ClientTime, Command, Credential, Epoch, GroupCheckpoint, GroupConfig, GroupId,
+    GroupKey, HeartbeatIn, Identity, IdentityName, NamespaceId, Query, QueryResult, Reason,
+    Request, Response, Role, Scope, Score, SessionId, State, TenantId, Timestamp,
 };
 use test_each_file::test_each_path;
 
@@ -93,8 +94,10 @@ enum Cmd {
     Join(String, #[arg(many)] Vec<String>),
     /// `leave <group> <session>`: deletes a session.
     Leave(String, String),
-    /// `heartbeat <group> <session> [score=<0-100>] [ldpt=<ms>]`: the leader receives a
-    /// heartbeat, commits what it calls for, and answers.
+    /// `heartbeat <group> <session> [score=<0-100>] [ldpt=<ms>] [released=<epoch>]`: the
+    /// leader receives a heartbeat (`released`: with the client's proof that the last answer it
+    /// took was Secondary at that epoch), commits what it calls for, and answers. Whether the
+    /// answer reaches the client is the script's to say: the leader cannot know.
     Heartbeat {
         group: String,
         session: String,
@@ -102,6 +105,8 @@ enum Cmd {
         score: Option<f64>,
         #[arg(key, optional)]
         ldpt: Option<i64>,
+        #[arg(key, optional)]
+        released: Option<u64>,
     },
     /// `tick`: the leader's detector runs; its commands are applied.
     Tick,
@@ -111,6 +116,8 @@ enum Cmd {
     Commit,
     /// `leader_change`: a new leader re-arms its detector from the replicated state.
     LeaderChange,
+    /// `restart`: the next leader restarted: its state is rebuilt from its stored records.
+    Restart,
     /// `force <group> [to=<session>] [standby=true]`: an operator forces a failover (to a
     /// member; only if another member can take over now).
     Force {
@@ -140,13 +147,39 @@ enum Cmd {
     History(String),
 }
 
-#[derive(Default)]
 struct Runner {
     state: State,
     detector: Detector,
     now: u64,
     epochs: BTreeMap<GroupKey, Epoch>,
     proposed: Vec<Command>,
+}
+
+/// The identity every script's heartbeats come from: an administrator, who may use every group.
+const CALLER: &str = "scripts";
+
+impl Default for Runner {
+    fn default() -> Self {
+        let mut state = State::default();
+        let identity = Identity {
+            name: IdentityName::new(CALLER).expect("a valid name"),
+            role: AccessRole::Admin,
+            token: Credential { salt: vec![1], digest: vec![2] },
+            signing_key: None,
+            created_at: Timestamp(0),
+            rotated_at: None,
+            revoked_at: None,
+        };
+        let command = Command::BootstrapAdmin { identity };
+        state.apply(&Request { at: Timestamp(0), command, actor: None });
+        Self {
+            state,
+            detector: Detector::default(),
+            now: 0,
+            epochs: BTreeMap::new(),
+            proposed: Vec::new(),
+        }
+    }
 }
 
 fn scope(tenant: &Option<String>, ns: &Option<String>) -> Result<Scope, Box<dyn Error>> {
@@ -260,37 +293,59 @@ impl Runner {
         Ok(response)
     }
 
+    /// A heartbeat through the core's one heartbeat step, exactly as the leader serves it
+    /// (its lease confirmed; each command it asks for committed at once).
     fn heartbeat(
         &mut self,
         group: &str,
         session: &str,
         score: Option<f64>,
         ldpt: Option<i64>,
+        released: Option<u64>,
     ) -> Result<String, Box<dyn Error>> {
-        let key = key(group)?;
         let session = SessionId::new(session)?;
-        let heartbeat = HeartbeatIn {
-            score: Score::new(score.unwrap_or(100.0))?,
-            heartbeat_time: None,
-            last_data_processed_time: ldpt.map(ClientTime),
+        let beat = Beat {
+            group: key(group)?,
+            session: session.clone(),
+            heartbeat: HeartbeatIn {
+                score: Score::new(score.unwrap_or(100.0))?,
+                heartbeat_time: None,
+                last_data_processed_time: ldpt.map(ClientTime),
+            },
+            caller: IdentityName::new(CALLER)?,
+            released: released.map(Epoch),
         };
-        let group = self.state.group(&key).ok_or("no such group")?.clone();
-        if !group.sessions.contains_key(&session) {
-            return Ok(format!("{session}: 404 unknown session"));
-        }
-        if let Err(Refusal::TooFast { retry_after_ms }) =
-            self.detector.observe(&group, &session, heartbeat, self.now())
-        {
-            return Ok(format!("{session}: 429 too fast, retry after {retry_after_ms}ms"));
-        }
+        let mut step = HeartbeatStep::new(beat);
         let mut out = String::new();
-        if let Some(command) = self.detector.plan_heartbeat(&group, &session, self.now()) {
-            let shown = show_command(&command);
-            let response = self.apply(command)?;
-            writeln!(out, "  commit {shown}: {}", brief(&response))?;
-        }
-        let group = self.state.group(&key).ok_or("group vanished")?.clone();
-        let answer = self.detector.answer(&group, &session, self.now());
+        let now = self.now();
+        let outcome = loop {
+            match step.ready(&self.state, &mut self.detector, now, true) {
+                Ready::Answer(outcome) => break outcome,
+                Ready::Propose(command) => {
+                    let shown = show_command(&command);
+                    let response = self.apply(command)?;
+                    writeln!(out, "  commit {shown}: {}", brief(&response))?;
+                    step.committed(&response);
+                }
+                Ready::ConfirmLease => {
+                    return Err("the scripts' leader always holds its lease".into());
+                }
+                Ready::GiveUp => return Ok(format!("{out}{session}: no answer (superseded)")),
+            }
+        };
+        let answer = match outcome {
+            HeartbeatOutcome::Answered(answer) => answer,
+            HeartbeatOutcome::TooFast { retry_after_ms } => {
+                return Ok(format!("{session}: 429 too fast, retry after {retry_after_ms}ms"));
+            }
+            HeartbeatOutcome::SessionNotFound => {
+                return Ok(format!("{session}: 404 unknown session"));
+            }
+            HeartbeatOutcome::GroupNotFound => return Err("no such group".into()),
+            HeartbeatOutcome::Forbidden => {
+                return Err("the scripts' caller may use every group".into());
+            }
+        };
         let ldpt = answer.last_data_processed_time.map_or("-".to_string(), |t| t.0.to_string());
         let valid = answer.valid_for_ms.map_or(String::new(), |v| format!(" valid_for={v}ms"));
         Ok(format!("{out}{session}: {:?} epoch={} ldpt={ldpt}{valid}", answer.role, answer.epoch.0))
@@ -381,8 +436,8 @@ impl goldenscript::Runner for Runner {
                 };
                 writeln!(out, "{}", show(&self.apply(command)?))?;
             }
-            Cmd::Heartbeat { group, session, score, ldpt } => {
-                writeln!(out, "{}", self.heartbeat(group, session, *score, *ldpt)?)?
+            Cmd::Heartbeat { group, session, score, ldpt, released } => {
+                writeln!(out, "{}", self.heartbeat(group, session, *score, *ldpt, *released)?)?
             }
             Cmd::Tick => {
                 for command in self.pass() {
@@ -409,6 +464,15 @@ impl goldenscript::Runner for Runner {
             Cmd::LeaderChange => {
                 self.detector = Detector::new(&self.state, self.now());
                 writeln!(out, "new leader re-armed every deadline to {}+timeout", self.now)?;
+            }
+            Cmd::Restart => {
+                let mut reloaded = State::default();
+                for (key, record) in self.state.records() {
+                    reloaded.restore(key, record);
+                }
+                assert_eq!(reloaded.digest(), self.state.digest(), "a restart loses nothing");
+                self.state = reloaded;
+                writeln!(out, "state rebuilt from its records")?;
             }
             Cmd::Suspend { group, off } => {
                 let mut config =

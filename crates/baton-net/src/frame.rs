@@ -25,7 +25,7 @@ pub(crate) const ALPN: &[u8] = b"baton-raft/1";
 /// Kind of a request frame: AppendEntries.
 pub(crate) const APPEND: u8 = 1;
 /// Kind of a request frame: Vote.
-pub(crate) const VOTE: u8 = 2;
+pub const VOTE: u8 = 2;
 /// Kind of a request frame: InstallSnapshot.
 pub(crate) const SNAPSHOT: u8 = 3;
 /// Kind of a request frame: a batch of requests forwarded to the leader (`forward.rs`); the

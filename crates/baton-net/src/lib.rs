@@ -73,7 +73,7 @@ pub use early::Followers;
 pub use forward::{
     BATCHES_IN_FLIGHT, Forwarder, MOST_BYTES_PER_BATCH, MOST_PER_BATCH, answer_batch,
 };
-pub use frame::{AsyncIo, FORWARD, PREFACE};
+pub use frame::{AsyncIo, FORWARD, PREFACE, VOTE};
 pub use server::{MAX_RPC_BODY, RaftPort, Rpcs, secured};
 
 /// Header carrying the cluster's shared secret on every internal request.

@@ -34,6 +34,9 @@ pub const SECRET_KEYS: [&str; 5] = [
     "previous_sealing_secrets",
 ];
 
+/// The largest `max_clock_drift_ppm` accepted: 10 %.
+const MAX_CLOCK_DRIFT_PPM: u32 = 100_000;
+
 /// A node's configuration. Every key is documented, with its default and env override, in
 /// `config/node.example.toml`. Its `Debug` output redacts [`SECRET_KEYS`].
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +100,10 @@ pub struct Config {
     pub election_timeout_min_ms: u64,
     /// Longest election timeout, in milliseconds.
     pub election_timeout_max_ms: u64,
+    /// How far apart the rates of two clocks (a client's and a node's, or two nodes') may be,
+    /// in parts per million: grants are answered valid for that much less than the failover
+    /// timeout the leader waits (`baton_core::detector::valid_for_ms`).
+    pub max_clock_drift_ppm: u32,
     /// Send the leader's new entries to followers in step while the leader syncs them
     /// (`baton_store::EarlyReplication`), instead of only after.
     pub early_replication: bool,
@@ -154,6 +161,7 @@ impl Default for Config {
             heartbeat_interval_ms: 25,
             election_timeout_min_ms: 80,
             election_timeout_max_ms: 160,
+            max_clock_drift_ppm: baton_core::detector::DEFAULT_CLOCK_DRIFT_PPM,
             early_replication: true,
             snapshot_logs_since_last: 5_000,
             max_in_snapshot_log_to_keep: 1_000,
@@ -390,6 +398,15 @@ impl Config {
                     "({}) must be below half the shortest client failover timeout ({} ms), or a Baton election could outlast a client's timeout",
                     self.election_timeout_max_ms,
                     baton_core::MIN_FAILOVER_TIMEOUT_MS
+                ),
+            );
+        }
+        if self.max_clock_drift_ppm > MAX_CLOCK_DRIFT_PPM {
+            return rule(
+                "max_clock_drift_ppm",
+                format!(
+                    "({}) must be at most {MAX_CLOCK_DRIFT_PPM} (10 %): a clock that far off needs fixing, not allowing for",
+                    self.max_clock_drift_ppm
                 ),
             );
         }

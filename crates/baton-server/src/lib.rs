@@ -21,5 +21,6 @@ pub mod listener;
 pub mod node;
 pub mod port;
 pub mod proposer;
+pub mod proxy;
 pub mod replication;
 pub mod succession;

@@ -70,6 +70,8 @@ impl baton_store::EarlyReplication<TypeConfig> for EarlyAppends {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let span = tracing::info_span!("node", id = config.id);
     async move {
+        // Votes are held for a while from here (`port::VoteHold`).
+        let started = std::time::Instant::now();
         // 1. The data directory: refuse another cluster's or an unwritable one before writing.
         let db_dir = identity::prepare(&config.data_dir, &config.cluster_name, config.id)?;
 
@@ -117,6 +119,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 leader_wait: Duration::from_millis(2 * config.election_timeout_max_ms),
                 reroute_for: Duration::from_millis(4 * config.election_timeout_max_ms),
                 lease: Duration::from_millis(config.election_timeout_min_ms),
+                clock_drift_ppm: config.max_clock_drift_ppm,
                 bootstrap_admin: bootstrap_admin(&config)?,
             },
         ));
@@ -143,7 +146,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             &accepted_secrets(&config),
         );
         let raft_port = Arc::new(baton_net::RaftPort::new(
-            crate::port::PortRpcs::new(raft.clone(), coordinator.clone()),
+            crate::port::PortRpcs::new(
+                raft.clone(),
+                coordinator.clone(),
+                crate::port::VoteHold::new(
+                    started,
+                    Duration::from_millis(config.election_timeout_max_ms),
+                ),
+            ),
             &accepted_secrets(&config),
             Duration::from_millis(config.header_read_timeout_ms),
         ));

@@ -2,27 +2,30 @@
 //! batches of requests that other nodes forward to it as leader.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use baton_net::{FORWARD, RaftPort, Rpcs};
+use baton_net::{FORWARD, RaftPort, Rpcs, VOTE};
 use baton_raft::typ::Raft;
 
-use crate::coordinator::{LeaderRequest, RaftCoordinator};
+use crate::coordinator::RaftCoordinator;
+use crate::proxy::LeaderRequest;
 
 /// The node's Raft port.
 pub type Port = RaftPort<PortRpcs>;
 
 /// Answers framed requests: a FORWARD batch with the coordinator (each request exactly as if
 /// it had arrived here; one that finds this node no longer leading answers `NotLeader`), every
-/// other kind with openraft.
+/// other kind with openraft, except votes while the node is [`VoteHold`]ing them.
 pub struct PortRpcs {
     raft: Raft,
     coordinator: Arc<RaftCoordinator>,
+    votes: VoteHold,
 }
 
 impl PortRpcs {
-    /// Answers with `raft` and `coordinator`.
-    pub fn new(raft: Raft, coordinator: Arc<RaftCoordinator>) -> Self {
-        Self { raft, coordinator }
+    /// Answers with `raft` and `coordinator`, refusing votes until `votes` lets go.
+    pub fn new(raft: Raft, coordinator: Arc<RaftCoordinator>, votes: VoteHold) -> Self {
+        Self { raft, coordinator, votes }
     }
 }
 
@@ -35,7 +38,34 @@ impl Rpcs for PortRpcs {
             })
             .await;
         }
+        if kind == VOTE && self.votes.holds(Instant::now()) {
+            return Err("this node has just started and votes for nobody yet".into());
+        }
         self.raft.answer(kind, body).await
+    }
+}
+
+/// A node that has just started votes for nobody for one longest election timeout.
+///
+/// A follower refuses votes for `election_timeout_max` after it last heard its leader, which
+/// the leader's lease counts on (`leader.rs`); but a follower that restarts has forgotten when
+/// that was, and could vote at once for a candidate, so that another leader is elected while
+/// the old one still trusts its lease. Holding every vote for that long after starting covers
+/// whatever it last heard before it stopped.
+#[derive(Clone, Copy, Debug)]
+pub struct VoteHold {
+    until: Instant,
+}
+
+impl VoteHold {
+    /// Votes held from `started` for `hold`.
+    pub fn new(started: Instant, hold: Duration) -> Self {
+        Self { until: started + hold }
+    }
+
+    /// Whether votes are still held at `now`.
+    pub fn holds(&self, now: Instant) -> bool {
+        now < self.until
     }
 }
 
@@ -46,7 +76,16 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::coordinator::Outcome;
+    use crate::proxy::Outcome;
+
+    #[test]
+    fn a_node_just_started_votes_for_nobody_for_one_longest_election_timeout() {
+        let started = Instant::now();
+        let hold = VoteHold::new(started, Duration::from_millis(160));
+        assert!(hold.holds(started));
+        assert!(hold.holds(started + Duration::from_millis(159)));
+        assert!(!hold.holds(started + Duration::from_millis(160)));
+    }
 
     /// Answers a FORWARD `body` the way the port does, with a stand-in for the coordinator that
     /// counts what it runs.

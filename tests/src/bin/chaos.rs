@@ -1,8 +1,11 @@
 //! `chaos`: many simulated adapters across many failover groups, and a client making durable
 //! writes, against a local three-node Baton cluster (real processes), while faults are injected
 //! on a bounded, seeded schedule: SIGKILL (random node, leader), SIGSTOP (leader, random node),
-//! a network partition of the leader (iptables on its own loopback address; needs root), and
-//! rolling restarts. Checks online and at the end:
+//! a network partition of the leader (iptables on its own loopback address; needs root),
+//! rolling restarts, and adapters killed and started again; meanwhile operators force
+//! failovers (two per fault), and adapters lose one answer in twenty (they take nothing from
+//! it). Two of each group's three adapters prove that they let go, as Baton's client does; the
+//! third is a stock adapter. Checks online and at the end:
 //! - never two valid grants in a group, epochs only grow, failover only after silence
 //!   (`baton_core::invariants`, over everything the adapters saw);
 //! - every acknowledged write is present on every node after recovery;
@@ -25,7 +28,7 @@ use std::time::{Duration, Instant};
 use baton_core::invariants::{
     at_most_one_valid_grant, epochs_only_grow, failover_only_after_silence,
 };
-use baton_e2e::adapter::{Adapter, AdapterConfig, Journal, observations};
+use baton_e2e::adapter::{Adapter, AdapterConfig, Journal, Rng, observations};
 use baton_e2e::{TestCluster, groups_url, send};
 use serde_json::json;
 
@@ -80,22 +83,34 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// A small deterministic generator (xorshift), so that a seed replays the same schedule.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
-
 #[derive(Default)]
 struct Report {
     faults: BTreeMap<&'static str, u32>,
     violations: Vec<String>,
+    /// Hand-overs an operator forced, by the epoch each produces: excused from "failover only
+    /// after silence".
+    forced: Vec<(String, baton_core::Epoch)>,
+}
+
+/// In how many of a thousand answers an adapter acts as if the answer were lost.
+const LOST_ANSWERS_PER_MILLE: u64 = 50;
+
+/// Every group's adapters (`a` and `b` prove that they let go as Baton's client does; `c` is a
+/// stock adapter), which faults may kill and start again.
+struct Adapters {
+    configs: Vec<AdapterConfig>,
+    running: Vec<Option<Adapter>>,
+    journal: Journal,
+}
+
+impl Adapters {
+    fn start(&mut self, index: usize) {
+        let (g, s) = (index / SESSIONS.len(), index % SESSIONS.len());
+        let (session, score) = SESSIONS[s];
+        let mut config = self.configs[g].clone();
+        config.proves_release = session != "c";
+        self.running[index] = Some(Adapter::start(config, session, score, self.journal.clone()));
+    }
 }
 
 const GROUPS: &str = "/api/v1/tenants/chaos/namespaces/ns/clientfailover/groups";
@@ -181,11 +196,43 @@ fn write_journal(
     out.flush().map_err(|e| e.to_string())
 }
 
+/// Forces a failover of a random group through a random node, as an operator would, and
+/// excuses the hand-over it starts.
+async fn force_failover(cluster: &TestCluster, rng: &mut Rng, groups: usize, report: &mut Report) {
+    let g = rng.below(groups);
+    let ids = cluster.live();
+    let node = ids[rng.below(ids.len())];
+    let url = format!("{}/groups/chaos/ns/g{g}/failover", cluster.url(node));
+    // 409 when the group is already moving or nobody else is ready: nothing was started.
+    if let Ok(r) = send(cluster.http(), "POST", &url, None).await
+        && r.status == 202
+        && let Some(epoch) = r.body["epoch"].as_u64()
+    {
+        report.forced.push((format!("g{g}"), baton_core::Epoch(epoch + 1)));
+        *report.faults.entry("forced failover").or_default() += 1;
+    }
+}
+
 /// One fault, healed before it returns.
-async fn inject(cluster: &mut TestCluster, rng: &mut Rng, report: &mut Report) {
+async fn inject(
+    cluster: &mut TestCluster,
+    adapters: &mut Adapters,
+    rng: &mut Rng,
+    report: &mut Report,
+) {
     let leader = cluster.wait_for_leader(ELECTION).await;
     let ids = cluster.ids();
-    match rng.below(6) {
+    match rng.below(8) {
+        6 | 7 => {
+            // An adapter dies and comes back a while later (its last grant lapses meanwhile).
+            let victim = rng.below(adapters.running.len());
+            if let Some(adapter) = adapters.running[victim].take() {
+                adapter.stop().await;
+            }
+            tokio::time::sleep(FAILOVER_TIMEOUT * 3 / 2).await;
+            adapters.start(victim);
+            *report.faults.entry("adapter killed 3 s").or_default() += 1;
+        }
         0 => {
             let victim = ids[rng.below(ids.len())];
             cluster.kill(victim);
@@ -238,7 +285,7 @@ fn check_invariants(journal: &Journal, report: &mut Report) {
     for result in [
         at_most_one_valid_grant(&seen),
         epochs_only_grow(&seen),
-        failover_only_after_silence(&seen, ft, &[]),
+        failover_only_after_silence(&seen, ft, &report.forced),
     ] {
         if let Err(v) = result {
             let line = format!("{}: {}", v.property, v.detail);
@@ -255,27 +302,39 @@ async fn run(args: Args) -> Result<Report, String> {
     setup(&cluster, args.groups).await?;
     let journal: Journal = Arc::new(Mutex::new(Vec::new()));
     let epoch = Instant::now();
-    let mut adapters = Vec::new();
-    for g in 0..args.groups {
-        let config = AdapterConfig::new(
-            &cluster,
-            &cluster.ids(),
-            &group_path(g),
-            &format!("g{g}"),
-            FAILOVER_TIMEOUT,
-            epoch,
-        );
-        for (s, score) in SESSIONS {
-            adapters.push(Adapter::start(config.clone(), s, score, journal.clone()));
-        }
+    let configs = (0..args.groups)
+        .map(|g| AdapterConfig {
+            lose_per_mille: LOST_ANSWERS_PER_MILLE,
+            seed: args.seed.wrapping_add(g as u64),
+            ..AdapterConfig::new(
+                &cluster,
+                &cluster.ids(),
+                &group_path(g),
+                &format!("g{g}"),
+                FAILOVER_TIMEOUT,
+                epoch,
+            )
+        })
+        .collect();
+    let mut adapters = Adapters {
+        configs,
+        running: (0..args.groups * SESSIONS.len()).map(|_| None).collect(),
+        journal: journal.clone(),
+    };
+    for index in 0..adapters.running.len() {
+        adapters.start(index);
     }
     let (stop_writer, writer) = start_writer(&cluster, epoch);
     let mut report = Report::default();
     let mut rng = Rng(args.seed.max(1));
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     while Instant::now() + FAULT_SPACING < deadline {
-        tokio::time::sleep(FAULT_SPACING).await;
-        inject(&mut cluster, &mut rng, &mut report).await;
+        // Hand-overs while nodes fail: operators force a few, before and after each fault.
+        for _ in 0..2 {
+            tokio::time::sleep(FAULT_SPACING / 2).await;
+            force_failover(&cluster, &mut rng, args.groups, &mut report).await;
+        }
+        inject(&mut cluster, &mut adapters, &mut rng, &mut report).await;
         check_invariants(&journal, &mut report);
     }
 
@@ -306,7 +365,7 @@ async fn run(args: Args) -> Result<Report, String> {
     let recovery = healed.elapsed();
     stop_writer.send(true).map_err(|_| "the writer stopped early")?;
     let acknowledged = writer.await.map_err(|e| e.to_string())??;
-    for adapter in adapters {
+    for adapter in adapters.running.into_iter().flatten() {
         adapter.stop().await;
     }
     check_invariants(&journal, &mut report);
@@ -329,6 +388,16 @@ async fn run(args: Args) -> Result<Report, String> {
     }
 
     let seen = observations(&journal);
+    // Hand-overs as the adapters saw them: a grant taken by another member than the last one.
+    let mut handovers = 0;
+    for g in 0..args.groups {
+        let mut grants: Vec<_> = seen
+            .iter()
+            .filter(|o| o.group == format!("g{g}") && o.role != baton_core::Role::Secondary)
+            .collect();
+        grants.sort_by_key(|o| (o.epoch, o.received_at));
+        handovers += grants.windows(2).filter(|w| w[0].session != w[1].session).count();
+    }
     let failovers: u64 = (0..args.groups)
         .map(|g| {
             seen.iter()
@@ -369,6 +438,7 @@ async fn run(args: Args) -> Result<Report, String> {
         println!("{:<28} {}", "journal", path.display());
     }
     println!("{:<28} {:>8}", "failovers (epoch changes)", failovers);
+    println!("{:<28} {:>8}", "hand-overs seen by adapters", handovers);
     println!("{:<28} {:>7.1}s", "recovery after healing", recovery.as_secs_f64());
     println!("{:<28} {:>8}", "violations", report.violations.len());
     Ok(report)

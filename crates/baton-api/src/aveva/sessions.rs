@@ -142,11 +142,17 @@ pub(super) async fn heartbeat<C: Coordinator>(
     p: SessionPath,
     AvevaJson(body): AvevaJson<HeartbeatIn>,
 ) -> Result<Response> {
+    let released = body.releasedepoch.map(baton_core::Epoch);
     let heartbeat = body.into_core()?;
     let group = p.path.group_key();
-    let caller = p.path.caller.principal.name.clone();
-    let Served { value, by } =
-        c.heartbeat(group.clone(), p.session.clone(), heartbeat, caller).await?;
+    let beat = baton_core::Beat {
+        group: group.clone(),
+        session: p.session.clone(),
+        heartbeat,
+        caller: p.path.caller.principal.name.clone(),
+        released,
+    };
+    let Served { value, by } = c.heartbeat(beat).await?;
     match value {
         HeartbeatOutcome::Answered(answer) => {
             Ok((ServedBy(by), axum::Json(FailoverResponseOut::from(&answer))).into_response())

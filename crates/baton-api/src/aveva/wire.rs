@@ -411,6 +411,10 @@ pub struct HeartbeatIn {
     pub failoverstatus: Option<f64>,
     /// `FailoverScore` (v1).
     pub failoverscore: Option<f64>,
+    /// `ReleasedEpoch` (Baton's own): the `Epoch` of the last answer the client took, when that
+    /// answer was Secondary; proves that the client holds no grant (see
+    /// `baton_core::Beat::released`).
+    pub releasedepoch: Option<u64>,
 }
 
 impl HeartbeatIn {

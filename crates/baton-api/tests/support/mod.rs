@@ -4,6 +4,7 @@
 // Shared by several test binaries; each uses a subset.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,10 +14,11 @@ use baton_api::{
     ClusterStatus, Consistency, Coordinator, CoordinatorError, HeartbeatOutcome, Member, NodeAddrs,
     NodeId, Served, StateDigest,
 };
-use baton_core::detector::{Detector, Refusal};
+use baton_core::detector::Detector;
+use baton_core::heartbeat::{Beat, HeartbeatStep, Ready};
 use baton_core::{
-    AccessRole, Actor, Command, GroupKey, HeartbeatIn, Identity, IdentityName, Query, QueryResult,
-    Rejection, Request as CoreRequest, Response, SessionId, State, TenantId, Timestamp,
+    AccessRole, Actor, Command, Identity, IdentityName, Query, QueryResult, Request as CoreRequest,
+    Response, State, TenantId, Timestamp,
 };
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -144,47 +146,24 @@ impl Coordinator for FakeCoordinator {
         Ok(Served { value: self.apply(command, actor), by })
     }
 
-    async fn heartbeat(
-        &self,
-        group: GroupKey,
-        session: SessionId,
-        heartbeat: HeartbeatIn,
-        caller: IdentityName,
-    ) -> Result<Served<HeartbeatOutcome>, CoordinatorError> {
+    /// Through the core's one heartbeat step, as the leader serves it (its lease always
+    /// confirmed; each command it asks for applied at once).
+    async fn heartbeat(&self, beat: Beat) -> Result<Served<HeartbeatOutcome>, CoordinatorError> {
         let by = self.leader().ok_or(CoordinatorError::NoLeader)?;
-        let now = self.now();
-        let Some(g) = self.state.lock().expect("lock").group(&group).cloned() else {
-            return Ok(Served { value: HeartbeatOutcome::GroupNotFound, by });
-        };
-        if !self.state.lock().expect("lock").may_use(&caller, &g) {
-            return Ok(Served { value: HeartbeatOutcome::Forbidden, by });
-        }
-        if !g.sessions.contains_key(&session) {
-            return Ok(Served { value: HeartbeatOutcome::SessionNotFound, by });
-        }
-        let plan = {
-            let mut d = self.detector.lock().expect("lock");
-            if let Err(Refusal::TooFast { retry_after_ms }) =
-                d.observe(&g, &session, heartbeat, now)
-            {
-                return Ok(Served { value: HeartbeatOutcome::TooFast { retry_after_ms }, by });
+        let mut step = HeartbeatStep::new(beat);
+        loop {
+            let now = self.now();
+            let ready = {
+                let state = self.state.lock().expect("lock");
+                step.ready(&state, &mut self.detector.lock().expect("lock"), now, true)
+            };
+            match ready {
+                Ready::Answer(value) => return Ok(Served { value, by }),
+                Ready::Propose(command) => step.committed(&self.apply(command, None)),
+                Ready::ConfirmLease => unreachable!("the fake's lease is always confirmed"),
+                Ready::GiveUp => return Err(CoordinatorError::NoLeader),
             }
-            d.plan_heartbeat(&g, &session, now)
-        };
-        if let Some(command) = plan
-            && let Response::Rejected(r @ Rejection::Superseded(_)) = self.apply(command, None)
-        {
-            return Err(CoordinatorError::Internal(r.to_string()));
         }
-        let g = self
-            .state
-            .lock()
-            .expect("lock")
-            .group(&group)
-            .cloned()
-            .expect("the group still exists");
-        let answer = self.detector.lock().expect("lock").answer(&g, &session, now);
-        Ok(Served { value: HeartbeatOutcome::Answered(answer), by })
     }
 
     async fn read(
@@ -342,4 +321,33 @@ pub async fn send(
     let text = String::from_utf8_lossy(&bytes).to_string();
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
     Reply { status, headers, body, text }
+}
+
+/// What a Baton-aware client remembers between heartbeats: per heartbeat path, the `Epoch` of
+/// the last answer it took when that answer was Secondary, sent back as `ReleasedEpoch` with
+/// the next heartbeat (its proof that it let go, so a hand-over away from it completes at once
+/// instead of when its last grant lapses).
+#[derive(Default)]
+pub struct Released(Mutex<BTreeMap<String, u64>>);
+
+impl Released {
+    /// The heartbeat body for `path`, with the proof if there is one.
+    pub fn body(&self, path: &str, mut body: Value) -> String {
+        if let Some(epoch) = self.0.lock().expect("lock").get(path) {
+            body["ReleasedEpoch"] = (*epoch).into();
+        }
+        body.to_string()
+    }
+
+    /// Takes the answer to a heartbeat of `path`.
+    pub fn took(&self, path: &str, reply: &Reply) {
+        if reply.status != StatusCode::OK {
+            return;
+        }
+        let mut released = self.0.lock().expect("lock");
+        match (reply.body["Role"].as_u64(), reply.body["Epoch"].as_u64()) {
+            (Some(0), Some(epoch)) => released.insert(path.to_string(), epoch),
+            _ => released.remove(path),
+        };
+    }
 }

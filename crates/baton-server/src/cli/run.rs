@@ -167,6 +167,8 @@ async fn supervise(
     let mut running: Option<Running> = None;
     let may_run = |status: &Status, now: Instant| status.holds_baton(now + grace + MARGIN);
     loop {
+        // Only with the command stopped may the agent prove that this session let go.
+        agent.set_idle(running.is_none());
         let status = agent.status();
         let now = Instant::now();
         if let Some(r) = running.as_mut() {
@@ -204,6 +206,8 @@ async fn supervise(
                 .env("BATON_ROLE", role)
                 .kill_on_drop(true);
             die_with_the_runner(&mut child);
+            // Before the command starts: no proof of letting go may leave while it runs.
+            agent.set_idle(false);
             let child = child.spawn().map_err(|e| {
                 Failure::new(exit::USAGE, format!("cannot start {}: {e}", command[0]))
             })?;
