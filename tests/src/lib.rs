@@ -139,10 +139,14 @@ impl TestTls {
     }
 }
 
-/// The `baton` binary, built once per test process so tests never run a stale binary.
+/// The `baton` binary, built once per test process so tests never run a stale binary; or, when
+/// `BATON_BIN` names one, that binary as it is (for the bench's A/B runs of two builds).
 pub fn baton_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("BATON_BIN") {
+            return PathBuf::from(bin);
+        }
         let exe = std::env::current_exe().expect("the test binary's path");
         // Tests run from target/<profile>/deps, programs (chaos) from target/<profile>.
         let dir = exe.parent().expect("the executable is in a directory");

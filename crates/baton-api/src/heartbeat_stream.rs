@@ -316,6 +316,15 @@ async fn heartbeat<C: Coordinator>(
             ),
             retry_after_ms: Some(retry_after_ms),
         }),
+        HeartbeatOutcome::Deciding { retry_after_ms } => Ok(Answer::Refused {
+            id: message.id,
+            error: "deciding",
+            message: format!(
+                "session {:?} held the baton and its successor is being committed; retry after {retry_after_ms} ms",
+                session.as_str()
+            ),
+            retry_after_ms: Some(retry_after_ms),
+        }),
     }
 }
 

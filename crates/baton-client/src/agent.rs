@@ -136,7 +136,8 @@ async fn run(
                 released = (grant.role == Role::Secondary).then_some(grant.epoch);
                 s.role = grant.role;
                 s.epoch = grant.epoch;
-                // A Secondary holds nothing; a grant's validity only moves forward.
+                // A Secondary holds nothing; a grant holds until the validity of the last
+                // answer taken.
                 s.valid_until = match grant.role {
                     Role::Secondary => None,
                     _ => grant.valid_until,

@@ -385,34 +385,32 @@ impl Detector {
     /// The answer to `session`'s heartbeat from `group` as it stands after any command; records
     /// the grant it carries (valid until `now + FailoverTimeout`, counted from the answer, which
     /// is after the client sent its heartbeat).
+    ///
+    /// `None` for a holder whose replacement is being committed: it may hold the baton no
+    /// longer, and may hold it again at the same epoch if the replacement is refused, so it is
+    /// told nothing now. (Telling it Secondary would hand it a proof of letting go that a later
+    /// Primary answer at the same epoch would not revoke: see [`Detector::release`].)
     pub fn answer(
         &mut self,
         group: &Group,
         session: &SessionId,
         now: Timestamp,
-    ) -> HeartbeatAnswer {
+    ) -> Option<HeartbeatAnswer> {
         let drift_ppm = self.clock_drift_ppm;
         let watch = self.watch_mut(&group.key);
         watch.quiet = None;
-        let mut answer = group.answer(session, watch.last_data_processed_time);
         let holder_epoch = group.holder.as_ref().map(|h| h.epoch);
-        // A holder whose replacement is in flight is told Secondary: not yet committed, but
-        // always safe, and it keeps its grant from overlapping the successor's.
-        if answer.role != Role::Secondary
-            && watch
-                .retiring
-                .as_deref()
-                .is_some_and(|(s, e)| s == session && Some(*e) == holder_epoch)
+        if watch.retiring.as_deref().is_some_and(|(s, e)| s == session && Some(*e) == holder_epoch)
         {
-            answer.role = Role::Secondary;
-            answer.valid_for_ms = None;
+            return None;
         }
+        let mut answer = group.answer(session, watch.last_data_processed_time);
         if answer.role == Role::Secondary {
             // Computing a Secondary answer ends nothing: the answer may never arrive (a lost
             // connection, a forward that timed out), and the member then trusts its last grant
             // until it lapses. Only the member's proof that it took such an answer
             // (`Detector::release`) ends the grant early.
-            return answer;
+            return Some(answer);
         }
         let epoch = group.holder.as_ref().map_or(group.epoch, |h| h.epoch);
         let ft = group.config.failover_timeout_ms();
@@ -427,19 +425,24 @@ impl Detector {
         if answer.role == Role::PendingPrimary {
             watch.told_pending = Some(Box::new((session.clone(), epoch)));
         }
-        answer
+        Some(answer)
     }
 
     /// Ends `session`'s grant on its proof that the last answer it took was Secondary at epoch
     /// `released` (a later heartbeat than the one whose answer granted it, from a client that
     /// keeps one heartbeat in flight and ignores answers it gave up waiting for).
     ///
-    /// A grant of a later epoch is kept: the proof may be a late duplicate of a heartbeat sent
-    /// before that grant. So is the grant of a member that holds the baton at an epoch up to
-    /// `released`: it may have been answered Secondary while its replacement was in flight
-    /// and then, the replacement refused, Primary again at the same epoch.
+    /// Sound because no member is ever answered Primary or PendingPrimary at an epoch it was
+    /// answered Secondary at: a member told Secondary at epoch E is not the holder at E then,
+    /// and can become the holder again only through a grant, at a later epoch (a holder whose
+    /// replacement is in flight is told nothing, see [`Detector::answer`]). So a grant of a
+    /// later epoch is kept (the proof may be a late duplicate of a heartbeat sent before that
+    /// grant), as is the grant of the member holding the baton at an epoch up to `released`,
+    /// and a proof of an epoch the group has not reached proves nothing.
     pub fn release(&mut self, group: &Group, session: &SessionId, released: Epoch) {
-        if group.holder.as_ref().is_some_and(|h| &h.session == session && h.epoch <= released) {
+        if released > group.epoch
+            || group.holder.as_ref().is_some_and(|h| &h.session == session && h.epoch <= released)
+        {
             return;
         }
         let Some(watch) = self.groups.get_mut(&group.key) else { return };
@@ -921,12 +924,18 @@ impl Detector {
         // The member a hand-over asked for, and nobody else: if it cannot take the baton, the
         // hand-over is cancelled when the holder next heartbeats (or, if the holder went
         // silent, ends and the group is vacant).
-        // A member asked for that has since left the group is no longer asked for: the best
-        // eligible member takes the baton instead of the group staying vacant.
-        if let Some(to) = group.handover.as_ref().and_then(|h| h.to.as_ref())
-            && group.sessions.contains_key(to)
-        {
-            return ranked.contains(to).then(|| to.clone());
+        // The member a hand-over asked for gets the baton if it can take it. While the holder
+        // still has the baton, nobody else does (the hand-over is cancelled when the holder
+        // next heartbeats). Once the group is vacant (the holder let go, expired or left), a
+        // member asked for that cannot take the baton leaves it to the best eligible one, or
+        // the group would stay without a holder until that member came back.
+        if let Some(to) = group.handover.as_ref().and_then(|h| h.to.as_ref()) {
+            if ranked.contains(to) {
+                return Some(to.clone());
+            }
+            if group.holder.is_some() {
+                return None;
+            }
         }
         // A suspension that has let go is over once the group is resumed: its last holder may
         // have the baton back (the hand-over record stays until the next grant, so that a new

@@ -69,6 +69,23 @@ pub enum HeartbeatOutcome {
         /// How long to wait before the next heartbeat is accepted.
         retry_after_ms: u64,
     },
+    /// The session held the baton and its successor is being committed: it is told nothing
+    /// until that decision is applied or refused (its grant has lapsed already).
+    Deciding {
+        /// How long to wait before heartbeating again.
+        retry_after_ms: u64,
+    },
+}
+
+/// How long a session whose role is being decided waits before its next heartbeat: about two
+/// leader ticks, the time a decision takes to commit.
+pub const DECIDING_RETRY_MS: u64 = 50;
+
+/// The outcome of an answer the detector gave, or withheld.
+fn answered(answer: Option<HeartbeatAnswer>) -> HeartbeatOutcome {
+    answer.map_or(HeartbeatOutcome::Deciding { retry_after_ms: DECIDING_RETRY_MS }, |a| {
+        HeartbeatOutcome::Answered(a)
+    })
 }
 
 /// What the caller of [`HeartbeatStep::ready`] does next.
@@ -144,9 +161,7 @@ impl HeartbeatStep {
                 panic!("a heartbeat step is asked what to do while its command is being committed")
             }
             Phase::Answer if !leased => Ready::ConfirmLease,
-            Phase::Answer => {
-                Ready::Answer(HeartbeatOutcome::Answered(detector.answer(group, session, now)))
-            }
+            Phase::Answer => Ready::Answer(answered(detector.answer(group, session, now))),
             Phase::Plan => {
                 if self.plans == 0 {
                     if let Err(Refusal::TooFast { retry_after_ms }) =
@@ -161,9 +176,7 @@ impl HeartbeatStep {
                 self.plans += 1;
                 match detector.plan_heartbeat(group, session, now) {
                     // Most heartbeats: nothing to replicate, answered in the same visit.
-                    None if leased => Ready::Answer(HeartbeatOutcome::Answered(
-                        detector.answer(group, session, now),
-                    )),
+                    None if leased => Ready::Answer(answered(detector.answer(group, session, now))),
                     None => {
                         self.phase = Phase::Answer;
                         Ready::ConfirmLease
@@ -220,15 +233,9 @@ mod tests {
     /// A state with an administrator and the group `g` of members `a` and `b`.
     fn world() -> State {
         let mut state = State::default();
-        let identity = Identity {
-            name: IdentityName::new("admin").expect("a name"),
-            role: AccessRole::Admin,
-            token: Credential { salt: vec![1], digest: vec![2] },
-            signing_key: None,
-            created_at: Timestamp(0),
-            rotated_at: None,
-            revoked_at: None,
-        };
+        let name = IdentityName::new("admin").expect("a name");
+        let identity =
+            Identity::new(name, AccessRole::Admin, Credential { salt: vec![1], digest: vec![2] });
         let config = GroupConfig::new(None, None, 10_000).expect("a timeout in range");
         let mut apply = |command| state.apply(&Request { at: Timestamp(0), command, actor: None });
         apply(Command::BootstrapAdmin { identity });

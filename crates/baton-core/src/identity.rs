@@ -164,6 +164,20 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// A new identity, to be created by a command: no signing key, never rotated or revoked.
+    /// Its creation time is the creating command's (the state stamps it when applying).
+    pub fn new(name: IdentityName, role: AccessRole, token: Credential) -> Self {
+        Self {
+            name,
+            role,
+            token,
+            signing_key: None,
+            created_at: Timestamp(0),
+            rotated_at: None,
+            revoked_at: None,
+        }
+    }
+
     /// Whether the identity may still be used.
     pub fn is_active(&self) -> bool {
         self.revoked_at.is_none()

@@ -23,6 +23,10 @@
 //! - Domain refusals are [`Response::Rejected`] values, committed like any other outcome; they
 //!   never leave a partial change.
 //! - Every id is valid by construction (see [`ids`]), including ids decoded from the log.
+//! - A heartbeat is sequenced in one place, [`heartbeat::HeartbeatStep`], which the leader,
+//!   the API's in-memory coordinator and the scenario scripts all drive; no member is ever
+//!   answered Primary at an epoch it was answered Secondary at, and a grant ends only when it
+//!   lapses or the member proves it let go ([`detector::Detector::release`]).
 
 #![cfg_attr(not(test), deny(unused_crate_dependencies))]
 #![deny(missing_docs)]

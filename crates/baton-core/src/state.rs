@@ -204,6 +204,14 @@ impl State {
         let before = key.and_then(|k| self.group(k)).map(Baton::of);
         let response = self.apply_command(request);
         let mut touched = request.command.record_keys();
+        // A group created over a deleted one: its tombstone is written again under its own key,
+        // so that one an earlier version stored under the group's key is not lost when the new
+        // group takes that key.
+        if let Command::CreateGroup { key, .. } | Command::PutGroup { key, .. } = &request.command
+            && self.tombstones.contains_key(key)
+        {
+            touched.push(RecordKey::Tombstone(key.clone()));
+        }
         let decision = key.and_then(|key| {
             let after = self.group(key).map(Baton::of);
             let decision = Decision::between(
@@ -292,7 +300,17 @@ impl State {
                     Err(Rejection::GroupHasActiveSessions(key.clone()))
                 } else {
                     if let Some(group) = self.remove(key) {
-                        self.tombstones.insert(key.clone(), group.tombstone());
+                        let mut tombstone = group.tombstone();
+                        // Deleted again before anything was granted since the last deletion:
+                        // that group's last holder may still hold its grant.
+                        if let Some(earlier) = self.tombstones.get(key)
+                            && earlier.epoch == tombstone.epoch
+                        {
+                            tombstone.holder = tombstone.holder.or(earlier.holder.clone());
+                            tombstone.failover_timeout_ms =
+                                tombstone.failover_timeout_ms.max(earlier.failover_timeout_ms);
+                        }
+                        self.tombstones.insert(key.clone(), tombstone);
                     }
                     Ok(Response::Deleted)
                 }

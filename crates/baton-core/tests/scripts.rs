@@ -161,15 +161,9 @@ const CALLER: &str = "scripts";
 impl Default for Runner {
     fn default() -> Self {
         let mut state = State::default();
-        let identity = Identity {
-            name: IdentityName::new(CALLER).expect("a valid name"),
-            role: AccessRole::Admin,
-            token: Credential { salt: vec![1], digest: vec![2] },
-            signing_key: None,
-            created_at: Timestamp(0),
-            rotated_at: None,
-            revoked_at: None,
-        };
+        let name = IdentityName::new(CALLER).expect("a valid name");
+        let identity =
+            Identity::new(name, AccessRole::Admin, Credential { salt: vec![1], digest: vec![2] });
         let command = Command::BootstrapAdmin { identity };
         state.apply(&Request { at: Timestamp(0), command, actor: None });
         Self {
@@ -337,6 +331,11 @@ impl Runner {
             HeartbeatOutcome::Answered(answer) => answer,
             HeartbeatOutcome::TooFast { retry_after_ms } => {
                 return Ok(format!("{session}: 429 too fast, retry after {retry_after_ms}ms"));
+            }
+            HeartbeatOutcome::Deciding { retry_after_ms } => {
+                return Ok(format!(
+                    "{session}: no answer while its successor is committed, retry after {retry_after_ms}ms"
+                ));
             }
             HeartbeatOutcome::SessionNotFound => {
                 return Ok(format!("{session}: 404 unknown session"));

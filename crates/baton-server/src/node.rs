@@ -287,15 +287,8 @@ fn bootstrap_admin(config: &Config) -> anyhow::Result<Option<baton_core::Identit
     }
     let parsed = baton_auth::parse_token(&config.admin_token)
         .map_err(|_| anyhow::anyhow!("admin_token is not a valid token"))?;
-    Ok(Some(baton_core::Identity {
-        name: parsed.name.clone(),
-        role: baton_core::AccessRole::Admin,
-        token: baton_auth::credential_for(parsed.secret),
-        signing_key: None,
-        created_at: baton_core::Timestamp(0),
-        rotated_at: None,
-        revoked_at: None,
-    }))
+    let token = baton_auth::credential_for(parsed.secret);
+    Ok(Some(baton_core::Identity::new(parsed.name.clone(), baton_core::AccessRole::Admin, token)))
 }
 
 async fn form_cluster(config: &Config, raft: &Raft) -> anyhow::Result<()> {

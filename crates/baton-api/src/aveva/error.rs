@@ -135,6 +135,17 @@ impl AvevaError {
         CoordinatorError::Internal(detail.into()).into()
     }
 
+    /// 503: the session's role is being decided (its successor is being committed); it holds
+    /// nothing until then.
+    pub fn deciding(reason: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            error: "The session's role is being decided.",
+            reason: reason.into(),
+            resolution: "Heartbeat again after the time in the Retry-After header.",
+        }
+    }
+
     /// The status code this error answers with.
     pub fn status(&self) -> StatusCode {
         self.status

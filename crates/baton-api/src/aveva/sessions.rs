@@ -170,6 +170,16 @@ pub(super) async fn heartbeat<C: Coordinator>(
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
             Ok(response)
         }
+        HeartbeatOutcome::Deciding { retry_after_ms } => {
+            let mut response = AvevaError::deciding(format!(
+                "Client session {:?} held the baton and its successor is being committed; retry after {retry_after_ms} ms.",
+                p.session.as_str()
+            ))
+            .into_response();
+            let seconds = retry_after_ms.div_ceil(1000).max(1);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            Ok(response)
+        }
     }
 }
 
