@@ -137,6 +137,14 @@ pub(super) async fn delete_session<C: Coordinator>(
     }
 }
 
+/// `error` with a `Retry-After` header of `retry_after_ms`, in whole seconds (at least one).
+fn retry_after(error: AvevaError, retry_after_ms: u64) -> Response {
+    let mut response = error.into_response();
+    let seconds = retry_after_ms.div_ceil(1000).max(1);
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
 pub(super) async fn heartbeat<C: Coordinator>(
     State(c): State<Arc<C>>,
     p: SessionPath,
@@ -160,26 +168,20 @@ pub(super) async fn heartbeat<C: Coordinator>(
         HeartbeatOutcome::GroupNotFound => Err(group_not_found(&group.group)),
         HeartbeatOutcome::SessionNotFound => Err(session_not_found(&p.session)),
         HeartbeatOutcome::Forbidden => Err(AvevaError::not_allowed_owner(&group.group)),
-        HeartbeatOutcome::TooFast { retry_after_ms } => {
-            let mut response = AvevaError::too_many_requests(format!(
+        HeartbeatOutcome::TooFast { retry_after_ms } => Ok(retry_after(
+            AvevaError::too_many_requests(format!(
                 "Client session {:?} sends heartbeats faster than its group allows; retry after {retry_after_ms} ms.",
                 p.session.as_str()
-            ))
-            .into_response();
-            let seconds = retry_after_ms.div_ceil(1000).max(1);
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            Ok(response)
-        }
-        HeartbeatOutcome::Deciding { retry_after_ms } => {
-            let mut response = AvevaError::deciding(format!(
+            )),
+            retry_after_ms,
+        )),
+        HeartbeatOutcome::Deciding { retry_after_ms } => Ok(retry_after(
+            AvevaError::deciding(format!(
                 "Client session {:?} held the baton and its successor is being committed; retry after {retry_after_ms} ms.",
                 p.session.as_str()
-            ))
-            .into_response();
-            let seconds = retry_after_ms.div_ceil(1000).max(1);
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            Ok(response)
-        }
+            )),
+            retry_after_ms,
+        )),
     }
 }
 
