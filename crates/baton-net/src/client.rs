@@ -13,6 +13,7 @@ use baton_raft::typ::{
 };
 use baton_raft::{NodeId, NodeInfo, TypeConfig};
 use futures::FutureExt as _;
+use futures::future::BoxFuture;
 use openraft::error::{InstallSnapshotError, NetworkError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use serde::Serialize;
@@ -157,15 +158,26 @@ impl RpcClient {
         source: Option<std::net::IpAddr>,
         tls: Option<rustls::ClientConfig>,
     ) -> Self {
-        let dialer = Arc::new(Dialer {
-            secret: secret.into(),
-            source,
-            tls: tls.map(|mut config| {
-                config.alpn_protocols = vec![frame::ALPN.to_vec()];
-                tokio_rustls::TlsConnector::from(Arc::new(config))
-            }),
-            idle: Mutex::default(),
+        let tls = tls.map(|mut config| {
+            config.alpn_protocols = vec![frame::ALPN.to_vec()];
+            tokio_rustls::TlsConnector::from(Arc::new(config))
         });
+        Self::over(secret, Arc::new(Tcp { source }), tls)
+    }
+
+    /// A client that opens its connections with `connect` instead of TCP, without TLS (a
+    /// simulated network: see `baton-server`'s whole-cluster simulation).
+    pub fn with_connect(secret: &str, connect: Arc<dyn Connect>) -> Self {
+        Self::over(secret, connect, None)
+    }
+
+    fn over(
+        secret: &str,
+        connect: Arc<dyn Connect>,
+        tls: Option<tokio_rustls::TlsConnector>,
+    ) -> Self {
+        let dialer =
+            Arc::new(Dialer { secret: secret.into(), connect, tls, idle: Mutex::default() });
         Self { dialer }
     }
 
@@ -182,10 +194,48 @@ impl RpcClient {
     /// Whether nothing listens at `addr`: a TCP connection, opened from this node's address
     /// like every other to a peer, was refused (not timed out within `within`, not unroutable).
     pub async fn refuses_connections(&self, addr: &str, within: Duration) -> bool {
-        match tokio::time::timeout(within, self.dialer.connect(addr)).await {
+        match tokio::time::timeout(within, self.dialer.connect.connect(addr)).await {
             Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
             Ok(Ok(_)) | Err(_) => false,
         }
+    }
+}
+
+/// Opens the byte streams that framed connections run over: TCP in a node, a simulated
+/// network's streams in a simulation.
+pub trait Connect: Send + Sync + 'static {
+    /// A stream to `addr` (`host:port`). A refused connection is an error of kind
+    /// `ConnectionRefused` (the leader's port is gone: see `succession.rs` in `baton-server`).
+    fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, std::io::Result<Box<dyn AsyncIo>>>;
+}
+
+/// TCP connections, opened from `source` when given.
+struct Tcp {
+    source: Option<IpAddr>,
+}
+
+impl Connect for Tcp {
+    fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, std::io::Result<Box<dyn AsyncIo>>> {
+        async move {
+            let mut last = None;
+            for target in tokio::net::lookup_host(addr).await? {
+                let socket =
+                    if target.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+                if let Some(ip) = self.source.filter(|ip| ip.is_ipv4() == target.is_ipv4()) {
+                    socket.bind(SocketAddr::new(ip, 0))?;
+                }
+                match socket.connect(target).await {
+                    Ok(stream) => {
+                        let _ = stream.set_nodelay(true);
+                        return Ok(Box::new(stream) as Box<dyn AsyncIo>);
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last
+                .unwrap_or_else(|| std::io::Error::other(format!("{addr} resolves to nothing"))))
+        }
+        .boxed()
     }
 }
 
@@ -193,7 +243,7 @@ impl RpcClient {
 /// presenting the cluster secret) and keeps a few idle ones per peer.
 pub(crate) struct Dialer {
     secret: Arc<str>,
-    source: Option<IpAddr>,
+    connect: Arc<dyn Connect>,
     tls: Option<tokio_rustls::TlsConnector>,
     idle: Mutex<HashMap<String, Vec<Stream>>>,
 }
@@ -262,17 +312,16 @@ impl Dialer {
     async fn open(&self, addr: &str) -> Result<Stream, CallError> {
         let unreachable = |source: BoxError| CallError::Unreachable { addr: addr.into(), source };
         let transport = |source: BoxError| CallError::Transport { addr: addr.into(), source };
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, self.connect(addr))
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, self.connect.connect(addr))
             .await
             .map_err(|_| unreachable(format!("no connection within {CONNECT_TIMEOUT:?}").into()))?
             .map_err(|e| unreachable(e.into()))?;
-        let _ = tcp.set_nodelay(true);
         let io: Box<dyn AsyncIo> = match &self.tls {
-            None => Box::new(tcp),
+            None => stream,
             Some(connector) => {
                 let name = rustls::pki_types::ServerName::try_from(host_of(addr).to_string())
                     .map_err(|e| unreachable(e.into()))?;
-                Box::new(connector.connect(name, tcp).await.map_err(|e| unreachable(e.into()))?)
+                Box::new(connector.connect(name, stream).await.map_err(|e| unreachable(e.into()))?)
             }
         };
         let mut io = BufReader::with_capacity(READ_BUFFER, io);
@@ -286,21 +335,6 @@ impl Dialer {
                 reason: "the cluster secret was not accepted".into(),
             }),
         }
-    }
-
-    async fn connect(&self, addr: &str) -> std::io::Result<tokio::net::TcpStream> {
-        let mut last = None;
-        for target in tokio::net::lookup_host(addr).await? {
-            let socket = if target.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-            if let Some(ip) = self.source.filter(|ip| ip.is_ipv4() == target.is_ipv4()) {
-                socket.bind(SocketAddr::new(ip, 0))?;
-            }
-            match socket.connect(target).await {
-                Ok(stream) => return Ok(stream),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| std::io::Error::other(format!("{addr} resolves to nothing"))))
     }
 }
 

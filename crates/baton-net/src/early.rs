@@ -10,7 +10,7 @@
 //! leader that is not busy sends anything early: no entry is sent twice when replication is
 //! the bottleneck.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,7 +43,7 @@ impl InStep {
 pub struct Followers {
     dialer: Arc<Dialer>,
     deadline: Duration,
-    known: Arc<Mutex<HashMap<NodeId, InStep>>>,
+    known: Arc<Mutex<BTreeMap<NodeId, InStep>>>,
     sent: Arc<AtomicU64>,
 }
 
@@ -52,7 +52,7 @@ impl Followers {
         Self { dialer, deadline, known: Arc::default(), sent: Arc::default() }
     }
 
-    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, InStep>> {
+    fn known(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, InStep>> {
         self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 

@@ -67,7 +67,7 @@ mod server;
 pub mod tls;
 
 pub use client::{
-    BoxError, CallError, Connection, MAX_APPEND_BYTES, Network, RpcClient, bound_entries,
+    BoxError, CallError, Connect, Connection, MAX_APPEND_BYTES, Network, RpcClient, bound_entries,
 };
 pub use early::Followers;
 pub use forward::{

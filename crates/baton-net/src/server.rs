@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -15,6 +15,7 @@ use baton_raft::typ::{AppendEntriesRequest, InstallSnapshotRequest, Raft, VoteRe
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::time::Instant;
 
 use crate::SECRET_HEADER;
 use crate::frame::{self, AsyncIo};

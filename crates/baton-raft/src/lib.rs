@@ -11,9 +11,14 @@
 //!   order; empty for Raft's own entries (blank, membership), which carry no request.
 //! - Node identity: [`NodeId`] (`u64`) and [`NodeInfo`], which carries both of a node's
 //!   addresses: Raft RPC (internal) and the public API.
+//! - Runtime: tokio ([`runtime::Runtime`]), with openraft's random choices (election
+//!   timeouts) drawn from a generator per thread that a simulation seeds
+//!   ([`runtime::seed_thread_rng`]).
 
 #![cfg_attr(not(test), deny(unused_crate_dependencies))]
 #![deny(missing_docs)]
+
+pub mod runtime;
 
 use std::fmt;
 use std::io::Cursor;
@@ -48,7 +53,7 @@ openraft::declare_raft_types!(
         Node = NodeInfo,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
-        AsyncRuntime = openraft::TokioRuntime,
+        AsyncRuntime = runtime::Runtime,
 );
 
 /// Aliases for openraft types instantiated with [`TypeConfig`].

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use baton_api::events::Feed;
 use baton_api::{
@@ -21,6 +21,7 @@ use baton_raft::{NodeId, NodeInfo};
 use baton_store::{CommittedIndex, StateReader};
 use openraft::ServerState;
 use openraft::error::{CheckIsLeaderError, ClientWriteError as CWE};
+use tokio::time::Instant;
 
 use crate::leader::{Armed, Clock, Lease};
 use crate::proposer::{Proposer, Unwritten};
@@ -88,6 +89,13 @@ impl RaftCoordinator {
             lease,
             armed: Mutex::default(),
         }
+    }
+
+    /// The same coordinator with `clock` as its leader time (a simulation's clock, which runs
+    /// fast or slow).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Whether this node leads, and in which term.

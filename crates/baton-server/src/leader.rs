@@ -16,11 +16,12 @@
 //! difference is the margin for clocks that run at slightly different rates.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use baton_api::CoordinatorError;
 use baton_core::detector::Detector;
 use baton_core::{Command, Response, Timestamp};
+use tokio::time::Instant;
 
 use crate::coordinator::RaftCoordinator;
 
@@ -28,24 +29,37 @@ use crate::coordinator::RaftCoordinator;
 pub const TICK: Duration = Duration::from_millis(25);
 
 /// Leader time: wall-clock milliseconds at start-up plus monotonic time since, so that it never
-/// jumps backwards or forwards with the wall clock.
+/// jumps backwards or forwards with the wall clock. A simulation starts it at a chosen reading
+/// and lets it run fast or slow ([`Clock::starting_at`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
     wall_at_start_ms: u64,
     start: Instant,
+    /// How much faster than the monotonic clock it runs, in parts per million (negative:
+    /// slower).
+    drift_ppm: i32,
 }
 
 impl Default for Clock {
     fn default() -> Self {
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        Self { wall_at_start_ms: u64::try_from(wall).unwrap_or(u64::MAX), start: Instant::now() }
+        Self::starting_at(u64::try_from(wall).unwrap_or(u64::MAX), 0)
     }
 }
 
 impl Clock {
+    /// A clock that reads `wall_ms` now and runs `drift_ppm` parts per million fast.
+    pub fn starting_at(wall_ms: u64, drift_ppm: i32) -> Self {
+        Self { wall_at_start_ms: wall_ms, start: Instant::now(), drift_ppm }
+    }
+
     /// Now, in leader time.
     pub fn now(&self) -> Timestamp {
-        let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let elapsed_us = self.start.elapsed().as_micros();
+        let rate = 1_000_000 + i128::from(self.drift_ppm);
+        let elapsed_ms =
+            i128::try_from(elapsed_us).unwrap_or(i128::MAX / 2_000_000) * rate / 1_000_000_000;
+        let elapsed = u64::try_from(elapsed_ms.max(0)).unwrap_or(u64::MAX);
         Timestamp(self.wall_at_start_ms.saturating_add(elapsed))
     }
 }

@@ -18,6 +18,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::coordinator::{Options, RaftCoordinator};
 use crate::identity;
+use crate::leader::Clock;
 use crate::listener;
 
 fn raft_config(config: &Config) -> anyhow::Result<Arc<openraft::Config>> {
@@ -65,25 +66,132 @@ impl baton_store::EarlyReplication<TypeConfig> for EarlyAppends {
     }
 }
 
+/// A node's Raft side, started: storage, Raft, the coordinator with its leader duties, and the
+/// Raft port (which the caller serves on a listener: TCP in a node, a simulated network in the
+/// whole-cluster simulation).
+pub struct Started {
+    /// The Raft node.
+    pub raft: Raft,
+    /// The coordinator the public API serves.
+    pub coordinator: Arc<RaftCoordinator>,
+    /// What the Raft port answers.
+    pub port: Arc<crate::port::Port>,
+    /// The node's event feed.
+    pub feed: Arc<baton_api::events::Feed>,
+    closer: baton_store::Closer,
+    stop_duties: watch::Sender<bool>,
+    duties: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts a node's Raft side from `config`: opens (or creates) its storage, starts Raft with
+/// `rpc` as its client of the other nodes' Raft ports, and starts the leader duties,
+/// streaming and succession. Leader time is `clock`.
+pub async fn start(config: &Config, rpc: RpcClient, clock: Clock) -> anyhow::Result<Started> {
+    // Votes are held for a while from here (`port::VoteHold`).
+    let started = tokio::time::Instant::now();
+    // 1. The data directory: refuse another cluster's or an unwritable one before writing.
+    let db_dir = identity::prepare(&config.data_dir, &config.cluster_name, config.id)?;
+
+    // 2. Storage.
+    let baton_store::Store { log: mut log_store, mut state_machine, closer } =
+        baton_store::open(&db_dir)?;
+    let feed = Arc::new(baton_api::events::Feed::default());
+    state_machine.observe(Arc::new(Publisher(feed.clone())));
+    let state = state_machine.reader();
+    let committed = log_store.committed_index();
+
+    // 3. Raft, the coordinator and its duties.
+    let network = Network::new(rpc.clone(), Duration::from_millis(config.election_timeout_min_ms));
+    if config.early_replication {
+        log_store.replicate_early(config.id, Arc::new(EarlyAppends(network.followers())))?;
+    }
+    let raft =
+        Raft::new(config.id, raft_config(config)?, network.clone(), log_store, state_machine)
+            .await
+            .context("starting Raft")?;
+    let coordinator = Arc::new(
+        RaftCoordinator::new(
+            config.id,
+            raft.clone(),
+            state,
+            committed,
+            &network,
+            feed.clone(),
+            Options {
+                request_timeout: Duration::from_millis(config.request_timeout_ms),
+                leader_wait: Duration::from_millis(2 * config.election_timeout_max_ms),
+                reroute_for: Duration::from_millis(4 * config.election_timeout_max_ms),
+                lease: Duration::from_millis(config.election_timeout_min_ms),
+                clock_drift_ppm: config.max_clock_drift_ppm,
+                bootstrap_admin: bootstrap_admin(config)?,
+            },
+        )
+        .with_clock(clock),
+    );
+    let (stop_duties, duties_stopped) = watch::channel(false);
+    let leader = coordinator.clone();
+    let mut duties = vec![
+        tokio::spawn(
+            async move { leader.run_leader_duties(wait_true(duties_stopped)).await }
+                .instrument(tracing::info_span!("leader_duties")),
+        ),
+        tokio::spawn(crate::replication::keep_streaming(
+            raft.clone(),
+            config.id,
+            wait_true(stop_duties.subscribe()),
+        )),
+    ];
+
+    // 4. What the Raft port answers: Raft RPCs and leader forwarding on framed connections,
+    // behind the cluster secret.
+    let port = Arc::new(baton_net::RaftPort::new(
+        crate::port::PortRpcs::new(
+            raft.clone(),
+            coordinator.clone(),
+            crate::port::VoteHold::new(
+                started,
+                Duration::from_millis(config.election_timeout_max_ms),
+            ),
+        ),
+        &accepted_secrets(config),
+        Duration::from_millis(config.header_read_timeout_ms),
+    ));
+    duties.push(tokio::spawn(crate::succession::campaign_when_leader_is_gone(
+        raft.clone(),
+        port.clone(),
+        rpc,
+        // Longer than the leader lease (`election_timeout_min`): see succession.rs.
+        Duration::from_millis(config.election_timeout_min_ms + config.heartbeat_interval_ms),
+        wait_true(stop_duties.subscribe()),
+    )));
+    Ok(Started { raft, coordinator, port, feed, closer, stop_duties, duties })
+}
+
+impl Started {
+    /// Stops the leader duties, then Raft, then closes storage, each step bounded by `limit`.
+    /// The caller has stopped serving the Raft port.
+    pub async fn stop(self, limit: Duration) {
+        let Self { raft, coordinator, closer, stop_duties, duties, .. } = self;
+        let _ = stop_duties.send(true);
+        for duty in duties {
+            let _ = duty.await;
+        }
+        if tokio::time::timeout(limit, raft.shutdown()).await.is_err() {
+            tracing::warn!("Raft did not stop in time");
+        }
+        drop(coordinator);
+        // Close RocksDB here, after openraft let go of it, before the process exits.
+        if !tokio::task::block_in_place(|| closer.close(limit)) {
+            tracing::warn!("storage was still in use at shutdown");
+        }
+    }
+}
+
 /// Runs a node until `shutdown` resolves, then stops it in order: public API, internal
 /// listener, Raft, storage.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let span = tracing::info_span!("node", id = config.id);
     async move {
-        // Votes are held for a while from here (`port::VoteHold`).
-        let started = std::time::Instant::now();
-        // 1. The data directory: refuse another cluster's or an unwritable one before writing.
-        let db_dir = identity::prepare(&config.data_dir, &config.cluster_name, config.id)?;
-
-        // 2. Storage.
-        let baton_store::Store { log: mut log_store, mut state_machine, closer } =
-            baton_store::open(&db_dir)?;
-        let feed = Arc::new(baton_api::events::Feed::default());
-        state_machine.observe(Arc::new(Publisher(feed.clone())));
-        let state = state_machine.reader();
-        let committed = log_store.committed_index();
-
-        // 3. Raft.
         // Outbound Raft traffic leaves from the Raft listener's own address when it is a
         // specific IP, so that a node's peer traffic can be told apart (and cut off) by address.
         let source = config
@@ -98,44 +206,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             _ => None,
         };
         let rpc = RpcClient::new(&config.cluster_secret, source, raft_client_tls);
-        let network =
-            Network::new(rpc.clone(), Duration::from_millis(config.election_timeout_min_ms));
-        if config.early_replication {
-            log_store.replicate_early(config.id, Arc::new(EarlyAppends(network.followers())))?;
-        }
-        let raft =
-            Raft::new(config.id, raft_config(&config)?, network.clone(), log_store, state_machine)
-                .await
-                .context("starting Raft")?;
-        let coordinator = Arc::new(RaftCoordinator::new(
-            config.id,
-            raft.clone(),
-            state,
-            committed,
-            &network,
-            feed.clone(),
-            Options {
-                request_timeout: Duration::from_millis(config.request_timeout_ms),
-                leader_wait: Duration::from_millis(2 * config.election_timeout_max_ms),
-                reroute_for: Duration::from_millis(4 * config.election_timeout_max_ms),
-                lease: Duration::from_millis(config.election_timeout_min_ms),
-                clock_drift_ppm: config.max_clock_drift_ppm,
-                bootstrap_admin: bootstrap_admin(&config)?,
-            },
-        ));
-        let (stop_duties, duties_stopped) = watch::channel(false);
-        let duties = coordinator.clone();
-        let duties_task = tokio::spawn(
-            async move { duties.run_leader_duties(wait_true(duties_stopped)).await }
-                .instrument(tracing::info_span!("leader_duties")),
-        );
-        let streaming_task = tokio::spawn(crate::replication::keep_streaming(
-            raft.clone(),
-            config.id,
-            wait_true(stop_duties.subscribe()),
-        ));
+        let node = start(&config, rpc, Clock::default()).await?;
+        let coordinator = node.coordinator.clone();
+        let feed = node.feed.clone();
 
-        // 4. The internal listener: Raft RPCs and leader forwarding on framed connections,
+        // The internal listener: Raft RPCs and leader forwarding on framed connections,
         // behind the cluster secret. It serves no HTTP route; an HTTP request gets 401 without
         // the secret and 404 with it.
         let raft_listener = TcpListener::bind(&config.raft_addr)
@@ -145,30 +220,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             Router::new().fallback(|| async { axum::http::StatusCode::NOT_FOUND }),
             &accepted_secrets(&config),
         );
-        let raft_port = Arc::new(baton_net::RaftPort::new(
-            crate::port::PortRpcs::new(
-                raft.clone(),
-                coordinator.clone(),
-                crate::port::VoteHold::new(
-                    started,
-                    Duration::from_millis(config.election_timeout_max_ms),
-                ),
-            ),
-            &accepted_secrets(&config),
-            Duration::from_millis(config.header_read_timeout_ms),
-        ));
         let raft_server_tls = match (&tls, config.raft_tls) {
             (Some(files), true) => Some(baton_net::tls::raft_server_config(files)?),
             _ => None,
         };
-        let succession_task = tokio::spawn(crate::succession::campaign_when_leader_is_gone(
-            raft.clone(),
-            raft_port.clone(),
-            rpc,
-            // Longer than the leader lease (`election_timeout_min`): see succession.rs.
-            Duration::from_millis(config.election_timeout_min_ms + config.heartbeat_interval_ms),
-            wait_true(stop_duties.subscribe()),
-        ));
         let (stop_internal, internal_stopped) = watch::channel(false);
         let internal_task = tokio::spawn(
             listener::serve(
@@ -176,16 +231,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 internal,
                 limits(&config),
                 raft_server_tls,
-                Some(raft_port),
+                Some(node.port.clone()),
                 wait_true(internal_stopped),
             )
             .instrument(tracing::info_span!("raft_listener")),
         );
 
-        // 5. Form the cluster on first start, from the configured initial members.
-        form_cluster(&config, &raft).await?;
+        // Form the cluster on first start, from the configured initial members.
+        form_cluster(&config, &node.raft).await?;
 
-        // 6. The public API.
+        // The public API.
         let api_listener = TcpListener::bind(&config.api_addr)
             .await
             .with_context(|| format!("cannot listen on api_addr {}", config.api_addr))?;
@@ -212,7 +267,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             https: api_tls.is_some(),
             stream_keepalive: Duration::from_millis(config.stream_keepalive_ms),
         };
-        let app = baton_api::app(coordinator.clone(), options);
+        let app = baton_api::app(coordinator, options);
         let limits = limits(&config);
         let api_task = tokio::spawn(
             async move {
@@ -223,7 +278,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         );
         tracing::info!(api = %config.api_addr, raft = %config.raft_addr, "node started");
 
-        // 7. Run until asked to stop, then stop in order, each step bounded.
+        // Run until asked to stop, then stop in order, each step bounded.
         shutdown.await;
         tracing::info!("shutting down");
         let limit = Duration::from_millis(config.shutdown_timeout_ms);
@@ -233,22 +288,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         if tokio::time::timeout(limit, api_task).await.is_err() {
             tracing::warn!("the public API did not stop in time");
         }
-        let _ = stop_duties.send(true);
-        let _ = duties_task.await;
-        let _ = streaming_task.await;
-        let _ = succession_task.await;
         let _ = stop_internal.send(true);
         if tokio::time::timeout(limit, internal_task).await.is_err() {
             tracing::warn!("the internal listener did not stop in time");
         }
-        if tokio::time::timeout(limit, raft.shutdown()).await.is_err() {
-            tracing::warn!("Raft did not stop in time");
-        }
-        drop(coordinator);
-        // 8. Close RocksDB here, after openraft let go of it, before the process exits.
-        if !tokio::task::block_in_place(|| closer.close(limit)) {
-            tracing::warn!("storage was still in use at shutdown");
-        }
+        node.stop(limit).await;
         tracing::info!("stopped");
         Ok(())
     }
@@ -291,7 +335,9 @@ fn bootstrap_admin(config: &Config) -> anyhow::Result<Option<baton_core::Identit
     Ok(Some(baton_core::Identity::new(parsed.name.clone(), baton_core::AccessRole::Admin, token)))
 }
 
-async fn form_cluster(config: &Config, raft: &Raft) -> anyhow::Result<()> {
+/// Forms the cluster from `config`'s initial members on a node's first start (a restarted
+/// node, or one that is not an initial member, does nothing).
+pub async fn form_cluster(config: &Config, raft: &Raft) -> anyhow::Result<()> {
     if raft.is_initialized().await.context("reading Raft state")? {
         tracing::info!("restarting from the data directory");
         return Ok(());

@@ -2,10 +2,11 @@
 //! batches of requests that other nodes forward to it as leader.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use baton_net::{FORWARD, RaftPort, Rpcs, VOTE};
 use baton_raft::typ::Raft;
+use tokio::time::Instant;
 
 use crate::coordinator::RaftCoordinator;
 use crate::proxy::LeaderRequest;

@@ -3,13 +3,14 @@
 //! internal port (batched with others by `baton_net`'s `Forwarder`) and waits for its
 //! [`Outcome`]; a request whose node turned out not to lead is re-routed, bounded in time.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use baton_api::{ClusterStatus, CoordinatorError, HeartbeatOutcome, Served};
 use baton_core::{Actor, Beat, Command, Query, QueryResult, Response};
 use baton_net::CallError;
 use baton_raft::{NodeId, NodeInfo};
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use crate::coordinator::RaftCoordinator;
 

@@ -30,12 +30,13 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use baton_net::RpcClient;
 use baton_raft::NodeId;
 use baton_raft::typ::{Raft, RaftMetrics};
 use openraft::ServerState;
+use tokio::time::Instant;
 
 /// How long a connection attempt to the leader's Raft port may take before the leader is
 /// taken to be alive (only a refusal counts as gone).
