@@ -2,7 +2,7 @@
 //! `frame.rs`), and the dialer and pool of those connections, which leader forwarding
 //! (`forward.rs`) shares.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -245,7 +245,7 @@ pub(crate) struct Dialer {
     secret: Arc<str>,
     connect: Arc<dyn Connect>,
     tls: Option<tokio_rustls::TlsConnector>,
-    idle: Mutex<HashMap<String, Vec<Stream>>>,
+    idle: Mutex<BTreeMap<String, Vec<Stream>>>,
 }
 
 /// One framed connection to a peer, after its preface was accepted.
@@ -262,7 +262,7 @@ impl Stream {
 }
 
 impl Dialer {
-    fn idle(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Stream>>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<Stream>>> {
         self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 

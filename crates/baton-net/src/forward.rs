@@ -15,7 +15,7 @@
 //! benchmark machine, clients dealt over all three nodes wrote a third less than clients of
 //! the leader alone (see BENCHMARKS.md).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,7 +50,7 @@ struct Pending<Req, Resp> {
 /// addressed) end when it is dropped.
 pub struct Forwarder<Req, Resp> {
     dialer: Arc<Dialer>,
-    peers: Mutex<HashMap<String, mpsc::UnboundedSender<Pending<Req, Resp>>>>,
+    peers: Mutex<BTreeMap<String, mpsc::UnboundedSender<Pending<Req, Resp>>>>,
 }
 
 impl<Req, Resp> Forwarder<Req, Resp>

@@ -19,9 +19,12 @@
 //! given up on is never taken):
 //! - no two members of a group ever hold a valid grant at the same instant;
 //! - a member granted after another gets a higher epoch, across re-creation;
-//! - every acknowledged change of a group's timeout is what the group has at the end;
-//! - once the faults stop, every group has a holder within its failover timeout, an election
-//!   and a second, and the nodes agree on the state.
+//! - every acknowledged change of a group's timeout is what the group has once the faults stop;
+//! - once the faults stop, every group has a member holding a valid grant within the longest
+//!   failover timeout (a new leader waits out any grant its predecessor may have answered),
+//!   half a timeout (the next heartbeat), an election and a second of having what it needs
+//!   (the first quiet moment, or its re-creation or a member's re-addition after that);
+//! - nodes that applied the same entries have the same state digest.
 //!
 //! A seed replays exactly: turmoil's network and the workload draw from it, tokio's own
 //! random choices are seeded through tokio's unstable API (`.cargo/config.toml`), and
@@ -33,6 +36,9 @@
 //! scripts/sim.sh --cluster --seeds <count>
 //! ```
 //!
+//! With `BATON_CLUSTER_SIM_TRACE=1` a world prints its faults, operator actions and the grants
+//! clients took; `BATON_CLUSTER_SIM_DEBUG=1` adds every heartbeat's reply.
+//!
 //! What it leaves out: the public HTTP API and authentication (clients call the coordinator
 //! through a small framed protocol of this file; the e2e tests cover the API), TLS, and a
 //! clock rate for tokio's own timers (turmoil runs every host's timers at one rate; the
@@ -43,6 +49,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use baton_api::{Consistency, Coordinator, CoordinatorError, HeartbeatOutcome};
@@ -71,8 +78,10 @@ const SECRET: &str = "simulated-cluster-secret";
 /// that a missing or wrong margin shows within a few seeds); the nodes are configured with it.
 const DRIFT_PPM: u32 = 100_000;
 /// Simulated time with faults, then without.
-const FAULTY: Duration = Duration::from_secs(20);
-const QUIET: Duration = Duration::from_secs(7);
+const FAULTY: Duration = Duration::from_secs(15);
+const QUIET: Duration = Duration::from_secs(8);
+/// The nodes' longest election timeout (`Config::default()`'s).
+const ELECTION_MAX_MS: f64 = 160.0;
 const GROUPS: usize = 2;
 const MEMBERS: [&str; 3] = ["a", "b", "c"];
 const TIMEOUTS: [u64; 3] = [1_000, 2_000, 3_000];
@@ -88,21 +97,52 @@ fn no_two_members_ever_hold_a_valid_grant_in_a_whole_cluster() {
         Ok(seed) => vec![seed.parse().expect("BATON_CLUSTER_SIM_SEED is a number")],
         Err(_) => {
             let count = std::env::var("BATON_CLUSTER_SIM_SEEDS")
-                .map_or(40, |n| n.parse().expect("BATON_CLUSTER_SIM_SEEDS is a number"));
+                .map_or(1_000, |n| n.parse().expect("BATON_CLUSTER_SIM_SEEDS is a number"));
             (1..=count).collect()
         }
     };
-    let mut handovers = 0;
-    for seed in seeds {
-        match run_world(seed) {
-            Ok(moved) => handovers += moved,
-            Err(violation) => panic!(
-                "seed {seed}: {violation}\nreplay: BATON_CLUSTER_SIM_SEED={seed} cargo test -p baton-server --test cluster_simulation"
-            ),
-        }
-    }
-    println!("the baton moved between members {handovers} times");
+    let handovers = run_worlds(&seeds).unwrap_or_else(|(seed, violation)| {
+        panic!(
+            "seed {seed}: {violation}\nreplay: BATON_CLUSTER_SIM_SEED={seed} cargo test -p baton-server --test cluster_simulation"
+        )
+    });
+    println!("the baton moved between members {handovers} times in {} worlds", seeds.len());
     assert!(handovers > 0, "no grant ever moved between members");
+}
+
+/// Runs the worlds of `seeds` on as many threads as there are cores (each world is
+/// deterministic on its own thread); how often the baton moved, or the first violation found.
+fn run_worlds(seeds: &[u64]) -> Result<usize, (u64, String)> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(seeds.len());
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..workers)
+            .map(|_| {
+                std::thread::Builder::new()
+                    .stack_size(32 << 20)
+                    .spawn_scoped(scope, || {
+                        let mut moved = 0;
+                        while !failed.load(Ordering::Relaxed) {
+                            let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed))
+                            else {
+                                break;
+                            };
+                            match run_world(seed) {
+                                Ok(handovers) => moved += handovers,
+                                Err(violation) => {
+                                    failed.store(true, Ordering::Relaxed);
+                                    return Err((seed, violation));
+                                }
+                            }
+                        }
+                        Ok(moved)
+                    })
+                    .expect("a simulation thread")
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().expect("a simulation thread ends")).sum()
+    })
 }
 
 #[test]
@@ -318,8 +358,15 @@ struct World {
     /// Per group, the timeout its last acknowledged change set, unless a later change's
     /// outcome is unknown.
     acknowledged_timeout: Vec<Option<u64>>,
+    /// Per group, the timeout the clients last read from it (they heartbeat every half of it).
+    timeout_read: Vec<u64>,
     /// Members removed, to be added back: (when, group, member).
     removed: Vec<(f64, usize, usize)>,
+    /// Per group, when it last had everything it needs to elect a holder once the faults
+    /// stopped: the first quiet moment, or its re-creation or a member's re-addition after
+    /// that; and whether it was seen held in time since.
+    settled_at: Vec<Option<f64>>,
+    held_in_time: Vec<bool>,
     handovers: usize,
     violation: Option<String>,
     trace: Rc<RefCell<Vec<String>>>,
@@ -353,10 +400,43 @@ impl World {
             faulty: true,
             last_granted: vec![None; GROUPS],
             acknowledged_timeout: vec![Some(TIMEOUTS[0]); GROUPS],
+            timeout_read: vec![TIMEOUTS[0]; GROUPS],
             removed: Vec::new(),
+            settled_at: vec![None; GROUPS],
+            held_in_time: vec![false; GROUPS],
             handovers: 0,
             violation: None,
             trace: Rc::default(),
+        }
+    }
+
+    /// Group `g` has had what it needs to elect a holder since now.
+    fn settle(&mut self, g: usize) {
+        self.settled_at[g] = Some(now_ms());
+        self.held_in_time[g] = false;
+    }
+
+    /// Checks, for each group settled long enough ago, that a member holds a valid grant:
+    /// within the longest failover timeout (a new leader waits out any grant its predecessor
+    /// may have answered, under the longest timeout the group or a deleted group of its key
+    /// had), half a timeout (the next member's heartbeat), an election and a second.
+    fn check_held(&mut self, now: f64) {
+        let longest = TIMEOUTS.iter().max().copied().unwrap_or_default() as f64;
+        for g in 0..GROUPS {
+            let Some(settled) = self.settled_at[g] else { continue };
+            let interval = self.timeout_read[g] as f64 / 2.0;
+            let deadline = settled + longest + interval + ELECTION_MAX_MS + 1_000.0;
+            if self.held_in_time[g] || now < deadline {
+                continue;
+            }
+            if self.members[g].iter().any(|m| m.grant.is_some_and(|(_, until)| until > now)) {
+                self.held_in_time[g] = true;
+            } else {
+                self.violation = Some(format!(
+                    "g{g} has no holder at {now:.0} ms, {:.0} ms after it settled",
+                    now - settled
+                ));
+            }
         }
     }
 
@@ -419,7 +499,6 @@ fn pick_node(world: &Shared) -> u64 {
 /// A member's client: heartbeats every half failover timeout to a random node.
 async fn member(world: Shared, g: usize, m: usize) {
     let session = world.borrow().members[g][m].session.clone();
-    let mut timeout_ms = TIMEOUTS[0];
     loop {
         let (sent_local, clock, silent) = {
             let w = world.borrow();
@@ -471,9 +550,9 @@ async fn member(world: Shared, g: usize, m: usize) {
                 w.take(g, m, sent_local, &answer);
             }
         }
-        // The group's current timeout, as the operator last set it (a client reads it from
-        // the group); the next heartbeat after 0.4 to 0.5 of it, on the client's clock.
-        timeout_ms = world.borrow().acknowledged_timeout[g].unwrap_or(timeout_ms);
+        // The next heartbeat after 0.4 to 0.5 of the group's timeout as last read, on the
+        // client's clock.
+        let timeout_ms = world.borrow().timeout_read[g];
         let pause_local = world.borrow_mut().dice.random_range(0.4..0.5) * timeout_ms as f64;
         let next_real = clock.real(clock.local(now_ms()) + pause_local);
         tokio::time::sleep(Duration::from_secs_f64(((next_real - now_ms()) / 1_000.0).max(0.001)))
@@ -491,10 +570,17 @@ async fn write(world: &Shared, command: Command) -> Option<Response> {
     }
 }
 
+/// Reads group `g` (linearizably) from a random node; `None` if no answer came. The clients
+/// learn its timeout from it.
 async fn read_group(world: &Shared, g: usize) -> Option<Option<Box<baton_core::Group>>> {
     let to = pick_node(world);
     match call(to, &Call::Read(Query::Group(key(g))), Duration::from_secs(2)).await {
-        Some(Reply::Read(Ok(QueryResult::Group(group)))) => Some(group),
+        Some(Reply::Read(Ok(QueryResult::Group(group)))) => {
+            if let Some(group) = &group {
+                world.borrow_mut().timeout_read[g] = group.config.failover_timeout_ms();
+            }
+            Some(group)
+        }
         _ => None,
     }
 }
@@ -553,21 +639,47 @@ async fn operator(world: Shared) {
                 .is_none()
             {
                 world.borrow_mut().removed.push((now_ms(), g, m));
+            } else if !faulty {
+                world.borrow_mut().settle(g);
             }
         }
         if !faulty {
             // Silenced members speak again; a group deleted for good comes back.
-            for member in world.borrow_mut().members.iter_mut().flatten() {
+            let mut w = world.borrow_mut();
+            for member in w.members.iter_mut().flatten() {
                 member.silent_until = 0.0;
             }
+            for g in 0..GROUPS {
+                if w.settled_at[g].is_none() {
+                    w.settle(g);
+                }
+            }
+            drop(w);
             for g in 0..GROUPS {
                 match read_group(&world, g).await {
                     Some(None) => {
                         let created = create_group(&world, g).await;
-                        world.borrow_mut().acknowledged_timeout[g] = created.then_some(TIMEOUTS[0]);
+                        let mut w = world.borrow_mut();
+                        w.acknowledged_timeout[g] = created.then_some(TIMEOUTS[0]);
+                        w.settle(g);
                     }
                     Some(Some(group)) => {
+                        // Members whose re-addition was refused during the faults come back.
+                        for member in MEMBERS {
+                            let session = SessionId::new(member).expect("an id");
+                            if group.sessions.contains_key(&session) {
+                                continue;
+                            }
+                            let command =
+                                Command::CreateSession { group: key(g), session, name: None };
+                            if let Some(Response::Session { .. }) = write(&world, command).await {
+                                world.borrow_mut().settle(g);
+                            }
+                        }
                         let mut w = world.borrow_mut();
+                        if std::env::var_os("BATON_CLUSTER_SIM_DEBUG").is_some() {
+                            w.note(format!("g{g} is {group:?}"));
+                        }
                         let has = group.config.failover_timeout_ms();
                         if let Some(acknowledged) = w.acknowledged_timeout[g]
                             && has != acknowledged
@@ -628,7 +740,10 @@ async fn operate(world: &Shared) {
             let response = write(world, Command::PutGroup { key: key(g), config }).await;
             let mut w = world.borrow_mut();
             match response {
-                Some(Response::Group { .. }) => w.acknowledged_timeout[g] = Some(timeout),
+                Some(Response::Group { .. }) => {
+                    w.acknowledged_timeout[g] = Some(timeout);
+                    w.timeout_read[g] = timeout;
+                }
                 Some(_) => {}
                 None => w.acknowledged_timeout[g] = None,
             }
@@ -675,6 +790,12 @@ fn run_world(seed: u64) -> Result<usize, String> {
 }
 
 fn simulate(seed: u64, world: World) -> Result<usize, String> {
+    if let Ok(filter) = std::env::var("BATON_CLUSTER_SIM_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .without_time()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .try_init();
+    }
     baton_raft::runtime::seed_thread_rng(seed);
     let base = std::env::var_os("BATON_SIM_DIR").map_or_else(std::env::temp_dir, Into::into);
     let dirs = tempfile::Builder::new()
@@ -749,16 +870,17 @@ fn simulate(seed: u64, world: World) -> Result<usize, String> {
             }
         }
         sim.step().map_err(|e| format!("a host failed: {e}"))?;
+        if quiet {
+            world.borrow_mut().check_held(now_of(&sim));
+        }
         if let Some(violation) = world.borrow_mut().violation.take() {
             return Err(violation);
         }
     }
     let world = world.borrow();
-    let now = now_of(&sim);
-    for (g, members) in world.members.iter().enumerate() {
-        if !members.iter().any(|m| m.grant.is_some_and(|(_, until)| until > now)) {
-            return Err(format!("g{g} has no holder {QUIET:?} after the faults stopped"));
-        }
+    // (A group re-created or re-joined late in the quiet time may not have been due yet.)
+    if let Some(g) = world.settled_at.iter().position(Option::is_none) {
+        return Err(format!("g{g} never settled in the {QUIET:?} after the faults stopped"));
     }
     // Nodes that applied the same entries have the same state.
     let digests: BTreeMap<Option<u64>, Vec<(u64, String)>> =
@@ -862,4 +984,6 @@ fn fault(
 // A seed replays exactly only when tokio's random choices are seeded, which needs tokio's
 // unstable API (`.cargo/config.toml` turns it on).
 #[cfg(not(tokio_unstable))]
-compile_error!("the whole-cluster simulation needs `--cfg tokio_unstable` (see .cargo/config.toml)");
+compile_error!(
+    "the whole-cluster simulation needs `--cfg tokio_unstable` (see .cargo/config.toml)"
+);
