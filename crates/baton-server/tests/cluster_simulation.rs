@@ -668,11 +668,13 @@ async fn operator(world: Shared) {
             }
         }
         if !faulty {
-            // Silenced members speak again; a group deleted for good comes back.
+            // Silenced members speak again, all equally well (no preemption is left to
+            // start); a group deleted for good comes back.
             {
                 let mut w = world.borrow_mut();
                 for member in w.members.iter_mut().flatten() {
                     member.silent_until = 0.0;
+                    member.score = 100.0;
                 }
                 for g in 0..GROUPS {
                     if w.settled_at[g].is_none() {
