@@ -18,10 +18,28 @@ use crate::coordinator::ClusterStatus;
 pub struct RequestLabels {
     /// The matched route pattern (`/api/{version}/...`), or `unmatched`.
     pub route: String,
-    /// The HTTP method.
+    /// The HTTP method, or `OTHER` ([`method_label`]).
     pub method: String,
     /// The response status code.
     pub status: u16,
+}
+
+/// A request's method as a metric label: HTTP's own methods by name, anything else `OTHER`, so
+/// that a caller inventing methods adds no series (each series is kept for the node's life).
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
 }
 
 /// Labels of the streamed-heartbeat counter.

@@ -116,6 +116,7 @@ pub async fn record<C: Coordinator>(
     let route =
         req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_string();
     let method = req.method().to_string();
+    let method_label = crate::metrics::method_label(req.method());
     let id = request_id(&req);
     // Connection tasks do not inherit the node's span: name the node here.
     let node = s.coordinator.node_id();
@@ -137,7 +138,11 @@ pub async fn record<C: Coordinator>(
     }
     s.metrics
         .requests
-        .get_or_create(&RequestLabels { route, method, status: response.status().as_u16() })
+        .get_or_create(&RequestLabels {
+            route,
+            method: method_label.to_string(),
+            status: response.status().as_u16(),
+        })
         .inc();
     response
 }

@@ -360,6 +360,35 @@ async fn group_types_and_their_specs() {
 }
 
 #[tokio::test]
+async fn group_specs_beyond_the_limits_are_refused_and_change_nothing() {
+    let c = Cinder::new();
+    let id = c.group_type(false).await;
+    let specs = |from: usize, n: usize, len: usize| {
+        let map: serde_json::Map<String, serde_json::Value> =
+            (from..from + n).map(|i| (format!("k{i}"), json!("v".repeat(len)))).collect();
+        json!({ "group_specs": map })
+    };
+    let path = format!("/group_types/{id}/group_specs");
+    let before = c.call("GET", &path, None).await.body;
+    // Large specs, added in steps each far below a request's size, as the attack did.
+    assert_eq!(c.call("POST", &path, Some(specs(0, 3, 4_000))).await.status, StatusCode::OK);
+    let r = c.call("POST", &path, Some(specs(3, 2, 4_000))).await;
+    assert_fault(&r, StatusCode::BAD_REQUEST, "badRequest");
+    assert!(r.body["badRequest"]["message"].as_str().is_some_and(|m| m.contains("bytes")), "{r:?}");
+    // Many small ones.
+    let r = c.call("POST", &path, Some(specs(100, baton_core::MAX_LABELS + 1, 1))).await;
+    assert_fault(&r, StatusCode::BAD_REQUEST, "badRequest");
+    assert!(
+        r.body["badRequest"]["message"].as_str().is_some_and(|m| m.contains("at most")),
+        "{r:?}"
+    );
+    // Nothing of the refused requests was applied.
+    let after = c.call("GET", &path, None).await.body;
+    let kept = after["group_specs"].as_object().expect("specs").len();
+    assert_eq!(kept, before["group_specs"].as_object().map_or(0, |m| m.len()) + 3, "{after}");
+}
+
+#[tokio::test]
 async fn groups_create_list_show_update_and_delete() {
     let c = Cinder::new();
     let gtype = c.group_type(false).await;

@@ -73,6 +73,19 @@ async fn metrics_count_requests_by_route_and_status() {
 }
 
 #[tokio::test]
+async fn invented_methods_count_as_one_metric_series_not_one_each() {
+    let (_, app) = app();
+    for n in 0..50 {
+        call(&app, &format!("INVENTED{n}"), GROUPS, None).await;
+    }
+    let text = call(&app, "GET", "/metrics", None).await.text;
+    assert!(!text.contains("INVENTED"), "{text}");
+    let other = text.lines().filter(|l| l.contains(r#"method="OTHER""#)).collect::<Vec<_>>();
+    assert_eq!(other.len(), 1, "{other:?}");
+    assert!(other[0].ends_with(" 50"), "{other:?}");
+}
+
+#[tokio::test]
 async fn redirect_on_a_follower_answers_307_to_the_leader_keeping_path_and_query() {
     let (fake, app) = app();
     *fake.leader.lock().expect("lock") = Some(OTHER);

@@ -51,7 +51,8 @@ pub use command::{
 pub use error::{Error, Result};
 pub use group::{
     DEFAULT_PREEMPTION_MARGIN, ForceRefused, Group, GroupConfig, MAX_FAILOVER_TIMEOUT_MS,
-    MAX_TEXT_LEN, MIN_FAILOVER_TIMEOUT_MS, Policy, Sessions, Tombstone,
+    MAX_LABELS, MAX_LABELS_BYTES, MAX_TEXT_LEN, MIN_FAILOVER_TIMEOUT_MS, Policy, Sessions,
+    Tombstone,
 };
 pub use heartbeat::{Beat, HeartbeatOutcome, HeartbeatStep};
 pub use history::{Candidate, Decision, DecisionKind, History, RoleChange, Verdict};
