@@ -132,6 +132,14 @@ pub enum CoordinatorError {
     /// A membership change was refused (unknown node, would lose quorum, change in progress).
     #[error("membership change refused: {0}")]
     Membership(String),
+    /// The change is larger than one request may be in the log; nothing was proposed.
+    #[error("the change takes {bytes} bytes, more than the {max} one request may")]
+    TooLarge {
+        /// Its size in the log.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Anything else; details are logged, not shown to clients.
     #[error("internal error: {0}")]
     Internal(String),

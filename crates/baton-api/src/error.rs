@@ -38,6 +38,9 @@ pub enum ApiError {
     /// The node is at a limit (open heartbeat streams); retry later or on another node.
     #[error("{0}")]
     Busy(String),
+    /// The change is larger than the log takes.
+    #[error("{0}")]
+    TooLarge(String),
     /// Something failed inside the node; details are in its log.
     #[error("internal error; see the node's log")]
     Internal,
@@ -66,6 +69,7 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -80,6 +84,7 @@ impl From<CoordinatorError> for ApiError {
                 ApiError::OutcomeUnknown
             }
             CoordinatorError::Membership(reason) => ApiError::Conflict(reason),
+            e @ CoordinatorError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
             CoordinatorError::Internal(reason) => {
                 tracing::error!(%reason, "internal error");
                 ApiError::Internal
@@ -122,6 +127,10 @@ pub(crate) fn unserved(e: CoordinatorError, dialect: &'static str) -> (StatusCod
                 "The outcome of the request is unknown; read the resource before retrying.",
             )
         }
+        CoordinatorError::TooLarge { .. } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The change is larger than one request may be in the log (256 KiB); make it smaller.",
+        ),
         CoordinatorError::Membership(reason) | CoordinatorError::Internal(reason) => {
             tracing::error!(%reason, dialect, "internal error");
             (StatusCode::INTERNAL_SERVER_ERROR, "An internal error occurred; see the node's log.")

@@ -125,6 +125,9 @@ impl RaftCoordinator {
                 Err(CoordinatorError::OutcomeUnknown(e.to_string()))
             }
             Ok(Err(Unwritten::Failed(e))) => Err(CoordinatorError::Internal(e)),
+            Ok(Err(Unwritten::TooLarge { bytes, max })) => {
+                Err(CoordinatorError::TooLarge { bytes, max })
+            }
         }
     }
 

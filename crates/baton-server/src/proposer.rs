@@ -34,6 +34,11 @@ pub const MOST_PER_ENTRY: usize = 256;
 /// The most bytes of requests (postcard-encoded, as in the log) in one entry, unless its first
 /// request alone is larger: the same bound as one AppendEntries (`baton_net::MAX_APPEND_BYTES`).
 pub const MOST_BYTES_PER_ENTRY: usize = baton_net::MAX_APPEND_BYTES;
+/// The most bytes one caller's request may take in the log: what one AppendEntries carries. A
+/// larger one is refused, never proposed (an entry no follower can receive in time would stall
+/// replication for everyone). The leader's own commands are bounded where they are made (a
+/// checkpoint carries at most `baton_core::detector::CHECKPOINT_GROUPS` groups).
+pub const MOST_BYTES_PER_REQUEST: usize = MOST_BYTES_PER_ENTRY;
 
 /// Why a proposal has no response.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -50,6 +55,15 @@ pub enum Unwritten {
     /// Raft refused or failed for another reason.
     #[error("{0}")]
     Failed(String),
+    /// A caller's request too large for the log ([`MOST_BYTES_PER_REQUEST`]); nothing was
+    /// proposed.
+    #[error("the change takes {bytes} bytes, more than the {max} one request may")]
+    TooLarge {
+        /// Its size in the log.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 struct Queued {
@@ -73,6 +87,7 @@ impl Proposer {
 
     /// Proposes `request` and waits until it is committed and applied.
     pub async fn propose(&self, request: Request) -> Result<Response, Unwritten> {
+        admit(&request)?;
         let (answer, answered) = oneshot::channel();
         self.queue
             .send(Queued { request, answer })
@@ -99,6 +114,15 @@ async fn batch_and_propose(raft: Raft, queued: mpsc::UnboundedReceiver<Queued>) 
 /// [`MOST_BYTES_PER_ENTRY`] bytes.
 fn entries() -> Batches<Queued, fn(&Queued) -> usize> {
     Batches::new(MOST_PER_ENTRY, MOST_BYTES_PER_ENTRY, |q| encoded_len(&q.request))
+}
+
+/// Refuses a caller's request larger than [`MOST_BYTES_PER_REQUEST`].
+fn admit(request: &Request) -> Result<(), Unwritten> {
+    let bytes = encoded_len(request);
+    if request.actor.is_some() && bytes > MOST_BYTES_PER_REQUEST {
+        return Err(Unwritten::TooLarge { bytes, max: MOST_BYTES_PER_REQUEST });
+    }
+    Ok(())
 }
 
 /// A request's size in the log.
@@ -159,6 +183,23 @@ mod tests {
         let request =
             Request { at: Timestamp(0), command: Command::PutGroup { key, config }, actor: None };
         Queued { request, answer: oneshot::channel().0 }
+    }
+
+    #[test]
+    fn a_callers_request_larger_than_one_append_is_refused_before_it_is_proposed() {
+        let mut request = queued(MOST_BYTES_PER_REQUEST).request;
+        assert!(admit(&request).is_ok(), "the leader's own commands are bounded where made");
+        request.actor = Some(baton_core::Actor {
+            identity: baton_core::IdentityName::new("tenant").expect("a name"),
+            from: None,
+            request_key: None,
+        });
+        assert!(matches!(
+            admit(&request),
+            Err(Unwritten::TooLarge { max: MOST_BYTES_PER_REQUEST, .. })
+        ));
+        let fits = Request { command: queued(1_000).request.command, ..request };
+        assert!(admit(&fits).is_ok());
     }
 
     fn sizes(batch: &[Queued]) -> usize {

@@ -170,6 +170,12 @@ impl From<CoordinatorError> for AvevaError {
                     resolution: "Read the resource to see whether the change was applied, then retry if needed.",
                 }
             }
+            e @ CoordinatorError::TooLarge { .. } => Self {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                error: "The request is too large.",
+                reason: e.to_string(),
+                resolution: "Make the change smaller.",
+            },
             CoordinatorError::Membership(reason) | CoordinatorError::Internal(reason) => {
                 tracing::error!(%reason, "internal error serving an AVEVA request");
                 Self {
