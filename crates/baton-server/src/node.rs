@@ -168,14 +168,21 @@ pub async fn start(config: &Config, rpc: RpcClient, clock: Clock) -> anyhow::Res
 }
 
 impl Started {
-    /// Stops the leader duties, then Raft, then closes storage, each step bounded by `limit`.
-    /// The caller has stopped serving the Raft port.
-    pub async fn stop(self, limit: Duration) {
-        let Self { raft, coordinator, closer, stop_duties, duties, .. } = self;
-        let _ = stop_duties.send(true);
-        for duty in duties {
+    /// Stops the leader duties, streaming and succession first, while the Raft port still
+    /// serves: a leader whose port went quiet under a running detector would fail healthy
+    /// holders over whose heartbeats followers could no longer forward.
+    pub async fn stop_duties(&mut self) {
+        let _ = self.stop_duties.send(true);
+        for duty in self.duties.drain(..) {
             let _ = duty.await;
         }
+    }
+
+    /// Stops Raft, then closes storage, each step bounded by `limit`, once the caller has
+    /// stopped the duties ([`Started::stop_duties`]) and serving the Raft port. Blocks the
+    /// thread while RocksDB closes: a multi-threaded runtime only.
+    pub async fn close(self, limit: Duration) {
+        let Self { raft, coordinator, closer, .. } = self;
         if tokio::time::timeout(limit, raft.shutdown()).await.is_err() {
             tracing::warn!("Raft did not stop in time");
         }
@@ -187,8 +194,8 @@ impl Started {
     }
 }
 
-/// Runs a node until `shutdown` resolves, then stops it in order: public API, internal
-/// listener, Raft, storage.
+/// Runs a node until `shutdown` resolves, then stops it in order: public API, leader duties,
+/// internal listener, Raft, storage.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let span = tracing::info_span!("node", id = config.id);
     async move {
@@ -206,7 +213,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             _ => None,
         };
         let rpc = RpcClient::new(&config.cluster_secret, source, raft_client_tls);
-        let node = start(&config, rpc, Clock::default()).await?;
+        let mut node = start(&config, rpc, Clock::default()).await?;
         let coordinator = node.coordinator.clone();
         let feed = node.feed.clone();
 
@@ -288,11 +295,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         if tokio::time::timeout(limit, api_task).await.is_err() {
             tracing::warn!("the public API did not stop in time");
         }
+        node.stop_duties().await;
         let _ = stop_internal.send(true);
         if tokio::time::timeout(limit, internal_task).await.is_err() {
             tracing::warn!("the internal listener did not stop in time");
         }
-        node.stop(limit).await;
+        node.close(limit).await;
         tracing::info!("stopped");
         Ok(())
     }
