@@ -231,3 +231,130 @@ mod tests {
         );
     }
 }
+
+/// A simulated client's (or node's) clock: `local = offset + real × rate`, in milliseconds.
+/// The simulations draw `offset` and `rate` from their seed.
+#[derive(Clone, Copy, Debug)]
+pub struct DriftingClock {
+    /// Its reading at real time zero.
+    pub offset: f64,
+    /// How fast it runs against real time.
+    pub rate: f64,
+}
+
+impl DriftingClock {
+    /// Its reading at `real`.
+    pub fn local(&self, real: f64) -> f64 {
+        self.offset + real * self.rate
+    }
+
+    /// The real time at which it reads `local`.
+    pub fn real(&self, local: f64) -> f64 {
+        (local - self.offset) / self.rate
+    }
+}
+
+/// The grants the members of one group hold, as their clients took them, in real time
+/// (milliseconds), checked as each is taken: no other member holds a valid grant then, and a
+/// grant that moves to another member has a higher epoch than the last one taken.
+#[derive(Clone, Debug)]
+pub struct GroupGrants {
+    group: String,
+    members: Vec<String>,
+    /// Per member: the epoch of the grant it holds and when that ends.
+    held: Vec<Option<(Epoch, f64)>>,
+    /// The member that last took a grant, and its epoch.
+    last: Option<(usize, Epoch)>,
+    handovers: usize,
+}
+
+impl GroupGrants {
+    /// No grants yet in `group`, among `members` (named for the messages).
+    pub fn new(group: impl Into<String>, members: Vec<String>) -> Self {
+        let held = vec![None; members.len()];
+        Self { group: group.into(), members, held, last: None, handovers: 0 }
+    }
+
+    /// Member `m` took a Secondary answer: it holds nothing from now on.
+    pub fn release(&mut self, m: usize) {
+        self.held[m] = None;
+    }
+
+    /// Member `m` took a `role` answer (Primary or PendingPrimary) at `epoch` at real time
+    /// `now`, valid until `until`; an error says which property it breaks.
+    pub fn take(
+        &mut self,
+        m: usize,
+        role: Role,
+        epoch: Epoch,
+        until: f64,
+        now: f64,
+    ) -> Result<(), String> {
+        self.held[m] = Some((epoch, until));
+        let (group, member) = (&self.group, &self.members[m]);
+        for (o, other) in self.held.iter().enumerate() {
+            if let Some((held, held_until)) = other
+                && o != m
+                && *held_until > now
+            {
+                return Err(format!(
+                    "at {now:.1} ms {member} took {role:?} epoch {} in {group} while {} held epoch {} until {held_until:.1} ms",
+                    epoch.0, self.members[o], held.0
+                ));
+            }
+        }
+        match self.last {
+            Some((last, last_epoch)) if last != m && epoch <= last_epoch => {
+                return Err(format!(
+                    "at {now:.1} ms {member} took epoch {} in {group} after {} was granted epoch {}",
+                    epoch.0, self.members[last], last_epoch.0
+                ));
+            }
+            Some((last, _)) if last != m => self.handovers += 1,
+            _ => {}
+        }
+        self.last = Some((m, epoch));
+        Ok(())
+    }
+
+    /// Whether some member holds a valid grant at real time `now`.
+    pub fn held_at(&self, now: f64) -> bool {
+        self.held.iter().flatten().any(|(_, until)| *until > now)
+    }
+
+    /// How many times a grant moved from one member to another.
+    pub fn handovers(&self) -> usize {
+        self.handovers
+    }
+}
+
+#[cfg(test)]
+mod group_grants_tests {
+    use super::*;
+
+    fn grants() -> GroupGrants {
+        GroupGrants::new("g", vec!["a".into(), "b".into()])
+    }
+
+    #[test]
+    fn a_grant_taken_while_another_member_holds_one_is_a_violation() {
+        let mut g = grants();
+        g.take(0, Role::Primary, Epoch(1), 1_000.0, 0.0).expect("the first grant");
+        let e = g.take(1, Role::PendingPrimary, Epoch(2), 1_500.0, 999.0).expect_err("overlap");
+        assert!(e.contains("while a held epoch 1"), "{e}");
+    }
+
+    #[test]
+    fn a_grant_moving_to_another_member_must_have_a_higher_epoch() {
+        let mut g = grants();
+        g.take(0, Role::Primary, Epoch(3), 1_000.0, 0.0).expect("the first grant");
+        let e = g.take(1, Role::Primary, Epoch(3), 3_000.0, 2_000.0).expect_err("same epoch");
+        assert!(e.contains("after a was granted epoch 3"), "{e}");
+        let mut g = grants();
+        g.take(0, Role::Primary, Epoch(3), 1_000.0, 0.0).expect("the first grant");
+        g.release(0);
+        g.take(1, Role::Primary, Epoch(4), 3_000.0, 500.0).expect("released, higher epoch");
+        assert_eq!(g.handovers(), 1);
+        assert!(g.held_at(2_999.0) && !g.held_at(3_000.0));
+    }
+}

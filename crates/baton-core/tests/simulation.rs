@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 
 use baton_core::detector::Detector;
 use baton_core::heartbeat::{Beat, HeartbeatOutcome, HeartbeatStep, Ready};
+use baton_core::invariants::{DriftingClock as Clock, GroupGrants};
 use baton_core::{
     AccessRole, Command, Credential, Epoch, GroupConfig, GroupId, GroupKey, HeartbeatIn, Identity,
     IdentityName, NamespaceId, Request, Response, Role, Scope, Score, SessionId, State, TenantId,
@@ -95,34 +96,17 @@ fn worlds_that_broke_earlier_code_stay_safe() {
     }
 }
 
-/// A clock: `local = offset + real × rate`.
-#[derive(Clone, Copy, Debug)]
-struct Clock {
-    offset: f64,
-    rate: f64,
+/// A client's clock runs within half the drift bound of real time, started anywhere (only its
+/// durations matter).
+fn client_clock(dice: &mut StdRng) -> Clock {
+    let half = f64::from(DRIFT_PPM) / 2e6;
+    Clock { offset: dice.random_range(0.0..1e6), rate: 1.0 + dice.random_range(-half..half) }
 }
 
-impl Clock {
-    /// A clock that runs within half the drift bound of real time, started anywhere (a
-    /// client's: only its durations matter).
-    fn random(dice: &mut StdRng) -> Self {
-        let half = f64::from(DRIFT_PPM) / 2e6;
-        Self { offset: dice.random_range(0.0..1e6), rate: 1.0 + dice.random_range(-half..half) }
-    }
-
-    /// A node's clock: leader time is wall-clock time, which NTP keeps within a few hundred
-    /// milliseconds across the cluster's nodes.
-    fn node(dice: &mut StdRng) -> Self {
-        Self { offset: 1e9 + dice.random_range(-300.0..300.0), ..Self::random(dice) }
-    }
-
-    fn local(&self, real: f64) -> f64 {
-        self.offset + real * self.rate
-    }
-
-    fn real(&self, local: f64) -> f64 {
-        (local - self.offset) / self.rate
-    }
+/// A node's clock: leader time is wall-clock time, which NTP keeps within a few hundred
+/// milliseconds across the cluster's nodes.
+fn node_clock(dice: &mut StdRng) -> Clock {
+    Clock { offset: 1e9 + dice.random_range(-300.0..300.0), ..client_clock(dice) }
 }
 
 struct Leader {
@@ -152,8 +136,6 @@ struct Client {
     /// The heartbeat in flight: its id, when it was sent (the client's clock), when the client
     /// gives up on it (real time).
     in_flight: Option<(u64, f64, f64)>,
-    /// The grant it holds: its epoch and when it ends (real time).
-    grant: Option<(Epoch, f64)>,
     /// The epoch of the last answer it took, when that answer was Secondary.
     released: Option<Epoch>,
 }
@@ -181,11 +163,10 @@ struct World {
     next_fault: f64,
     /// Members removed, to be added back: (when, group, member).
     removed: Vec<(f64, usize, usize)>,
-    /// The last member granted per group, with its epoch.
-    last_granted: Vec<Option<(usize, Epoch)>>,
+    /// The grants the clients of each group took.
+    grants: Vec<GroupGrants>,
     /// Highest epoch seen per group key, for the monotonic check.
     epochs: Vec<Epoch>,
-    handovers: usize,
 }
 
 fn key(g: usize) -> GroupKey {
@@ -223,12 +204,11 @@ impl World {
                     .iter()
                     .map(|m| Client {
                         session: SessionId::new(*m).expect("an id"),
-                        clock: Clock::random(&mut dice),
+                        clock: client_clock(&mut dice),
                         aware: dice.random_bool(0.5),
                         next_send: dice.random_range(0.0..500.0),
                         silent_until: 0.0,
                         in_flight: None,
-                        grant: None,
                         released: None,
                     })
                     .collect()
@@ -248,9 +228,10 @@ impl World {
             network: BTreeMap::new(),
             sent: 0,
             removed: Vec::new(),
-            last_granted: vec![None; GROUPS],
+            grants: (0..GROUPS)
+                .map(|g| GroupGrants::new(key(g).to_string(), MEMBERS.map(String::from).to_vec()))
+                .collect(),
             epochs: vec![Epoch(0); GROUPS],
-            handovers: 0,
         };
         let name = IdentityName::new(CALLER).expect("a name");
         let identity =
@@ -276,7 +257,7 @@ impl World {
             self.step(now, faulty)?;
         }
         self.check_every_group_held(now)?;
-        Ok(self.handovers)
+        Ok(self.grants.iter().map(GroupGrants::handovers).sum())
     }
 
     fn next_moment(&self, faulty: bool) -> f64 {
@@ -373,7 +354,7 @@ impl World {
         if restarted {
             self.state = reloaded(&self.state);
         }
-        let clock = Clock::node(&mut self.dice);
+        let clock = node_clock(&mut self.dice);
         let at = Timestamp(clock.local(now).floor() as u64);
         let detector = Detector::new(&self.state, at).with_clock_drift(DRIFT_PPM);
         self.leader = Some(Leader { clock, detector, next_tick: now, proposed: Vec::new() });
@@ -601,43 +582,19 @@ impl World {
         client.in_flight = None;
         let HeartbeatOutcome::Answered(answer) = outcome else { return Ok(()) };
         if answer.role == Role::Secondary {
-            client.grant = None;
             client.released = Some(answer.epoch);
+            self.grants[g].release(m);
             return Ok(());
         }
         client.released = None;
         let valid_for = answer.valid_for_ms.ok_or("a grant without a validity")? as f64;
         let end = client.clock.real(sent_local + valid_for);
-        client.grant = Some((answer.epoch, end));
-        let session = client.session.clone();
-        for (o, other) in self.clients[g].iter().enumerate() {
-            if let Some((epoch, until)) = other.grant
-                && o != m
-                && until > now
-            {
-                return Err(format!(
-                    "at {now:.1} ms {} took {:?} epoch {} in {} while {} held epoch {} until {until:.1} ms",
-                    session, answer.role, answer.epoch.0, self.keys[g], other.session, epoch.0
-                ));
-            }
-        }
-        match self.last_granted[g] {
-            Some((last, epoch)) if last != m && answer.epoch <= epoch => {
-                return Err(format!(
-                    "at {now:.1} ms {} took epoch {} in {} after {} was granted epoch {}",
-                    session, answer.epoch.0, self.keys[g], self.clients[g][last].session, epoch.0
-                ));
-            }
-            Some((last, _)) if last != m => self.handovers += 1,
-            _ => {}
-        }
-        self.last_granted[g] = Some((m, answer.epoch));
-        Ok(())
+        self.grants[g].take(m, answer.role, answer.epoch, end, now)
     }
 
     fn check_every_group_held(&self, now: f64) -> Result<(), String> {
-        for (g, clients) in self.clients.iter().enumerate() {
-            if !clients.iter().any(|c| c.grant.is_some_and(|(_, until)| until > now)) {
+        for (g, grants) in self.grants.iter().enumerate() {
+            if !grants.held_at(now) {
                 let group = self.state.group(&self.keys[g]);
                 return Err(format!(
                     "{} has no holder {QUIET_MS} ms after the faults stopped: {group:?}",

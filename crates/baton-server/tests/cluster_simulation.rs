@@ -58,6 +58,7 @@ use std::time::Duration;
 
 use baton_api::{Consistency, Coordinator, CoordinatorError, HeartbeatOutcome};
 use baton_core::heartbeat::Beat;
+use baton_core::invariants::{DriftingClock as SimClock, GroupGrants};
 use baton_core::{
     AccessRole, Command, Credential, Epoch, GroupConfig, GroupId, GroupKey, HeartbeatIn, Identity,
     IdentityName, NamespaceId, Query, QueryResult, Response, Role, Scope, Score, SessionId,
@@ -330,26 +331,10 @@ async fn call(to: u64, request: &Call, within: Duration) -> Option<Reply> {
     tokio::time::timeout(within, exchange).await.ok().flatten()
 }
 
-/// A clock: `local = offset + real × rate` (milliseconds).
-#[derive(Clone, Copy, Debug)]
-struct SimClock {
-    offset: f64,
-    rate: f64,
-}
-
-impl SimClock {
-    fn random(dice: &mut StdRng) -> Self {
-        let half = f64::from(DRIFT_PPM) / 2e6;
-        Self { offset: dice.random_range(0.0..1e6), rate: 1.0 + dice.random_range(-half..half) }
-    }
-
-    fn local(&self, real: f64) -> f64 {
-        self.offset + real * self.rate
-    }
-
-    fn real(&self, local: f64) -> f64 {
-        (local - self.offset) / self.rate
-    }
+/// A client's clock, within half the drift bound of real time, started anywhere.
+fn client_clock(dice: &mut StdRng) -> SimClock {
+    let half = f64::from(DRIFT_PPM) / 2e6;
+    SimClock { offset: dice.random_range(0.0..1e6), rate: 1.0 + dice.random_range(-half..half) }
 }
 
 /// Simulated time now, in milliseconds (0 outside the simulation's hosts).
@@ -366,8 +351,6 @@ struct Member {
     /// The score it reports; one well above the holder's preempts it (AVEVA's policy).
     score: f64,
     silent_until: f64,
-    /// The grant it holds: its epoch and when it ends (real time).
-    grant: Option<(Epoch, f64)>,
     /// The epoch of the last answer it took, when that answer was Secondary.
     released: Option<Epoch>,
 }
@@ -379,8 +362,8 @@ struct World {
     lose_answers: f64,
     duplicate: f64,
     faulty: bool,
-    /// The last member granted per group, with its epoch.
-    last_granted: Vec<Option<(usize, Epoch)>>,
+    /// The grants the clients of each group took.
+    grants: Vec<GroupGrants>,
     /// Per group, the timeout its last acknowledged change set, unless a later change's
     /// outcome is unknown.
     acknowledged_timeout: Vec<Option<u64>>,
@@ -393,7 +376,6 @@ struct World {
     /// that; and whether it was seen held in time since.
     settled_at: Vec<Option<f64>>,
     held_in_time: Vec<bool>,
-    handovers: usize,
     violation: Option<String>,
     trace: Rc<RefCell<Vec<String>>>,
 }
@@ -409,11 +391,10 @@ impl World {
                     .iter()
                     .map(|m| Member {
                         session: SessionId::new(*m).expect("an id"),
-                        clock: SimClock::random(&mut dice),
+                        clock: client_clock(&mut dice),
                         aware: dice.random_bool(0.5),
                         score: 100.0,
                         silent_until: 0.0,
-                        grant: None,
                         released: None,
                     })
                     .collect()
@@ -425,13 +406,14 @@ impl World {
             dice,
             members,
             faulty: true,
-            last_granted: vec![None; GROUPS],
+            grants: (0..GROUPS)
+                .map(|g| GroupGrants::new(format!("g{g}"), MEMBERS.map(String::from).to_vec()))
+                .collect(),
             acknowledged_timeout: vec![Some(TIMEOUTS[0]); GROUPS],
             timeout_read: vec![TIMEOUTS[0]; GROUPS],
             removed: Vec::new(),
             settled_at: vec![None; GROUPS],
             held_in_time: vec![false; GROUPS],
-            handovers: 0,
             violation: None,
             trace: Rc::default(),
         }
@@ -456,7 +438,7 @@ impl World {
             if self.held_in_time[g] || now < deadline {
                 continue;
             }
-            if self.members[g].iter().any(|m| m.grant.is_some_and(|(_, until)| until > now)) {
+            if self.grants[g].held_at(now) {
                 self.held_in_time[g] = true;
             } else {
                 self.violation = Some(format!(
@@ -481,8 +463,8 @@ impl World {
         let now = now_ms();
         let member = &mut self.members[g][m];
         if answer.role == Role::Secondary {
-            member.grant = None;
             member.released = Some(answer.epoch);
+            self.grants[g].release(m);
             return;
         }
         member.released = None;
@@ -491,36 +473,14 @@ impl World {
             return;
         };
         let end = member.clock.real(sent_local + valid_for as f64);
-        member.grant = Some((answer.epoch, end));
         let session = member.session.clone();
         self.note(format!(
             "g{g} {session} {:?} epoch {} until {end:.0}",
             answer.role, answer.epoch.0
         ));
-        for (o, other) in self.members[g].iter().enumerate() {
-            if let Some((epoch, until)) = other.grant
-                && o != m
-                && until > now
-            {
-                self.violation = Some(format!(
-                    "at {now:.1} ms {session} took {:?} epoch {} in g{g} while {} held epoch {} until {until:.1} ms",
-                    answer.role, answer.epoch.0, other.session, epoch.0
-                ));
-                return;
-            }
+        if let Err(violation) = self.grants[g].take(m, answer.role, answer.epoch, end, now) {
+            self.violation = Some(violation);
         }
-        match self.last_granted[g] {
-            Some((last, epoch)) if last != m && answer.epoch <= epoch => {
-                self.violation = Some(format!(
-                    "at {now:.1} ms {session} took epoch {} in g{g} after {} was granted epoch {}",
-                    answer.epoch.0, self.members[g][last].session, epoch.0
-                ));
-                return;
-            }
-            Some((last, _)) if last != m => self.handovers += 1,
-            _ => {}
-        }
-        self.last_granted[g] = Some((m, answer.epoch));
     }
 }
 
@@ -949,7 +909,7 @@ fn simulate(seed: u64, world: World) -> Result<usize, String> {
             return Err(format!("nodes at the same applied index differ: {nodes:?}"));
         }
     }
-    Ok(world.handovers)
+    Ok(world.grants.iter().map(GroupGrants::handovers).sum())
 }
 
 fn now_of(sim: &turmoil::Sim) -> f64 {
