@@ -325,7 +325,7 @@ impl TestCluster {
         let config = self.dir.path().join(format!("node{id}.toml"));
         let mut text = format!(
             "id = {id}\ncluster_name = \"e2e\"\ncluster_secret = \"{SECRET}\"\nadmin_token = \"{ADMIN_TOKEN}\"\napi_addr = \"{api_addr}\"\n\
-             raft_addr = \"{raft_addr}\"\ndata_dir = \"{}\"\ninitial_members = {initial_members}\n",
+             insecure_transport = true\nraft_addr = \"{raft_addr}\"\ndata_dir = \"{}\"\ninitial_members = {initial_members}\n",
             data_dir.display()
         );
         for (k, v) in &self.settings {

@@ -1083,3 +1083,94 @@ async fn a_client_that_sends_its_headers_too_slowly_is_cut_off() {
     let r = send(&prompt, "GET", &format!("{}/healthz", cluster.url(1)), None).await;
     assert_eq!(r.expect("answer").status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_every_connection_slot() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let cluster = TestCluster::start_with(1, &[("max_connections_per_address", "3")]);
+    cluster.wait_for_leader(ELECTION).await;
+    let addr: std::net::SocketAddr = cluster.node(1).api_addr.parse().expect("an address");
+    let connect_from = |source: &'static str| async move {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(format!("{source}:0").parse().expect("an address")).expect("bind");
+        socket.connect(addr).await.expect("connect")
+    };
+    // Three held open from one address, each having been served once (not 127.0.0.1, where
+    // the harness's own client keeps pooled connections).
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = connect_from("127.0.0.3").await;
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+        let mut buf = [0u8; 12];
+        c.read_exact(&mut buf).await.expect("an answer");
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        held.push(c);
+    }
+    // The fourth from that address is closed at once, unanswered.
+    let mut fourth = connect_from("127.0.0.3").await;
+    let _ = fourth.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), fourth.read_to_end(&mut buf)).await;
+    assert!(read.is_ok() && buf.is_empty(), "{read:?} {buf:?}");
+    // Another address is served meanwhile.
+    let mut other = connect_from("127.0.0.4").await;
+    other.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    let mut answer = [0u8; 12];
+    other.read_exact(&mut answer).await.expect("an answer");
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    // Once one closes, the address has a slot again.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = connect_from("127.0.0.3").await;
+    again.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    let mut answer = [0u8; 12];
+    again.read_exact(&mut answer).await.expect("an answer");
+    assert_eq!(&answer, b"HTTP/1.1 200");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_over_a_limit_is_refused_through_a_follower_and_other_tenants_are_served() {
+    let cluster = TestCluster::start_with(3, &[("max_members_per_group", "2")]);
+    let leader = cluster.wait_for_leader(ELECTION).await;
+    let follower = (1..=3).find(|n| *n != leader).expect("a follower");
+    let hostile = identity(&cluster, "hostile", "t1").await;
+    let neighbour = identity(&cluster, "neighbour", "t2").await;
+    let groups =
+        |tenant: &str| format!("/api/v1/tenants/{tenant}/namespaces/ns/clientfailover/groups");
+    for (token, tenant) in [(&hostile, "t1"), (&neighbour, "t2")] {
+        let body = json!({"Id": "g", "FailoverTimeout": "00:00:30"});
+        let r = call(&cluster, follower, Some(token), "POST", &groups(tenant), Some(body)).await;
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    let join = |tenant: &str, token: &str, id: &str| {
+        let (path, token, body) =
+            (format!("{}/g/clientsessions", groups(tenant)), token.to_string(), json!({"Id": id}));
+        let cluster = &cluster;
+        async move { call(cluster, follower, Some(&token), "POST", &path, Some(body)).await }
+    };
+    for id in ["a", "b"] {
+        assert_eq!(join("t1", &hostile, id).await.status, 201);
+    }
+    // Refused by the leader before anything is proposed, and answered through the follower in
+    // AVEVA's error format, naming the setting.
+    let r = join("t1", &hostile, "c").await;
+    assert_eq!(r.status, 413, "{r:?}");
+    assert!(
+        r.body["Reason"].as_str().is_some_and(|m| m.contains("max_members_per_group")),
+        "{r:?}"
+    );
+    // Another tenant is served meanwhile.
+    for id in ["a", "b"] {
+        assert_eq!(join("t2", &neighbour, id).await.status, 201);
+    }
+    let listed = call(
+        &cluster,
+        leader,
+        Some(&hostile),
+        "GET",
+        &format!("{}/g/clientsessions", groups("t1")),
+        None,
+    )
+    .await;
+    assert!(!listed.body.to_string().contains("\"c\""), "{listed:?}");
+}

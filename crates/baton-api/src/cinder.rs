@@ -547,6 +547,11 @@ fn rejected(response: CoreResponse, what: &str) -> CinderError {
             StatusCode::UNAUTHORIZED,
             "The request you have made requires authentication.",
         ),
+        // Cinder answers a quota it would exceed with 413 overLimit.
+        CoreResponse::Rejected(Rejection::OverLimit(over)) => CinderError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            crate::error::capitalized(&over.to_string()),
+        ),
         other => {
             tracing::error!(?other, "unexpected answer to a Cinder command");
             CoordinatorError::Internal("unexpected answer".into()).into()

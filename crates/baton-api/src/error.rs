@@ -138,6 +138,12 @@ pub(crate) fn unserved(e: CoordinatorError, dialect: &'static str) -> (StatusCod
     }
 }
 
+/// `text` with its first letter in upper case, for a core message that starts a sentence.
+pub(crate) fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+}
+
 /// The 503 answer when a redirect is asked for but no leader is known.
 pub(crate) fn no_leader_response() -> Response {
     ApiError::NoLeader.into_response()

@@ -87,6 +87,11 @@ impl HcxError {
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "CONFLICT", message)
     }
+    /// 413 with the HCX error envelope: the change would take the group or tenant over a
+    /// limit.
+    pub fn over_limit(over: &baton_core::OverLimit) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "LIMIT_EXCEEDED", over.to_string())
+    }
     /// 401 without a body.
     pub fn unauthorized() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "", "")
@@ -308,6 +313,7 @@ fn refused(response: CoreResponse, group: &GroupId) -> HcxError {
         )),
         CoreResponse::Rejected(Rejection::Forbidden(_)) => HcxError::forbidden(),
         CoreResponse::Rejected(Rejection::Unauthenticated(_)) => HcxError::unauthorized(),
+        CoreResponse::Rejected(Rejection::OverLimit(over)) => HcxError::over_limit(&over),
         other => {
             tracing::error!(?other, "unexpected answer to an HCX command");
             HcxError::from(CoordinatorError::Internal("unexpected answer".into()))

@@ -261,6 +261,7 @@ fn refused(rejection: Rejection) -> ApiError {
             ApiError::NotFound(rejection.to_string())
         }
         Rejection::Forbidden(_) => ApiError::Forbidden(rejection.to_string()),
+        Rejection::OverLimit(_) => ApiError::TooLarge(rejection.to_string()),
         Rejection::Unauthenticated(_) => {
             ApiError::Unauthorized("the credential is not valid".into())
         }
@@ -641,7 +642,14 @@ async fn all_groups<C: Coordinator>(
     State(s): State<AppState<C>>,
     Authenticated(caller): Authenticated,
 ) -> Result<Response, ApiError> {
-    groups_answer(&*s.coordinator, &caller, Query::AllGroups).await
+    // A member reads only its own tenant's groups: the others are none of its business, and
+    // reading every group for each call would let one member make every read cost the
+    // whole state.
+    let query = match &caller.principal.role {
+        AccessRole::Admin => Query::AllGroups,
+        AccessRole::Member { tenant } => Query::TenantGroups(tenant.clone()),
+    };
+    groups_answer(&*s.coordinator, &caller, query).await
 }
 
 /// `{"groups": [...]}`: the groups `query` finds that the caller may use.

@@ -225,6 +225,12 @@ async fn write<C: Coordinator>(
         CoreResponse::Rejected(Rejection::Forbidden(_) | Rejection::Unauthenticated(_)) => {
             Err(not_found(id))
         }
+        CoreResponse::Rejected(Rejection::OverLimit(over)) => {
+            Err(UplynkError::new(StatusCode::PAYLOAD_TOO_LARGE, over.to_string()))
+        }
+        CoreResponse::Rejected(Rejection::IdentityNotFound(name)) => {
+            Err(UplynkError::bad_request(format!("Owner {name} is not a known, active user.")))
+        }
         other => {
             tracing::error!(?other, "unexpected answer to an Uplynk command");
             Err(CoordinatorError::Internal("unexpected answer".into()).into())

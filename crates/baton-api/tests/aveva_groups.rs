@@ -301,3 +301,55 @@ async fn served_by_names_the_node_that_executed_the_request() {
     let reply = call(&app, "POST", V1, Some(&body("g", "00:00:30"))).await;
     assert_eq!(reply.headers["x-baton-served-by"], "2");
 }
+
+#[tokio::test]
+async fn a_tenant_at_its_group_and_namespace_limits_is_refused_while_another_tenant_is_served() {
+    let (fake, app) = app();
+    {
+        let mut limits = fake.limits.lock().expect("lock");
+        limits.groups_per_tenant = 3;
+        limits.namespaces_per_tenant = 2;
+    }
+    let hostile = fake.member("hostile", "t1");
+    let neighbour = fake.member("neighbour", "t2");
+    let create = |token: &str, tenant: &str, ns: &str, id: &str| {
+        let (app, token) = (app.clone(), token.to_string());
+        let uri = format!("/api/v1/tenants/{tenant}/namespaces/{ns}/clientfailover/groups");
+        let body = body(id, "00:00:30");
+        async move {
+            support::call_as(
+                &app,
+                Some(&token),
+                "POST",
+                &uri,
+                Some(&body),
+                Some("application/json"),
+            )
+            .await
+        }
+    };
+    for (ns, id) in [("a", "g1"), ("b", "g2")] {
+        assert_eq!(create(&hostile, "t1", ns, id).await.status, StatusCode::CREATED);
+    }
+    // A third namespace is over the namespace limit before the group limit is reached.
+    let r = create(&hostile, "t1", "c", "g3").await;
+    assert_aveva_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "max_namespaces_per_tenant");
+    assert_eq!(create(&hostile, "t1", "a", "g3").await.status, StatusCode::CREATED);
+    let r = create(&hostile, "t1", "a", "g4").await;
+    assert_aveva_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "max_groups_per_tenant");
+    // Re-creating an existing group is not growth.
+    assert_eq!(create(&hostile, "t1", "a", "g1").await.status, StatusCode::OK);
+    // Nothing of the refused requests exists.
+    for uri in [
+        "/api/v1/tenants/t1/namespaces/a/clientfailover/groups/g4",
+        "/api/v1/tenants/t1/namespaces/c/clientfailover/groups/g3",
+    ] {
+        assert_eq!(call(&app, "GET", uri, None).await.status, StatusCode::NOT_FOUND);
+    }
+    // The limits are per tenant: the neighbour is served.
+    assert_eq!(create(&neighbour, "t2", "a", "g1").await.status, StatusCode::CREATED);
+    // Deleting a group makes room again.
+    let uri = "/api/v1/tenants/t1/namespaces/a/clientfailover/groups/g3";
+    assert_eq!(call(&app, "DELETE", uri, None).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(create(&hostile, "t1", "a", "g4").await.status, StatusCode::CREATED);
+}

@@ -274,3 +274,35 @@ async fn checkpointed_heartbeats_show_in_the_session() {
         json!({"FailoverStatus": 87.5, "HeartbeatTime": "2026-11-22T10:00:00.000Z", "LastDataProcessedTime": "2026-11-22T09:00:00.000Z"})
     );
 }
+
+#[tokio::test]
+async fn sessions_beyond_the_member_limit_are_refused_and_change_nothing() {
+    let (fake, app) = setup().await;
+    fake.limits.lock().expect("lock").members_per_group = 3;
+    let url = format!("{G}/clientsessions");
+    assert_eq!(call(&app, "POST", &url, Some(r#"{"Id":"c"}"#)).await.status, StatusCode::CREATED);
+    let r = call(&app, "POST", &url, Some(r#"{"Id":"d"}"#)).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{r:?}");
+    assert!(
+        r.body["Reason"].as_str().is_some_and(|m| m.contains("max_members_per_group")),
+        "{r:?}"
+    );
+    let preview = format!("{PREVIEW_G}/clientsessions/d");
+    let r = call(&app, "PUT", &preview, Some(r#"{"Id":"d","Name":"x"}"#)).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{r:?}");
+    // Renaming a member is not growth.
+    let r = call(
+        &app,
+        "PUT",
+        &format!("{PREVIEW_G}/clientsessions/c"),
+        Some(r#"{"Id":"c","Name":"y"}"#),
+    )
+    .await;
+    assert!(r.status.is_success(), "{r:?}");
+    let listed = call(&app, "GET", &url, None).await;
+    let ids: Vec<_> = listed
+        .body
+        .as_array()
+        .map_or_else(|| listed.body["Items"].as_array().cloned().unwrap_or_default(), Clone::clone);
+    assert_eq!(ids.len(), 3, "{listed:?}");
+}

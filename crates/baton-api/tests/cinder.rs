@@ -373,15 +373,15 @@ async fn group_specs_beyond_the_limits_are_refused_and_change_nothing() {
     // Large specs, added in steps each far below a request's size, as the attack did.
     assert_eq!(c.call("POST", &path, Some(specs(0, 3, 4_000))).await.status, StatusCode::OK);
     let r = c.call("POST", &path, Some(specs(3, 2, 4_000))).await;
-    assert_fault(&r, StatusCode::BAD_REQUEST, "badRequest");
-    assert!(r.body["badRequest"]["message"].as_str().is_some_and(|m| m.contains("bytes")), "{r:?}");
+    assert_fault(&r, StatusCode::PAYLOAD_TOO_LARGE, "overLimit");
+    let message = r.body["overLimit"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("max_label_bytes_per_group"), "{r:?}");
     // Many small ones.
-    let r = c.call("POST", &path, Some(specs(100, baton_core::MAX_LABELS + 1, 1))).await;
-    assert_fault(&r, StatusCode::BAD_REQUEST, "badRequest");
-    assert!(
-        r.body["badRequest"]["message"].as_str().is_some_and(|m| m.contains("at most")),
-        "{r:?}"
-    );
+    let many = baton_core::Limits::default().labels_per_group as usize + 1;
+    let r = c.call("POST", &path, Some(specs(100, many, 1))).await;
+    assert_fault(&r, StatusCode::PAYLOAD_TOO_LARGE, "overLimit");
+    let message = r.body["overLimit"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("max_labels_per_group"), "{r:?}");
     // Nothing of the refused requests was applied.
     let after = c.call("GET", &path, None).await.body;
     let kept = after["group_specs"].as_object().expect("specs").len();

@@ -354,3 +354,20 @@ async fn an_aveva_put_on_an_hcx_group_keeps_its_hcx_policy_and_fields() {
     assert_eq!(r.body["config"]["policy"]["preemption_margin"], Value::Null, "still no preemption");
     assert_eq!(r.body["config"]["labels"]["serviceMeshId"], "mesh-1");
 }
+
+#[tokio::test]
+async fn a_group_with_more_appliances_than_the_member_limit_is_refused_and_not_created() {
+    let h = Hcx::new();
+    h.fake.limits.lock().expect("lock").members_per_group = 2;
+    let body = json!({"appliances": ["ne-a", "ne-b", "ne-c"], "groupId": "g-big"});
+    let r = h.call("POST", GROUPS, Some(body)).await;
+    assert_envelope(&r, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        r.body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("max_members_per_group")),
+        "{r:?}"
+    );
+    assert_eq!(h.call("GET", GROUPS, None).await.body, json!({"items": []}));
+    assert_eq!(h.create("g-ok").await.status, StatusCode::ACCEPTED);
+}

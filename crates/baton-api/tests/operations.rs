@@ -136,3 +136,39 @@ async fn admin_errors_use_the_native_error_body() {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(reply.body["error"], json!("bad_request"));
 }
+
+#[tokio::test]
+async fn identities_beyond_the_limit_are_refused_in_the_native_error_body() {
+    let (fake, app) = app();
+    fake.limits.lock().expect("lock").identities = 2;
+    let create = |name: &str| json!({"name": name, "role": "member", "tenant": "t1"}).to_string();
+    let r = call(&app, "POST", "/identities", Some(&create("first"))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let r = call(&app, "POST", "/identities", Some(&create("second"))).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{r:?}");
+    assert_eq!(r.body["error"], json!("too_large"));
+    assert!(r.body["message"].as_str().is_some_and(|m| m.contains("max_identities")), "{r:?}");
+    let listed = call(&app, "GET", "/identities", None).await;
+    assert_eq!(listed.body.as_array().map(Vec::len), Some(2), "{listed:?}");
+}
+
+#[tokio::test]
+async fn a_member_lists_only_its_own_tenants_groups_and_an_admin_every_group() {
+    let (fake, app) = app();
+    for tenant in ["t1", "t2"] {
+        for ns in ["a", "b"] {
+            let uri = format!("/api/v1/tenants/{tenant}/namespaces/{ns}/clientfailover/groups");
+            let body = json!({"Id": "g", "FailoverTimeout": "00:00:30"}).to_string();
+            assert_eq!(call(&app, "POST", &uri, Some(&body)).await.status, StatusCode::CREATED);
+        }
+    }
+    let token = fake.member("m1", "t2");
+    let r = support::call_as(&app, Some(&token), "GET", "/groups", None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let tenants: Vec<_> =
+        r.body["groups"].as_array().expect("groups").iter().map(|g| g["key"].clone()).collect();
+    assert_eq!(tenants.len(), 2, "{r:?}");
+    assert!(r.text.contains("t2") && !r.text.contains("\"t1\""), "{r:?}");
+    let all = call(&app, "GET", "/groups", None).await;
+    assert_eq!(all.body["groups"].as_array().map(Vec::len), Some(4), "{all:?}");
+}

@@ -438,3 +438,39 @@ async fn a_channel_belongs_to_one_group_at_a_time() {
         );
     }
 }
+
+#[tokio::test]
+async fn channels_and_allowed_owners_beyond_their_limits_are_refused_and_change_nothing() {
+    let u = Uplynk::new().await;
+    {
+        let mut limits = u.fake.limits.lock().expect("lock");
+        limits.channels_per_group = 2;
+        limits.allowed_owners_per_group = 1;
+    }
+    let channels = |ids: &[&str]| json!({"channels_ids_to_add": ids});
+    let path = format!("{BASE}/fg1/channels");
+    let r = u.call("PUT", &path, Some(channels(&["c1", "c2"]))).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
+    let r = u.call("PUT", &path, Some(channels(&["c3"]))).await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(r.text.contains("max_channels_per_group"), "{r:?}");
+    // Swapping one for another keeps the count: allowed.
+    let swap = json!({"channels_ids_to_add": ["c3"], "channels_ids_to_remove": ["c1"]});
+    assert_eq!(u.call("PUT", &path, Some(swap)).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(u.group().await["channels"], json!(["c2", "c3"]));
+
+    let owners = format!("{BASE}/fg1/allowed-owners");
+    // An owner must be a known identity, so a group cannot fill up with invented names.
+    let r = u.call("PUT", &owners, Some(json!({"owners_to_add": ["nobody-at-all"]}))).await;
+    assert_error(&r, StatusCode::BAD_REQUEST);
+    assert!(r.text.contains("nobody-at-all"), "{r:?}");
+    let a = Uplynk::owner(&u.app, "a1b2c3d4e5f60718293a4b5c6d7e8f90", "t1").await;
+    let b = Uplynk::owner(&u.app, "0f9e8d7c6b5a49382716e5d4c3b2a190", "t1").await;
+    let r = u.call("PUT", &owners, Some(json!({"owners_to_add": [a.name]}))).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
+    let r = u.call("PUT", &owners, Some(json!({"owners_to_add": [b.name]}))).await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(r.text.contains("max_allowed_owners_per_group"), "{r:?}");
+    let r = u.call("GET", &owners, None).await;
+    assert_eq!(r.body["total_items"], "1", "{r:?}");
+}

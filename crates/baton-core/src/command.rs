@@ -486,6 +486,10 @@ pub enum Rejection {
     /// The idempotency key was used for another command or group.
     #[error("this idempotency key was used for a different request")]
     IdempotencyKeyReused,
+    /// The state would go over one of the leader's [`crate::limits::Limits`]; refused before
+    /// it was proposed. (Last, so that stored answers decode as before.)
+    #[error("{0}")]
+    OverLimit(crate::limits::OverLimit),
 }
 
 /// A read-only question about the state. Queries are values so that a follower can forward
@@ -515,6 +519,9 @@ pub enum Query {
     /// A group's last decisions, oldest first (empty for a group that has none, or none
     /// left).
     History(GroupKey),
+    /// Every group of one tenant, in all its namespaces, ordered by key. (Last, so that
+    /// earlier queries keep their encoding between nodes of two versions.)
+    TenantGroups(crate::TenantId),
 }
 
 /// The answer to a [`Query`].

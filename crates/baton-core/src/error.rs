@@ -34,22 +34,6 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
-    /// More labels (or Cinder group specs) than [`crate::MAX_LABELS`].
-    #[error("a group may have at most {max} labels (group specs), not {count}")]
-    TooManyLabels {
-        /// How many there would be.
-        count: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// Labels (or Cinder group specs) of more than [`crate::MAX_LABELS_BYTES`] in all.
-    #[error("a group's labels (group specs) may hold at most {max} bytes, not {bytes}")]
-    LabelsTooLarge {
-        /// How many bytes there would be, keys and values together.
-        bytes: usize,
-        /// The limit.
-        max: usize,
-    },
 }
 
 /// Result alias for core constructors.

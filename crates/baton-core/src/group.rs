@@ -20,12 +20,6 @@ pub const MIN_FAILOVER_TIMEOUT_MS: u64 = 1_000;
 pub const MAX_FAILOVER_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1_000;
 /// Longest name or description, in characters.
 pub const MAX_TEXT_LEN: usize = 4_096;
-/// Most labels a group may have (Cinder's group specs are a group type's labels).
-pub const MAX_LABELS: usize = 64;
-/// Most bytes a group's labels may hold, keys and values together: every change of a group
-/// carries its whole configuration through the log, so this bounds what one change costs.
-pub const MAX_LABELS_BYTES: usize = 16 * 1024;
-
 /// What a client configures on a group. Two configurations are "the same" exactly when they are
 /// equal; AVEVA's idempotent POST compares them this way.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -109,19 +103,12 @@ impl GroupConfig {
         self
     }
 
-    /// This configuration with these labels, each checked like a name, at most [`MAX_LABELS`]
-    /// of them and [`MAX_LABELS_BYTES`] in all.
+    /// This configuration with these labels, each checked like a name. How many a group may
+    /// have, and how large they may be together, are the leader's [`crate::Limits`].
     pub fn with_labels(mut self, labels: BTreeMap<String, String>) -> Result<Self> {
         for (key, value) in &labels {
             check_text("label", Some(key))?;
             check_text("label", Some(value))?;
-        }
-        if labels.len() > MAX_LABELS {
-            return Err(Error::TooManyLabels { count: labels.len(), max: MAX_LABELS });
-        }
-        let bytes: usize = labels.iter().map(|(key, value)| key.len() + value.len()).sum();
-        if bytes > MAX_LABELS_BYTES {
-            return Err(Error::LabelsTooLarge { bytes, max: MAX_LABELS_BYTES });
         }
         self.labels = labels;
         Ok(self)

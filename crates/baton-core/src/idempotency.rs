@@ -4,8 +4,10 @@
 //! timed out can therefore retry it, on any node, without applying it twice.
 //!
 //! The outcomes are replicated state (every node, and a new leader, remembers them), at most
-//! [`REMEMBER_CAPACITY`] of them; beyond that the oldest is forgotten, and outcomes past the
-//! window are dropped at the next keyed write.
+//! [`REMEMBER_PER_IDENTITY`] of one identity's (beyond that its own oldest is forgotten, so
+//! one caller's stream of keyed writes never pushes out another's) and [`REMEMBER_CAPACITY`]
+//! in all (beyond that the oldest is forgotten); outcomes past the window are dropped at the
+//! next keyed write.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +18,8 @@ use crate::ids::{GroupKey, Timestamp};
 pub const REMEMBER_MS: u64 = 10 * 60 * 1000;
 /// How many outcomes are remembered at most.
 pub const REMEMBER_CAPACITY: usize = 10_000;
+/// How many of one identity's outcomes are remembered at most.
+pub const REMEMBER_PER_IDENTITY: usize = 1_000;
 /// The longest key.
 pub const MAX_KEY_LEN: usize = 128;
 

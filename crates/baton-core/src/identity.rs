@@ -288,12 +288,13 @@ pub struct AuditEntry {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditAction {
-    /// A group was created with this configuration.
+    /// A group was created with this configuration. Recorded by earlier versions only (now
+    /// [`AuditAction::GroupConfigured`]); still read from their trails.
     GroupCreated {
         /// The configuration.
         config: GroupConfig,
     },
-    /// A group's configuration changed to this.
+    /// A group's configuration changed to this. Recorded by earlier versions only.
     GroupUpdated {
         /// The new configuration.
         config: GroupConfig,
@@ -370,6 +371,88 @@ pub enum AuditAction {
         /// Its name.
         name: IdentityName,
     },
+    /// A group was created, or its configuration changed: what changed, never the whole
+    /// configuration (a group's labels may hold kilobytes, and the trail keeps thousands of
+    /// entries). (Last, so that earlier entries keep their encoding.)
+    GroupConfigured {
+        /// Whether the group was created (every field set is then a change).
+        created: bool,
+        /// The fields that changed.
+        changes: Vec<ConfigChange>,
+    },
+}
+
+/// One field of a group's configuration that an audited change set.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigChange {
+    /// The display name.
+    Name,
+    /// The description.
+    Description,
+    /// The failover timeout, to this many milliseconds.
+    FailoverTimeoutMs(u64),
+    /// The policy, to this.
+    Policy(crate::Policy),
+    /// Whether only owners may see the group, to this.
+    OwnersOnly(bool),
+    /// Labels added, removed or changed: the first [`AUDITED_LABELS`] keys (each cut to
+    /// [`AUDITED_KEY_CHARS`] characters), and how many more.
+    Labels {
+        /// Their keys.
+        keys: Vec<String>,
+        /// How many more changed.
+        more: u64,
+    },
+}
+
+/// Most label keys an audit entry names.
+pub const AUDITED_LABELS: usize = 16;
+/// Most characters of a label key an audit entry keeps.
+pub const AUDITED_KEY_CHARS: usize = 64;
+
+impl ConfigChange {
+    /// The changes from `before` (`None`: a group created) to `after`.
+    pub fn between(before: Option<&GroupConfig>, after: &GroupConfig) -> Vec<ConfigChange> {
+        let mut changes = Vec::new();
+        let differs = |f: &dyn Fn(&GroupConfig) -> bool| before.is_none_or(|b| !f(b));
+        if differs(&|b| b.name == after.name) && (before.is_some() || after.name.is_some()) {
+            changes.push(ConfigChange::Name);
+        }
+        if differs(&|b| b.description == after.description)
+            && (before.is_some() || after.description.is_some())
+        {
+            changes.push(ConfigChange::Description);
+        }
+        if differs(&|b| b.failover_timeout_ms() == after.failover_timeout_ms()) {
+            changes.push(ConfigChange::FailoverTimeoutMs(after.failover_timeout_ms()));
+        }
+        if differs(&|b| b.policy == after.policy) {
+            changes.push(ConfigChange::Policy(after.policy.clone()));
+        }
+        if differs(&|b| b.owners_only == after.owners_only)
+            && (before.is_some() || after.owners_only)
+        {
+            changes.push(ConfigChange::OwnersOnly(after.owners_only));
+        }
+        let empty = std::collections::BTreeMap::new();
+        let old = before.map_or(&empty, |b| &b.labels);
+        let mut keys = old
+            .iter()
+            .filter(|(k, v)| after.labels.get(*k) != Some(*v))
+            .map(|(k, _)| k)
+            .chain(after.labels.keys().filter(|k| !old.contains_key(*k)));
+        let named: Vec<String> = keys
+            .by_ref()
+            .take(AUDITED_LABELS)
+            .map(|k| k.chars().take(AUDITED_KEY_CHARS).collect())
+            .collect();
+        let more = keys.count() as u64;
+        if !named.is_empty() {
+            changes.push(ConfigChange::Labels { keys: named, more });
+        }
+        changes
+    }
 }
 
 #[cfg(test)]

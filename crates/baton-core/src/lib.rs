@@ -41,6 +41,7 @@ pub mod idempotency;
 pub mod identity;
 pub mod ids;
 pub mod invariants;
+pub mod limits;
 mod session;
 mod state;
 
@@ -51,18 +52,18 @@ pub use command::{
 pub use error::{Error, Result};
 pub use group::{
     DEFAULT_PREEMPTION_MARGIN, ForceRefused, Group, GroupConfig, MAX_FAILOVER_TIMEOUT_MS,
-    MAX_LABELS, MAX_LABELS_BYTES, MAX_TEXT_LEN, MIN_FAILOVER_TIMEOUT_MS, Policy, Sessions,
-    Tombstone,
+    MAX_TEXT_LEN, MIN_FAILOVER_TIMEOUT_MS, Policy, Sessions, Tombstone,
 };
 pub use heartbeat::{Beat, HeartbeatOutcome, HeartbeatStep};
 pub use history::{Candidate, Decision, DecisionKind, History, RoleChange, Verdict};
 pub use identity::{
-    AccessRole, Actor, AuditAction, AuditEntry, Credential, Identity, IdentityName, Principal,
-    Sealed,
+    AccessRole, Actor, AuditAction, AuditEntry, ConfigChange, Credential, Identity, IdentityName,
+    Principal, Sealed,
 };
 pub use ids::{
     ClientTime, Epoch, GroupId, GroupKey, NamespaceId, Scope, SessionId, TenantId, Timestamp,
 };
+pub use limits::{Limit, Limits, OverLimit};
 pub use session::{
     Handover, HeartbeatAnswer, HeartbeatIn, HeartbeatRecord, Holder, Reason, Role, RoleOverride,
     Score, Session, Stage,

@@ -10,9 +10,9 @@ use crate::command::{
 };
 use crate::group::{Group, GroupConfig, Tombstone};
 use crate::history::{Baton, Decision, History};
-use crate::idempotency::{REMEMBER_CAPACITY, Remembered};
+use crate::idempotency::{REMEMBER_CAPACITY, REMEMBER_PER_IDENTITY, Remembered};
 use crate::identity::{
-    AUDIT_CAPACITY, Actor, AuditAction, AuditEntry, Identity, IdentityName, Principal,
+    AUDIT_CAPACITY, Actor, AuditAction, AuditEntry, ConfigChange, Identity, IdentityName, Principal,
 };
 use crate::ids::{Epoch, GroupKey, Scope, SessionId, Timestamp};
 use crate::session::{Handover, Holder, Reason, RoleOverride, Session, Stage};
@@ -187,6 +187,24 @@ impl State {
                 response: effects.response.clone(),
             };
             self.remembered.insert((identity.clone(), key.clone()), remembered);
+            // The caller's own budget first: its oldest goes, not another caller's.
+            let own = self
+                .remembered
+                .range((identity.clone(), String::new())..)
+                .take_while(|((who, _), _)| who == &identity);
+            let (count, oldest) = own.fold((0, None), |(n, oldest), (k, r)| {
+                if k.1 == key {
+                    return (n + 1, oldest);
+                }
+                let older = oldest.filter(|(_, at)| *at <= r.at).unwrap_or((k, r.at));
+                (n + 1, Some(older))
+            });
+            if count > REMEMBER_PER_IDENTITY
+                && let Some(((who, old), _)) = oldest.map(|(k, at)| (k.clone(), at))
+            {
+                self.remembered.remove(&(who.clone(), old.clone()));
+                effects.touched.push(RecordKey::Remembered(who, old));
+            }
             effects.touched.push(RecordKey::Remembered(identity, key));
             if self.remembered.len() > REMEMBER_CAPACITY
                 && let Some(oldest) =
@@ -202,6 +220,11 @@ impl State {
     fn apply_once(&mut self, request: &Request) -> Effects {
         let key = request.command.group();
         let before = key.and_then(|k| self.group(k)).map(Baton::of);
+        // Only a configuration change is audited by what it changed.
+        let config_before = match &request.command {
+            Command::PutGroup { key, .. } => self.group(key).map(|g| g.config.clone()),
+            _ => None,
+        };
         let response = self.apply_command(request);
         let mut touched = request.command.record_keys();
         // A group created over a deleted one: its tombstone is written again under its own key,
@@ -230,7 +253,7 @@ impl State {
             }
             Some(decision)
         });
-        if let Some(action) = audit_action(&request.command, &response) {
+        if let Some(action) = audit_action(&request.command, &response, config_before.as_ref()) {
             let seq = self.audit.last_key_value().map_or(1, |(seq, _)| seq + 1);
             let entry = AuditEntry {
                 seq,
@@ -434,6 +457,12 @@ impl State {
             Query::Group(key) => QueryResult::Group(self.group(key).cloned().map(Box::new)),
             Query::Groups(scope) => QueryResult::Groups(self.groups_in(scope).cloned().collect()),
             Query::AllGroups => QueryResult::Groups(self.all_groups().cloned().collect()),
+            Query::TenantGroups(tenant) => QueryResult::Groups(
+                self.scopes_of(tenant)
+                    .flat_map(|(scope, _)| self.groups_in(scope))
+                    .cloned()
+                    .collect(),
+            ),
             Query::Identities => {
                 QueryResult::Identities(self.identities.values().cloned().collect())
             }
@@ -466,6 +495,18 @@ impl State {
     /// Whether the active identity `name` may use `group`.
     pub fn may_use(&self, name: &IdentityName, group: &Group) -> bool {
         self.identities.get(name).is_some_and(|identity| identity.may_use(group))
+    }
+
+    /// The scopes of `tenant` that hold groups, each with its number of groups.
+    pub fn scopes_of<'a>(
+        &'a self,
+        tenant: &'a crate::TenantId,
+    ) -> impl Iterator<Item = (&'a Scope, usize)> + 'a {
+        self.groups
+            .iter()
+            .skip_while(move |(scope, _)| &scope.tenant < tenant)
+            .take_while(move |(scope, _)| &scope.tenant == tenant)
+            .map(|(scope, groups)| (scope, groups.len()))
     }
 
     /// One identity, revoked or not.
@@ -874,7 +915,13 @@ fn apply_to_group(group: &mut Group, command: &Command, at: Timestamp) -> Outcom
 }
 
 /// The audit entry a command's response calls for: operator changes that took effect.
-fn audit_action(command: &Command, response: &Response) -> Option<AuditAction> {
+/// What the audit records of a command that answered `response`; `config_before`: the
+/// group's configuration before a [`Command::PutGroup`].
+fn audit_action(
+    command: &Command,
+    response: &Response,
+    config_before: Option<&GroupConfig>,
+) -> Option<AuditAction> {
     let changed = match response {
         Response::Rejected(_) | Response::Checkpointed => return None,
         Response::Group { change, .. } | Response::Session { change, .. } => {
@@ -886,13 +933,15 @@ fn audit_action(command: &Command, response: &Response) -> Option<AuditAction> {
         return None;
     }
     Some(match command {
-        Command::CreateGroup { config, .. } => AuditAction::GroupCreated { config: config.clone() },
-        Command::PutGroup { config, .. } => match response {
-            Response::Group { change: Change::Created, .. } => {
-                AuditAction::GroupCreated { config: config.clone() }
-            }
-            _ => AuditAction::GroupUpdated { config: config.clone() },
+        Command::CreateGroup { config, .. } => AuditAction::GroupConfigured {
+            created: true,
+            changes: ConfigChange::between(None, config),
         },
+        Command::PutGroup { config, .. } => {
+            let created = matches!(response, Response::Group { change: Change::Created, .. });
+            let before = if created { None } else { config_before };
+            AuditAction::GroupConfigured { created, changes: ConfigChange::between(before, config) }
+        }
         Command::DeleteGroup { .. } => AuditAction::GroupDeleted,
         Command::CreateSession { session, .. } | Command::PutSession { session, .. } => {
             match response {

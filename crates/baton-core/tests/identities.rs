@@ -4,9 +4,9 @@ use std::collections::BTreeSet;
 
 use baton_core::identity::AUDIT_CAPACITY;
 use baton_core::{
-    AccessRole, Actor, AuditAction, Command, Credential, GroupConfig, GroupId, GroupKey, Identity,
-    IdentityName, NamespaceId, Query, QueryResult, Reason, Rejection, Request, Response, Scope,
-    SessionId, State, TenantId, Timestamp,
+    AccessRole, Actor, AuditAction, Command, ConfigChange, Credential, GroupConfig, GroupId,
+    GroupKey, Identity, IdentityName, NamespaceId, Query, QueryResult, Reason, Rejection, Request,
+    Response, Scope, SessionId, State, TenantId, Timestamp,
 };
 
 fn name(s: &str) -> IdentityName {
@@ -236,7 +236,15 @@ fn operator_changes_are_audited_with_who_and_from_where_and_decisions_are_not() 
     assert_eq!(
         actions,
         vec![
-            (6, 1, Some("alice".into()), AuditAction::GroupCreated { config: config() }),
+            (
+                6,
+                1,
+                Some("alice".into()),
+                AuditAction::GroupConfigured {
+                    created: true,
+                    changes: ConfigChange::between(None, &config())
+                }
+            ),
             (7, 3, Some("alice".into()), AuditAction::SessionCreated { session: s.clone() }),
             (
                 8,
@@ -490,4 +498,75 @@ fn a_keyed_write_applies_once_and_answers_the_same_again_on_any_retry() {
     let bobs = baton_core::RecordKey::Remembered(name("bob"), "k-1".into());
     assert!(fresh.touched.contains(&bobs));
     assert!(!state.records().any(|(k, _)| k == bobs));
+}
+
+#[test]
+fn a_configuration_change_is_audited_by_what_it_changed_never_the_whole_configuration() {
+    let mut state = populated();
+    let g = key("t1", "g");
+    let big = |n: usize, value: &str| {
+        let labels = (0..n).map(|i| (format!("{}{i}", "k".repeat(100)), value.repeat(200)));
+        config().with_labels(labels.collect()).expect("valid")
+    };
+    apply(&mut state, 1, Command::PutGroup { key: g.clone(), config: big(60, "a") }, by("root"));
+    let mut renamed = big(60, "a");
+    renamed.name = Some("renamed".into());
+    apply(&mut state, 2, Command::PutGroup { key: g.clone(), config: renamed.clone() }, by("root"));
+    let mut relabelled = renamed.clone();
+    relabelled.labels.insert(format!("{}0", "k".repeat(100)), "b".into());
+    apply(&mut state, 3, Command::PutGroup { key: g, config: relabelled }, by("root"));
+    let actions: Vec<_> = after_setup(&state).into_iter().map(|e| e.action).collect();
+    let AuditAction::GroupConfigured { created: true, changes } = &actions[0] else {
+        panic!("{:?}", actions[0])
+    };
+    let Some(ConfigChange::Labels { keys, more }) = changes.last() else { panic!("{changes:?}") };
+    assert_eq!((keys.len(), *more), (16, 44), "{changes:?}");
+    assert!(keys.iter().all(|k| k.chars().count() == 64), "{keys:?}");
+    assert_eq!(
+        actions[1],
+        AuditAction::GroupConfigured { created: false, changes: vec![ConfigChange::Name] }
+    );
+    let AuditAction::GroupConfigured { created: false, changes } = &actions[2] else {
+        panic!("{:?}", actions[2])
+    };
+    assert!(matches!(&changes[..], [ConfigChange::Labels { keys, more: 0 }] if keys.len() == 1));
+    // The whole trail holds far less than one copy of the configuration (60 labels of 12 KB).
+    let bytes: usize = actions.iter().map(|a| format!("{a:?}").len()).sum();
+    assert!(bytes < 4_000, "{bytes} bytes of audit");
+}
+
+#[test]
+fn one_callers_keyed_writes_never_push_out_anothers_remembered_outcome() {
+    use baton_core::idempotency::REMEMBER_PER_IDENTITY;
+    let mut state = populated();
+    let g = key("t1", "g");
+    let create = Command::CreateGroup { key: g.clone(), config: config(), members: Vec::new() };
+    apply(&mut state, 1, create, by("root"));
+    let join = |s: &str| Command::CreateSession {
+        group: g.clone(),
+        session: SessionId::new(s).expect("valid"),
+        name: None,
+    };
+    let bobs = apply(&mut state, 2, join("bob"), keyed("bob", "mine"));
+    // alice sends many more keyed writes than her budget, at later times than bob's.
+    for i in 0..REMEMBER_PER_IDENTITY + 50 {
+        apply(&mut state, 3 + i as u64, join("alice"), keyed("alice", &format!("k-{i}")));
+    }
+    let remembered = |who: &str| {
+        state
+            .records()
+            .filter(
+                |(k, _)| matches!(k, baton_core::RecordKey::Remembered(n, _) if n.as_str() == who),
+            )
+            .count()
+    };
+    assert_eq!(remembered("alice"), REMEMBER_PER_IDENTITY);
+    assert_eq!(remembered("bob"), 1);
+    // bob's retry still gets his first answer.
+    let retried = apply(&mut state, 5_000, join("bob"), keyed("bob", "mine"));
+    assert_eq!(retried, bobs);
+    // alice's newest are the ones kept.
+    let last = format!("k-{}", REMEMBER_PER_IDENTITY + 49);
+    let newest = baton_core::RecordKey::Remembered(name("alice"), last);
+    assert!(state.records().any(|(k, _)| k == newest));
 }

@@ -66,12 +66,35 @@ pub struct Config {
     pub rate_limit_burst: u32,
     /// Open connections per listener; more are closed on accept.
     pub max_connections: usize,
+    /// Open connections per listener from one IP address; more from it are closed on accept,
+    /// so that one host cannot hold every slot.
+    pub max_connections_per_address: usize,
     /// How long a client may take to send a request's headers, in milliseconds. Also how long
     /// an HTTP/1.1 keep-alive connection may sit idle: hyper times the next request's headers
     /// from the moment the connection goes idle.
     pub header_read_timeout_ms: u64,
     /// Most bytes of request headers.
     pub max_header_bytes: usize,
+    /// Most labels a group may have (Cinder: a group type's specs). This and the other `max_*`
+    /// limits below are checked by the leader before it proposes a caller's write: a write
+    /// that would go over one is refused (413, naming the setting) and changes nothing. Only
+    /// growth is refused, so a limit may be lowered on a running cluster. They are the
+    /// leader's: set them alike on every node.
+    pub max_labels_per_group: u64,
+    /// Most bytes a group's labels may hold, keys and values together.
+    pub max_label_bytes_per_group: u64,
+    /// Most members (sessions, appliances, slicers) a group may have.
+    pub max_members_per_group: u64,
+    /// Most channels a group may have attached (Uplynk).
+    pub max_channels_per_group: u64,
+    /// Most allowed owners a group may have; each must be an active identity.
+    pub max_allowed_owners_per_group: u64,
+    /// Most groups a tenant may have, in all its namespaces.
+    pub max_groups_per_tenant: u64,
+    /// Most namespaces (Cinder projects' group types among them) a tenant may hold groups in.
+    pub max_namespaces_per_tenant: u64,
+    /// Most identities the cluster may have, revoked ones included.
+    pub max_identities: u64,
     /// A heartbeat stream silent this long is pinged; one silent twice as long is closed, in
     /// milliseconds.
     pub stream_keepalive_ms: u64,
@@ -85,6 +108,10 @@ pub struct Config {
     pub api_tls: bool,
     /// Use mutual TLS between nodes on the Raft port.
     pub raft_tls: bool,
+    /// Allow the Raft port without TLS and without a `sealing_secret`, where the network
+    /// between nodes is trusted (loopback, one host's private container network). Without it,
+    /// a node with `raft_tls = false` and no `sealing_secret` refuses to start.
+    pub insecure_transport: bool,
     /// Address the public API listens on.
     pub api_addr: String,
     /// Address the internal Raft listener listens on.
@@ -135,6 +162,7 @@ pub enum LogFormat {
 
 impl Default for Config {
     fn default() -> Self {
+        let limits = baton_core::Limits::default();
         Self {
             id: 0,
             cluster_name: "baton".into(),
@@ -146,14 +174,24 @@ impl Default for Config {
             rate_limit_per_second: 2_000,
             rate_limit_burst: 4_000,
             max_connections: 4_096,
+            max_connections_per_address: 512,
             header_read_timeout_ms: 5_000,
             stream_keepalive_ms: 15_000,
             max_header_bytes: 16 * 1024,
+            max_labels_per_group: limits.labels_per_group,
+            max_label_bytes_per_group: limits.label_bytes_per_group,
+            max_members_per_group: limits.members_per_group,
+            max_channels_per_group: limits.channels_per_group,
+            max_allowed_owners_per_group: limits.allowed_owners_per_group,
+            max_groups_per_tenant: limits.groups_per_tenant,
+            max_namespaces_per_tenant: limits.namespaces_per_tenant,
+            max_identities: limits.identities,
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
             tls_ca_file: String::new(),
             api_tls: false,
             raft_tls: false,
+            insecure_transport: false,
             api_addr: "127.0.0.1:7001".into(),
             raft_addr: "127.0.0.1:7101".into(),
             data_dir: PathBuf::new(),
@@ -180,6 +218,20 @@ impl Config {
             (&self.cluster_secret, self.previous_cluster_secrets.clone())
         } else {
             (&self.sealing_secret, self.previous_sealing_secrets.clone())
+        }
+    }
+
+    /// The limits the leader holds callers' writes to.
+    pub fn limits(&self) -> baton_core::Limits {
+        baton_core::Limits {
+            labels_per_group: self.max_labels_per_group,
+            label_bytes_per_group: self.max_label_bytes_per_group,
+            members_per_group: self.max_members_per_group,
+            channels_per_group: self.max_channels_per_group,
+            allowed_owners_per_group: self.max_allowed_owners_per_group,
+            groups_per_tenant: self.max_groups_per_tenant,
+            namespaces_per_tenant: self.max_namespaces_per_tenant,
+            identities: self.max_identities,
         }
     }
 
@@ -343,6 +395,12 @@ impl Config {
                 "and `tls_key_file` are required when api_tls or raft_tls is on".into(),
             );
         }
+        if !self.raft_tls && self.sealing_secret.is_empty() && !self.insecure_transport {
+            return rule(
+                "raft_tls",
+                "is off and no `sealing_secret` is set: signing keys would be sealed under a secret derived from the cluster secret, which plain Raft traffic exposes to anyone on the network. Turn raft_tls on, or set sealing_secret, or set insecure_transport = true where the network between nodes is trusted (loopback, one host)".into(),
+            );
+        }
         if self.raft_tls && self.tls_ca_file.is_empty() {
             return rule("tls_ca_file", "is required when raft_tls is on".into());
         }
@@ -410,6 +468,9 @@ impl Config {
                 ),
             );
         }
+        if self.max_connections_per_address == 0 {
+            return rule("max_connections_per_address", "must be positive".into());
+        }
         if self.snapshot_logs_since_last == 0 {
             return rule("snapshot_logs_since_last", "must be positive".into());
         }
@@ -446,6 +507,7 @@ mod tests {
             ("BATON_ID".into(), "1".into()),
             ("BATON_CLUSTER_SECRET".into(), "0123456789abcdef".into()),
             ("BATON_DATA_DIR".into(), "/tmp/x".into()),
+            ("BATON_INSECURE_TRANSPORT".into(), "true".into()),
         ]
     }
 
@@ -525,6 +587,16 @@ mod tests {
     }
 
     #[test]
+    fn plain_raft_without_a_sealing_secret_is_refused_unless_declared_insecure() {
+        let mut env: Vec<(String, String)> =
+            base_env().into_iter().filter(|(k, _)| k != "BATON_INSECURE_TRANSPORT").collect();
+        let err = Config::load(None, env.clone(), &[]).expect_err("refused").to_string();
+        assert!(err.contains("raft_tls") && err.contains("insecure_transport"), "{err}");
+        env.push(("BATON_SEALING_SECRET".into(), "another-secret-of-16+".into()));
+        Config::load(None, env, &[]).expect("a sealing secret apart from the wire is enough");
+    }
+
+    #[test]
     fn missing_secret_is_refused() {
         let env = vec![("BATON_ID".into(), "1".into()), ("BATON_DATA_DIR".into(), "/x".into())];
         let err = Config::load(None, env, &[]).expect_err("refused").to_string();
@@ -543,6 +615,30 @@ mod tests {
             );
             let env = format!("BATON_{}", key.to_ascii_uppercase());
             assert!(text.contains(&env), "node.example.toml does not name {env}");
+        }
+    }
+
+    #[test]
+    fn every_limit_is_a_setting_whose_default_is_the_cores() {
+        let known = known_keys();
+        let mut env = base_env();
+        env.push(("BATON_MAX_GROUPS_PER_TENANT".into(), "7".into()));
+        let c = Config::load(None, env, &[]).expect("valid");
+        let limits = c.limits();
+        for limit in [
+            baton_core::Limit::LabelsPerGroup,
+            baton_core::Limit::LabelBytesPerGroup,
+            baton_core::Limit::MembersPerGroup,
+            baton_core::Limit::ChannelsPerGroup,
+            baton_core::Limit::AllowedOwnersPerGroup,
+            baton_core::Limit::GroupsPerTenant,
+            baton_core::Limit::NamespacesPerTenant,
+            baton_core::Limit::Identities,
+        ] {
+            assert!(known.contains(limit.setting()), "no setting named {}", limit.setting());
+            let default = baton_core::Limits::default().max(limit);
+            let want = if limit == baton_core::Limit::GroupsPerTenant { 7 } else { default };
+            assert_eq!(limits.max(limit), want, "{}", limit.setting());
         }
     }
 

@@ -14,7 +14,9 @@ use baton_api::{
     Served, StateDigest,
 };
 use baton_core::heartbeat::{Beat, HeartbeatStep, Ready};
-use baton_core::{Actor, Command, Identity, IdentityName, Query, QueryResult, Request, Response};
+use baton_core::{
+    Actor, Command, Identity, IdentityName, Limits, Query, QueryResult, Request, Response,
+};
 use baton_net::{Followers, Forwarder, Network};
 use baton_raft::typ::{ClientWriteError, Raft, RaftError};
 use baton_raft::{NodeId, NodeInfo};
@@ -45,6 +47,8 @@ pub struct Options {
     /// The first administrator, created by whichever node first leads a cluster that has no
     /// identities (from the `admin_token` setting).
     pub bootstrap_admin: Option<Identity>,
+    /// What callers' writes may make the state hold; checked before anything is proposed.
+    pub limits: Limits,
 }
 
 /// The node's coordinator.
@@ -178,7 +182,12 @@ impl RaftCoordinator {
         let now = self.clock.now();
         let prepared = {
             let applied = self.state.read();
-            self.with_detector(|d| d.prepare(command, &applied.state, now))
+            match self.options.limits.admit(&applied.state, &command) {
+                Ok(()) => self.with_detector(|d| d.prepare(command, &applied.state, now)),
+                Err(refused) => {
+                    return Outcome::done(LeaderAnswer::Written(Response::Rejected(refused)));
+                }
+            }
         };
         // Not armed: leadership was lost since `execute` checked.
         let Some(command) = prepared else { return Outcome::NotLeader };

@@ -8,6 +8,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -29,6 +30,9 @@ use tower::{Service, ServiceExt as _};
 pub struct Limits {
     /// Open connections at once; further connections are closed on accept.
     pub max_connections: usize,
+    /// Open connections at once from one IP address, so that one host cannot take every
+    /// slot; its further connections are closed on accept.
+    pub max_connections_per_address: usize,
     /// How long a client may take to send a request's headers.
     pub header_read_timeout: Duration,
     /// Bytes of request line and headers (HTTP/1) or of the header list (HTTP/2).
@@ -67,6 +71,7 @@ pub async fn serve<S>(
     let builder = Arc::new(builder);
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = PerAddress::default();
     let graceful = GracefulShutdown::new();
     let (closing, closed) = watch::channel(false);
     tokio::pin!(stop);
@@ -82,6 +87,11 @@ pub async fn serve<S>(
                     continue;
                 }
             },
+        };
+        let Some(held) = per_address.take(addr.ip(), limits.max_connections_per_address) else {
+            tracing::warn!(%addr, max = limits.max_connections_per_address, "connection limit of one address reached; closing a new connection");
+            drop(stream);
+            continue;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%addr, max = limits.max_connections, "connection limit reached; closing a new connection");
@@ -113,7 +123,7 @@ pub async fn serve<S>(
         let mut closed = closed.clone();
         let handshake = limits.header_read_timeout;
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slot = (slot, held);
             let io: Box<dyn AsyncIo> = match tls {
                 None => Box::new(stream),
                 Some(acceptor) => {
@@ -247,5 +257,41 @@ impl AsyncWrite for Rewind {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Open connections by client address. Each connection holds a [`Held`] for its address; the
+/// count goes when the last is dropped, so the map holds only addresses with open connections.
+#[derive(Clone, Default)]
+struct PerAddress(Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>>);
+
+/// One connection's place in its address's count.
+struct Held {
+    counts: PerAddress,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    /// A place for one more connection from `ip`, if it has fewer than `max` open.
+    fn take(&self, ip: IpAddr, max: usize) -> Option<Held> {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let open = counts.entry(ip).or_default();
+        if *open >= max {
+            return None;
+        }
+        *open += 1;
+        Some(Held { counts: self.clone(), ip })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = counts.get_mut(&self.ip) {
+            *open -= 1;
+            if *open == 0 {
+                counts.remove(&self.ip);
+            }
+        }
     }
 }

@@ -124,6 +124,7 @@ pub async fn start(config: &Config, rpc: RpcClient, clock: Clock) -> anyhow::Res
                 lease: Duration::from_millis(config.election_timeout_min_ms),
                 clock_drift_ppm: config.max_clock_drift_ppm,
                 bootstrap_admin: bootstrap_admin(config)?,
+                limits: config.limits(),
             },
         )
         .with_clock(clock),
@@ -311,6 +312,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 fn limits(config: &Config) -> listener::Limits {
     listener::Limits {
         max_connections: config.max_connections,
+        max_connections_per_address: config.max_connections_per_address,
         header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
         max_header_bytes: config.max_header_bytes,
         // A write may wait `request_timeout_ms` for its commit, plus a leader election.

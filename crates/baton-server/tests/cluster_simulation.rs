@@ -231,6 +231,8 @@ fn node_config(id: u64, data_dir: std::path::PathBuf) -> Config {
         id,
         cluster_name: "sim".into(),
         cluster_secret: SECRET.into(),
+        // The simulated network is the test's own.
+        insecure_transport: true,
         raft_addr: format!("{}:{RAFT_PORT}", host(id)),
         api_addr: format!("{}:{CLIENT_PORT}", host(id)),
         data_dir,

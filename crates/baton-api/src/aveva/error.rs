@@ -130,6 +130,16 @@ impl AvevaError {
         }
     }
 
+    /// 413: the change would take the group or tenant over one of the cluster's limits.
+    pub fn over_limit(over: &baton_core::OverLimit) -> Self {
+        Self {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            error: "The change would exceed a limit.",
+            reason: format!("{}.", crate::error::capitalized(&over.to_string())),
+            resolution: "Remove something first, or ask the operator to raise the limit.",
+        }
+    }
+
     /// 500 for an answer that should be impossible (a bug); the detail is logged, not shown.
     pub fn internal(detail: impl Into<String>) -> Self {
         CoordinatorError::Internal(detail.into()).into()

@@ -223,11 +223,6 @@ pub(crate) fn group_not_found(group: &baton_core::GroupId) -> AvevaError {
     AvevaError::not_found(format!("Failover group {:?} does not exist.", group.as_str()))
 }
 
-fn capitalized(text: &str) -> String {
-    let mut chars = text.chars();
-    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
-}
-
 /// Maps a core refusal (or an answer of the wrong kind, which is a bug) to AVEVA's error.
 pub(crate) fn rejected(response: CoreResponse) -> AvevaError {
     match response {
@@ -257,8 +252,9 @@ pub(crate) fn rejected(response: CoreResponse) -> AvevaError {
             AvevaError::unauthorized("The credential is not valid.")
         }
         CoreResponse::Rejected(r @ Rejection::IdempotencyKeyReused) => AvevaError::conflict(
-            format!("{}: send a new Idempotency-Key.", capitalized(&r.to_string())),
+            format!("{}: send a new Idempotency-Key.", crate::error::capitalized(&r.to_string())),
         ),
+        CoreResponse::Rejected(Rejection::OverLimit(over)) => AvevaError::over_limit(&over),
         other => AvevaError::internal(format!("unexpected answer {other:?}")),
     }
 }

@@ -17,8 +17,8 @@ use baton_api::{
 use baton_core::detector::Detector;
 use baton_core::heartbeat::{Beat, HeartbeatStep, Ready};
 use baton_core::{
-    AccessRole, Actor, Command, Identity, IdentityName, Query, QueryResult, Request as CoreRequest,
-    Response, State, TenantId, Timestamp,
+    AccessRole, Actor, Command, Identity, IdentityName, Limits, Query, QueryResult,
+    Request as CoreRequest, Response, State, TenantId, Timestamp,
 };
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -38,6 +38,8 @@ pub struct FakeCoordinator {
     feed: baton_api::events::Feed,
     /// `None`: no leader; `Some(ME)`: this node leads; `Some(OTHER)`: the other node leads.
     pub leader: Mutex<Option<NodeId>>,
+    /// The limits callers' writes are held to, as the leader holds them.
+    pub limits: Mutex<Limits>,
 }
 
 /// The administrator every fake cluster starts with.
@@ -56,6 +58,7 @@ impl FakeCoordinator {
             index: AtomicU64::new(0),
             feed: baton_api::events::Feed::default(),
             leader: Mutex::new(Some(ME)),
+            limits: Mutex::new(Limits::default()),
         };
         let root = baton_auth::parse_token(ROOT_TOKEN).expect("a valid token");
         let admin = identity(root.name.clone(), AccessRole::Admin, root.secret);
@@ -143,7 +146,16 @@ impl Coordinator for FakeCoordinator {
         actor: Option<Actor>,
     ) -> Result<Served<Response>, CoordinatorError> {
         let by = self.leader().ok_or(CoordinatorError::NoLeader)?;
-        Ok(Served { value: self.apply(command, actor), by })
+        // Judged before anything is applied, as the leader judges before it proposes.
+        let admitted = {
+            let state = self.state.lock().expect("lock");
+            self.limits.lock().expect("lock").admit(&state, &command)
+        };
+        let value = match admitted {
+            Ok(()) => self.apply(command, actor),
+            Err(refused) => Response::Rejected(refused),
+        };
+        Ok(Served { value, by })
     }
 
     /// Through the core's one heartbeat step, as the leader serves it (its lease always
