@@ -403,6 +403,16 @@ impl AuditView {
             },
             _ => ("unknown".into(), serde_json::Value::Null),
         };
+        // A configuration change keeps the names it had when entries held whole
+        // configurations: `group_created` or `group_updated`, its details now the changes.
+        let (action, details) = match (action.as_str(), details) {
+            ("group_configured", serde_json::Value::Object(mut fields)) => {
+                let created = fields.remove("created").and_then(|c| c.as_bool()).unwrap_or(false);
+                let name = if created { "group_created" } else { "group_updated" };
+                (name.to_string(), serde_json::Value::Object(fields))
+            }
+            (_, details) => (action, details),
+        };
         Self {
             seq: entry.seq,
             at: entry.at.0,

@@ -464,6 +464,10 @@ async fn channels_and_allowed_owners_beyond_their_limits_are_refused_and_change_
     let r = u.call("PUT", &owners, Some(json!({"owners_to_add": ["nobody-at-all"]}))).await;
     assert_error(&r, StatusCode::BAD_REQUEST);
     assert!(r.text.contains("nobody-at-all"), "{r:?}");
+    // Another tenant's identity is answered the same way: the answer tells nothing about it.
+    let stranger = Uplynk::owner(&u.app, "5555aaaa5555aaaa5555aaaa5555aaaa", "t2").await;
+    let r = u.call("PUT", &owners, Some(json!({"owners_to_add": [stranger.name]}))).await;
+    assert_error(&r, StatusCode::BAD_REQUEST);
     let a = Uplynk::owner(&u.app, "a1b2c3d4e5f60718293a4b5c6d7e8f90", "t1").await;
     let b = Uplynk::owner(&u.app, "0f9e8d7c6b5a49382716e5d4c3b2a190", "t1").await;
     let r = u.call("PUT", &owners, Some(json!({"owners_to_add": [a.name]}))).await;

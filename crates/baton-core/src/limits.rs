@@ -16,7 +16,8 @@
 //! - Judged on the leader's applied state: writes already proposed and not yet applied are
 //!   not counted, so a tenant racing many creates at once can pass a limit by at most the
 //!   writes it has in flight (bounded by the node's connection and rate limits).
-//! - An allowed owner must be an active identity when it is added.
+//! - An allowed owner must be an active identity of the group's tenant (or an administrator)
+//!   when it is added.
 
 use std::collections::BTreeSet;
 
@@ -143,10 +144,20 @@ impl Limits {
         }
     }
 
-    /// Whether `command` keeps the state within the limits (and names only active identities
-    /// as allowed owners), judged on `state`. Refused: [`Rejection::OverLimit`] or
-    /// [`Rejection::IdentityNotFound`], and the command must not be proposed.
-    pub fn admit(&self, state: &State, command: &Command) -> Result<(), Rejection> {
+    /// Whether `command`, sent by `actor`, keeps the state within the limits (and names only
+    /// active identities of the group's tenant as allowed owners), judged on `state`.
+    /// Refused: [`Rejection::OverLimit`] or [`Rejection::IdentityNotFound`], and the command
+    /// must not be proposed. A caller that may not run the command at all is refused by the
+    /// access rules first (its answer tells nothing about what a limit would say).
+    pub fn admit(
+        &self,
+        state: &State,
+        command: &Command,
+        actor: Option<&crate::Actor>,
+    ) -> Result<(), Rejection> {
+        if let Some(actor) = actor {
+            state.check_access(actor, command)?;
+        }
         let group = command.group().and_then(|key| state.group(key));
         match command {
             Command::CreateGroup { key, config, members } => {
@@ -173,12 +184,14 @@ impl Limits {
             }
             Command::SetAllowedOwners { owners, .. } => {
                 let before = group.map_or(0, |g| g.allowed_owners.len());
-                active(state, owners.iter().filter(|o| group.is_none_or(|g| !is_owner(g, o))))?;
+                let key = command.group().expect("addresses a group");
+                let new = owners.iter().filter(|o| group.is_none_or(|g| !is_owner(g, o)));
+                tenant_members(state, key, new)?;
                 self.grow(Limit::AllowedOwnersPerGroup, before, owners.len())
             }
             Command::ChangeAllowedOwners { add, remove, .. } => {
                 let Some(g) = group else { return Ok(()) };
-                active(state, add.iter().filter(|o| !is_owner(g, o)))?;
+                tenant_members(state, &g.key, add.iter().filter(|o| !is_owner(g, o)))?;
                 let after = changed(&g.allowed_owners, add, remove).len();
                 self.grow(Limit::AllowedOwnersPerGroup, g.allowed_owners.len(), after)
             }
@@ -245,14 +258,26 @@ fn is_owner(group: &Group, name: &IdentityName) -> bool {
     group.allowed_owners.contains(name)
 }
 
-/// Every name is an active identity's.
-fn active<'a>(
+/// Every name is an active identity that may enter the group's tenant. An identity of another
+/// tenant is refused exactly like one that does not exist, so the answer tells nothing about
+/// other tenants.
+fn tenant_members<'a>(
     state: &State,
+    key: &GroupKey,
     mut names: impl Iterator<Item = &'a IdentityName>,
 ) -> Result<(), Rejection> {
-    match names.find(|name| state.principal(name).is_none()) {
+    let member =
+        |name: &IdentityName| state.principal(name).is_some_and(|p| p.may_enter(&key.scope.tenant));
+    match names.find(|name| !member(name)) {
         Some(name) => Err(Rejection::IdentityNotFound(name.clone())),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+impl Limits {
+    fn admit_unchecked(&self, state: &State, command: &Command) -> Result<(), Rejection> {
+        self.admit(state, command, None)
     }
 }
 
@@ -294,20 +319,20 @@ mod tests {
         let command = put(key("ns", "g"), labelled(5));
         state.apply(&Request { at: Timestamp(0), command, actor: None });
         let limits = Limits { labels_per_group: 3, ..Limits::default() };
-        assert_eq!(limits.admit(&state, &put(key("ns", "g"), labelled(5))), Ok(()));
-        assert_eq!(limits.admit(&state, &put(key("ns", "g"), labelled(4))), Ok(()));
+        assert_eq!(limits.admit_unchecked(&state, &put(key("ns", "g"), labelled(5))), Ok(()));
+        assert_eq!(limits.admit_unchecked(&state, &put(key("ns", "g"), labelled(4))), Ok(()));
         assert_eq!(
-            over(limits.admit(&state, &put(key("ns", "g"), labelled(6)))),
+            over(limits.admit_unchecked(&state, &put(key("ns", "g"), labelled(6)))),
             Limit::LabelsPerGroup
         );
         // A new group is held to the limit itself.
         assert_eq!(
-            over(limits.admit(&state, &put(key("ns", "h"), labelled(4)))),
+            over(limits.admit_unchecked(&state, &put(key("ns", "h"), labelled(4)))),
             Limit::LabelsPerGroup
         );
         let bytes = Limits { label_bytes_per_group: 8, ..Limits::default() };
         assert_eq!(
-            over(bytes.admit(&state, &put(key("ns", "h"), labelled(4)))),
+            over(bytes.admit_unchecked(&state, &put(key("ns", "h"), labelled(4)))),
             Limit::LabelBytesPerGroup
         );
     }
@@ -326,15 +351,19 @@ mod tests {
         };
         state.apply(&Request { at: Timestamp(0), command: join("a"), actor: None });
         let limits = Limits { members_per_group: 1, ..Limits::default() };
-        assert_eq!(limits.admit(&state, &join("a")), Ok(()), "an existing member is not growth");
-        assert_eq!(over(limits.admit(&state, &join("b"))), Limit::MembersPerGroup);
+        assert_eq!(
+            limits.admit_unchecked(&state, &join("a")),
+            Ok(()),
+            "an existing member is not growth"
+        );
+        assert_eq!(over(limits.admit_unchecked(&state, &join("b"))), Limit::MembersPerGroup);
         // A session of a group that does not exist is refused by the state itself.
         let elsewhere = Command::CreateSession {
             group: key("ns", "nope"),
             session: SessionId::new("b").expect("an id"),
             name: None,
         };
-        assert_eq!(limits.admit(&state, &elsewhere), Ok(()));
+        assert_eq!(limits.admit_unchecked(&state, &elsewhere), Ok(()));
     }
 
     #[test]

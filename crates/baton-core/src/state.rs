@@ -385,8 +385,10 @@ impl State {
     }
 
     /// Whether `actor` may run `command`, judged at apply time so that a revocation or an
-    /// allowed-owners change committed before the command always wins.
-    fn check_access(&self, actor: &Actor, command: &Command) -> Result<(), Rejection> {
+    /// allowed-owners change committed before the command always wins (and by the leader's
+    /// [`crate::Limits::admit`] first, so a limit's answer is only given to a caller allowed
+    /// to hear it).
+    pub fn check_access(&self, actor: &Actor, command: &Command) -> Result<(), Rejection> {
         let principal = self
             .principal(&actor.identity)
             .ok_or_else(|| Rejection::Unauthenticated(actor.identity.clone()))?;

@@ -182,7 +182,7 @@ impl RaftCoordinator {
         let now = self.clock.now();
         let prepared = {
             let applied = self.state.read();
-            match self.options.limits.admit(&applied.state, &command) {
+            match self.options.limits.admit(&applied.state, &command, actor.as_ref()) {
                 Ok(()) => self.with_detector(|d| d.prepare(command, &applied.state, now)),
                 Err(refused) => {
                     return Outcome::done(LeaderAnswer::Written(Response::Rejected(refused)));

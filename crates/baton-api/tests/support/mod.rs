@@ -149,7 +149,7 @@ impl Coordinator for FakeCoordinator {
         // Judged before anything is applied, as the leader judges before it proposes.
         let admitted = {
             let state = self.state.lock().expect("lock");
-            self.limits.lock().expect("lock").admit(&state, &command)
+            self.limits.lock().expect("lock").admit(&state, &command, actor.as_ref())
         };
         let value = match admitted {
             Ok(()) => self.apply(command, actor),
