@@ -1174,3 +1174,33 @@ async fn a_write_over_a_limit_is_refused_through_a_follower_and_other_tenants_ar
     .await;
     assert!(!listed.body.to_string().contains("\"c\""), "{listed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_racing_each_other_cannot_pass_the_member_limit_together() {
+    // Each would be judged against the same applied state; what the leader has admitted and
+    // not yet applied counts too.
+    let cluster = TestCluster::start_with(1, &[("max_members_per_group", "3")]);
+    cluster.wait_for_leader(ELECTION).await;
+    let groups =
+        format!("{}/api/v1/tenants/t1/namespaces/ns/clientfailover/groups", cluster.url(1));
+    let body = json!({"Id": "g", "FailoverTimeout": "00:00:30"});
+    let r = send(cluster.http(), "POST", &groups, Some(body)).await.expect("answer");
+    assert_eq!(r.status, 201, "{r:?}");
+    let joins = (0..40).map(|i| {
+        let (http, url) = (cluster.http().clone(), format!("{groups}/g/clientsessions"));
+        async move { send(&http, "POST", &url, Some(json!({"Id": format!("s{i}")}))).await }
+    });
+    let answers = futures::future::join_all(joins).await;
+    let statuses: Vec<u16> = answers.iter().map(|a| a.as_ref().map_or(0, |r| r.status)).collect();
+    let joined = statuses.iter().filter(|s| **s == 201).count();
+    assert_eq!(joined, 3, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 201 || *s == 413), "{statuses:?}");
+    let listed = send(cluster.http(), "GET", &format!("{groups}/g/clientsessions"), None)
+        .await
+        .expect("answer");
+    let count = listed
+        .body
+        .as_array()
+        .map_or_else(|| listed.body["Items"].as_array().map_or(0, Vec::len), Vec::len);
+    assert_eq!(count, 3, "{listed:?}");
+}

@@ -63,7 +63,7 @@ pub use identity::{
 pub use ids::{
     ClientTime, Epoch, GroupId, GroupKey, NamespaceId, Scope, SessionId, TenantId, Timestamp,
 };
-pub use limits::{Limit, Limits, OverLimit};
+pub use limits::{Growth, Limit, Limits, OverLimit, Pending};
 pub use session::{
     Handover, HeartbeatAnswer, HeartbeatIn, HeartbeatRecord, Holder, Reason, Role, RoleOverride,
     Score, Session, Stage,

@@ -13,13 +13,14 @@
 //! - Only growth is refused. A limit lowered below what a group already holds does not make
 //!   the group unusable; a change that keeps it at or below its current size, or shrinks it,
 //!   is refused only if the result is still over the limit and larger than before.
-//! - Judged on the leader's applied state: writes already proposed and not yet applied are
-//!   not counted, so a tenant racing many creates at once can pass a limit by at most the
-//!   writes it has in flight (bounded by the node's connection and rate limits).
+//! - Judged on the leader's applied state plus the growth it admitted and has not yet seen
+//!   applied ([`Pending`]), so that writes racing each other cannot pass a limit together.
+//!   A write whose outcome is unknown (its leader lost office) gives its reservation back and
+//!   may still commit later: the only way past a limit, by the few writes caught so.
 //! - An allowed owner must be an active identity of the group's tenant (or an administrator)
 //!   when it is added.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -145,81 +146,193 @@ impl Limits {
     }
 
     /// Whether `command`, sent by `actor`, keeps the state within the limits (and names only
-    /// active identities of the group's tenant as allowed owners), judged on `state`.
+    /// active identities of the group's tenant as allowed owners), judged on `state` plus the
+    /// growth already admitted and not yet applied (`pending`). Admitted: the growth to
+    /// reserve in `pending` until the command is applied or has failed ([`Pending::hold`]).
     /// Refused: [`Rejection::OverLimit`] or [`Rejection::IdentityNotFound`], and the command
     /// must not be proposed. A caller that may not run the command at all is refused by the
     /// access rules first (its answer tells nothing about what a limit would say).
     pub fn admit(
         &self,
         state: &State,
+        pending: &Pending,
         command: &Command,
         actor: Option<&crate::Actor>,
-    ) -> Result<(), Rejection> {
+    ) -> Result<Vec<(Growth, u64)>, Rejection> {
         if let Some(actor) = actor {
             state.check_access(actor, command)?;
         }
+        let mut judge = Judge { limits: self, pending, grown: Vec::new() };
         let group = command.group().and_then(|key| state.group(key));
+        let members = |key: &GroupKey| Growth::Members(key.clone());
         match command {
-            Command::CreateGroup { key, config, members } => {
+            Command::CreateGroup { key, config, members: first } => {
                 self.labels(group.map(|g| &g.config), config)?;
-                self.grow(Limit::MembersPerGroup, 0, members.len())?;
-                self.room_for_group(state, key, group)
+                if group.is_none() {
+                    judge.grow(Limit::MembersPerGroup, members(key), 0, first.len())?;
+                }
+                judge.room_for_group(state, key, group)?;
             }
             Command::PutGroup { key, config } => {
                 self.labels(group.map(|g| &g.config), config)?;
-                self.room_for_group(state, key, group)
+                judge.room_for_group(state, key, group)?;
             }
             Command::CreateSession { session, .. } | Command::PutSession { session, .. } => {
-                match group {
-                    Some(g) if !g.sessions.contains_key(session) => {
-                        self.grow(Limit::MembersPerGroup, g.sessions.len(), g.sessions.len() + 1)
-                    }
-                    _ => Ok(()),
+                if let Some(g) = group.filter(|g| !g.sessions.contains_key(session)) {
+                    let now = g.sessions.len();
+                    judge.grow(Limit::MembersPerGroup, members(&g.key), now, now + 1)?;
                 }
             }
             Command::SetChannels { add, remove, .. } => {
-                let Some(g) = group else { return Ok(()) };
-                let after = changed(&g.channels, add, remove).len();
-                self.grow(Limit::ChannelsPerGroup, g.channels.len(), after)
+                if let Some(g) = group {
+                    // One command names no more than a group may hold, so that its audit
+                    // entry is bounded too.
+                    judge.within(Limit::ChannelsPerGroup, add.len().max(remove.len()))?;
+                    let after = changed(&g.channels, add, remove).len();
+                    let growth = Growth::Channels(g.key.clone());
+                    judge.grow(Limit::ChannelsPerGroup, growth, g.channels.len(), after)?;
+                }
             }
-            Command::SetAllowedOwners { owners, .. } => {
+            Command::SetAllowedOwners { group: key, owners } => {
                 let before = group.map_or(0, |g| g.allowed_owners.len());
-                let key = command.group().expect("addresses a group");
                 let new = owners.iter().filter(|o| group.is_none_or(|g| !is_owner(g, o)));
                 tenant_members(state, key, new)?;
-                self.grow(Limit::AllowedOwnersPerGroup, before, owners.len())
+                let growth = Growth::AllowedOwners(key.clone());
+                judge.grow(Limit::AllowedOwnersPerGroup, growth, before, owners.len())?;
             }
             Command::ChangeAllowedOwners { add, remove, .. } => {
-                let Some(g) = group else { return Ok(()) };
-                tenant_members(state, &g.key, add.iter().filter(|o| !is_owner(g, o)))?;
-                let after = changed(&g.allowed_owners, add, remove).len();
-                self.grow(Limit::AllowedOwnersPerGroup, g.allowed_owners.len(), after)
+                if let Some(g) = group {
+                    judge.within(Limit::AllowedOwnersPerGroup, add.len().max(remove.len()))?;
+                    tenant_members(state, &g.key, add.iter().filter(|o| !is_owner(g, o)))?;
+                    let after = changed(&g.allowed_owners, add, remove).len();
+                    let before = g.allowed_owners.len();
+                    let growth = Growth::AllowedOwners(g.key.clone());
+                    judge.grow(Limit::AllowedOwnersPerGroup, growth, before, after)?;
+                }
             }
-            Command::CreateIdentity { .. } => {
+            // A retry of a create that succeeded is not growth (the state answers it).
+            Command::CreateIdentity { identity } if state.identity(&identity.name).is_none() => {
                 let count = state.identity_count();
-                self.grow(Limit::Identities, count, count + 1)
+                judge.grow(Limit::Identities, Growth::Identities, count, count + 1)?;
             }
-            _ => Ok(()),
+            _ => {}
+        }
+        Ok(judge.grown)
+    }
+
+    /// A configuration replaces the whole of the one before it, so its labels are judged on
+    /// their own: nothing pending adds to them.
+    fn labels(&self, before: Option<&GroupConfig>, after: &GroupConfig) -> Result<(), Rejection> {
+        let count = (before.map_or(0, |c| c.labels.len()), after.labels.len());
+        over(self, Limit::LabelsPerGroup, count.0 as u64, count.1 as u64, 0)?;
+        let bytes = (before.map_or(0, label_bytes), label_bytes(after));
+        over(self, Limit::LabelBytesPerGroup, bytes.0 as u64, bytes.1 as u64, 0)
+    }
+}
+
+/// Refuses going from `before` to `after` of `limit`, with `pending` more already admitted,
+/// when the command grows it and the total would be over the limit.
+fn over(
+    limits: &Limits,
+    limit: Limit,
+    before: u64,
+    after: u64,
+    pending: u64,
+) -> Result<(), Rejection> {
+    let (wanted, max) = (after.saturating_add(pending), limits.max(limit));
+    if after > before && wanted > max {
+        return Err(Rejection::OverLimit(OverLimit { limit, wanted, max }));
+    }
+    Ok(())
+}
+
+/// What a count limit is counted for: the growth the leader admitted and reserves until it is
+/// applied.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Growth {
+    /// Members of a group.
+    Members(GroupKey),
+    /// Channels of a group.
+    Channels(GroupKey),
+    /// Allowed owners of a group.
+    AllowedOwners(GroupKey),
+    /// Groups of a tenant.
+    Groups(crate::TenantId),
+    /// Namespaces of a tenant (each create in a new namespace counts one, even two in the
+    /// same one: erring on the side of the limit).
+    Namespaces(crate::TenantId),
+    /// Identities of the cluster.
+    Identities,
+}
+
+/// Growth the leader admitted and has not yet seen applied. Judged with the state, so that
+/// writes in flight at once cannot pass a limit together (each would see the same state).
+#[derive(Debug, Default)]
+pub struct Pending(BTreeMap<Growth, u64>);
+
+impl Pending {
+    fn of(&self, growth: &Growth) -> u64 {
+        self.0.get(growth).copied().unwrap_or(0)
+    }
+
+    /// Reserves what [`Limits::admit`] admitted.
+    pub fn hold(&mut self, grown: &[(Growth, u64)]) {
+        for (growth, by) in grown {
+            *self.0.entry(growth.clone()).or_default() += by;
         }
     }
 
-    /// Refuses going from `before` to `after` of `limit` when `after` is over it and larger.
-    fn grow(&self, limit: Limit, before: usize, after: usize) -> Result<(), Rejection> {
-        let (before, wanted, max) = (before as u64, after as u64, self.max(limit));
-        if wanted > max && wanted > before {
-            return Err(Rejection::OverLimit(OverLimit { limit, wanted, max }));
+    /// Gives back a reservation once its command is applied (the state counts it then) or
+    /// has failed.
+    pub fn release(&mut self, grown: &[(Growth, u64)]) {
+        for (growth, by) in grown {
+            if let Some(held) = self.0.get_mut(growth) {
+                *held = held.saturating_sub(*by);
+                if *held == 0 {
+                    self.0.remove(growth);
+                }
+            }
+        }
+    }
+
+    /// Whether nothing is reserved.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// One judgement: the limits, what is pending, and the growth admitted so far.
+struct Judge<'a> {
+    limits: &'a Limits,
+    pending: &'a Pending,
+    grown: Vec<(Growth, u64)>,
+}
+
+impl Judge<'_> {
+    /// Admits going from `before` to `after` of `limit` for `growth`, counting what is pending.
+    fn grow(
+        &mut self,
+        limit: Limit,
+        growth: Growth,
+        before: usize,
+        after: usize,
+    ) -> Result<(), Rejection> {
+        let (before, after) = (before as u64, after as u64);
+        over(self.limits, limit, before, after, self.pending.of(&growth))?;
+        if after > before {
+            self.grown.push((growth, after - before));
         }
         Ok(())
     }
 
-    fn labels(&self, before: Option<&GroupConfig>, after: &GroupConfig) -> Result<(), Rejection> {
-        self.grow(Limit::LabelsPerGroup, before.map_or(0, |c| c.labels.len()), after.labels.len())?;
-        self.grow(Limit::LabelBytesPerGroup, before.map_or(0, label_bytes), label_bytes(after))
+    /// Admits a command that names `count` items of what `limit` counts.
+    fn within(&self, limit: Limit, count: usize) -> Result<(), Rejection> {
+        over(self.limits, limit, 0, count as u64, 0)
     }
 
     /// A group created at `key` (unless it exists) fits its tenant's limits.
     fn room_for_group(
-        &self,
+        &mut self,
         state: &State,
         key: &GroupKey,
         existing: Option<&Group>,
@@ -233,9 +346,11 @@ impl Limits {
             namespaces += 1;
             scope_exists |= scope == &key.scope;
         }
-        self.grow(Limit::GroupsPerTenant, groups, groups + 1)?;
+        let tenant = key.scope.tenant.clone();
+        self.grow(Limit::GroupsPerTenant, Growth::Groups(tenant.clone()), groups, groups + 1)?;
         if !scope_exists {
-            self.grow(Limit::NamespacesPerTenant, namespaces, namespaces + 1)?;
+            let growth = Growth::Namespaces(tenant);
+            self.grow(Limit::NamespacesPerTenant, growth, namespaces, namespaces + 1)?;
         }
         Ok(())
     }
@@ -277,7 +392,7 @@ fn tenant_members<'a>(
 #[cfg(test)]
 impl Limits {
     fn admit_unchecked(&self, state: &State, command: &Command) -> Result<(), Rejection> {
-        self.admit(state, command, None)
+        self.admit(state, &Pending::default(), command, None).map(drop)
     }
 }
 
@@ -364,6 +479,58 @@ mod tests {
             name: None,
         };
         assert_eq!(limits.admit_unchecked(&state, &elsewhere), Ok(()));
+    }
+
+    #[test]
+    fn growth_admitted_and_not_yet_applied_counts_against_the_limit() {
+        let mut state = State::default();
+        let group = key("ns", "g");
+        let command =
+            Command::CreateGroup { key: group.clone(), config: labelled(0), members: vec![] };
+        state.apply(&Request { at: Timestamp(0), command, actor: None });
+        let join = |id: &str| Command::CreateSession {
+            group: group.clone(),
+            session: SessionId::new(id).expect("an id"),
+            name: None,
+        };
+        let limits = Limits { members_per_group: 2, groups_per_tenant: 2, ..Limits::default() };
+        let mut pending = Pending::default();
+        // Two joins in flight at once fill the group; the third is refused before any applies.
+        for id in ["a", "b"] {
+            let grown = limits.admit(&state, &pending, &join(id), None).expect("admitted");
+            pending.hold(&grown);
+        }
+        assert_eq!(
+            over(limits.admit(&state, &pending, &join("c"), None).map(drop)),
+            Limit::MembersPerGroup
+        );
+        // So with groups of a tenant.
+        let create = |g: &str| Command::PutGroup { key: key("ns", g), config: labelled(0) };
+        let grown = limits.admit(&state, &pending, &create("h"), None).expect("admitted");
+        pending.hold(&grown);
+        assert_eq!(
+            over(limits.admit(&state, &pending, &create("i"), None).map(drop)),
+            Limit::GroupsPerTenant
+        );
+        // Given back (applied or failed), the room is free again.
+        pending.release(&grown);
+        assert!(limits.admit(&state, &pending, &create("i"), None).is_ok());
+        pending.release(&[(Growth::Members(group.clone()), 2)]);
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn one_command_may_not_name_more_channels_than_a_group_holds() {
+        let mut state = State::default();
+        let group = key("ns", "g");
+        let command =
+            Command::CreateGroup { key: group.clone(), config: labelled(0), members: vec![] };
+        state.apply(&Request { at: Timestamp(0), command, actor: None });
+        let names: BTreeSet<String> = (0..5).map(|i| format!("c{i}")).collect();
+        // Adding and removing the same five leaves the group as it was, but would be audited.
+        let churn = Command::SetChannels { group, add: names.clone(), remove: names };
+        let limits = Limits { channels_per_group: 4, ..Limits::default() };
+        assert_eq!(over(limits.admit_unchecked(&state, &churn)), Limit::ChannelsPerGroup);
     }
 
     #[test]

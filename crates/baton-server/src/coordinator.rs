@@ -15,7 +15,8 @@ use baton_api::{
 };
 use baton_core::heartbeat::{Beat, HeartbeatStep, Ready};
 use baton_core::{
-    Actor, Command, Identity, IdentityName, Limits, Query, QueryResult, Request, Response,
+    Actor, Command, Growth, Identity, IdentityName, Limits, Pending, Query, QueryResult, Request,
+    Response,
 };
 use baton_net::{Followers, Forwarder, Network};
 use baton_raft::typ::{ClientWriteError, Raft, RaftError};
@@ -65,6 +66,22 @@ pub struct RaftCoordinator {
     pub(crate) lease: Lease,
     pub(crate) armed: Mutex<Armed>,
     pub(crate) proposer: Proposer,
+    /// Growth admitted by the limits and not yet applied (see `baton_core::limits`).
+    pub(crate) pending: Mutex<Pending>,
+}
+
+/// A write's reservation in [`RaftCoordinator::pending`], given back when dropped.
+struct Reserved<'a> {
+    pending: &'a Mutex<Pending>,
+    grown: Vec<(Growth, u64)>,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if !self.grown.is_empty() {
+            self.pending.lock().unwrap_or_else(|e| e.into_inner()).release(&self.grown);
+        }
+    }
 }
 
 impl RaftCoordinator {
@@ -92,6 +109,7 @@ impl RaftCoordinator {
             clock: Clock::default(),
             lease,
             armed: Mutex::default(),
+            pending: Mutex::default(),
         }
     }
 
@@ -180,15 +198,21 @@ impl RaftCoordinator {
 
     async fn write_here(&self, command: Command, actor: Option<Actor>) -> Outcome {
         let now = self.clock.now();
-        let prepared = {
+        let (prepared, grown) = {
             let applied = self.state.read();
-            match self.options.limits.admit(&applied.state, &command, actor.as_ref()) {
-                Ok(()) => self.with_detector(|d| d.prepare(command, &applied.state, now)),
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            match self.options.limits.admit(&applied.state, &pending, &command, actor.as_ref()) {
+                Ok(grown) => {
+                    pending.hold(&grown);
+                    (self.with_detector(|d| d.prepare(command, &applied.state, now)), grown)
+                }
                 Err(refused) => {
                     return Outcome::done(LeaderAnswer::Written(Response::Rejected(refused)));
                 }
             }
         };
+        // Given back however this ends (applied, refused, failed, or the caller gone).
+        let _reserved = Reserved { pending: &self.pending, grown };
         // Not armed: leadership was lost since `execute` checked.
         let Some(command) = prepared else { return Outcome::NotLeader };
         match self.propose(command, actor).await {

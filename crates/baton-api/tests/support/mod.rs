@@ -149,10 +149,12 @@ impl Coordinator for FakeCoordinator {
         // Judged before anything is applied, as the leader judges before it proposes.
         let admitted = {
             let state = self.state.lock().expect("lock");
-            self.limits.lock().expect("lock").admit(&state, &command, actor.as_ref())
+            let none = baton_core::Pending::default();
+            self.limits.lock().expect("lock").admit(&state, &none, &command, actor.as_ref())
         };
+        // Applied at once: nothing is ever pending.
         let value = match admitted {
-            Ok(()) => self.apply(command, actor),
+            Ok(_) => self.apply(command, actor),
             Err(refused) => Response::Rejected(refused),
         };
         Ok(Served { value, by })
