@@ -114,6 +114,11 @@ impl GroupConfig {
         Ok(self)
     }
 
+    /// This configuration without its free text (name, description, labels).
+    pub fn without_text(self) -> Self {
+        Self { name: None, description: None, labels: BTreeMap::new(), ..self }
+    }
+
     /// The group's failover timeout in milliseconds.
     pub fn failover_timeout_ms(&self) -> u64 {
         self.failover_timeout_ms

@@ -11,8 +11,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::Response;
+use crate::command::{Rejection, Response};
+use crate::group::Group;
 use crate::ids::{GroupKey, Timestamp};
+use crate::state::State;
 
 /// How long an outcome is remembered (leader time).
 pub const REMEMBER_MS: u64 = 10 * 60 * 1000;
@@ -37,11 +39,42 @@ pub struct Remembered {
     pub command: String,
     /// The group it addressed.
     pub group: Option<GroupKey>,
-    /// What it answered.
+    /// What it answered; a group's answer with the group's key only (see
+    /// [`Remembered::answer`]).
     pub response: Response,
 }
 
 impl Remembered {
+    /// What to remember of `response`: a group's answer keeps the group's key and what
+    /// happened to it, not the group, which may hold kilobytes (thousands of remembered
+    /// answers of a large group would otherwise be most of the state).
+    pub fn slim(response: Response) -> Response {
+        match response {
+            Response::Group { group, change } => {
+                let config = group.config.clone();
+                let at = group.created_at;
+                Response::Group {
+                    group: Box::new(Group::new(group.key, config.without_text(), at, None)),
+                    change,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The answer to a retry: the first answer, a group's filled in with the group as it is
+    /// now (as a read after the first answer would show it), or "not found" if it was deleted
+    /// since.
+    pub fn answer(&self, state: &State) -> Response {
+        match &self.response {
+            Response::Group { group, change } => match state.group(&group.key) {
+                Some(now) => Response::Group { group: Box::new(now.clone()), change: *change },
+                None => Response::Rejected(Rejection::GroupNotFound(group.key.clone())),
+            },
+            other => other.clone(),
+        }
+    }
+
     /// Whether it still counts at `now`.
     pub fn fresh(&self, now: Timestamp) -> bool {
         now.0 < self.at.0.saturating_add(REMEMBER_MS)

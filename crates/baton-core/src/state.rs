@@ -160,7 +160,7 @@ impl State {
             let same = remembered.command == request.command.name()
                 && remembered.group.as_ref() == request.command.group();
             let response = if same {
-                remembered.response.clone()
+                remembered.answer(self)
             } else {
                 Response::Rejected(Rejection::IdempotencyKeyReused)
             };
@@ -184,7 +184,7 @@ impl State {
                 at: request.at,
                 command: request.command.name().to_string(),
                 group: request.command.group().cloned(),
-                response: effects.response.clone(),
+                response: Remembered::slim(effects.response.clone()),
             };
             self.remembered.insert((identity.clone(), key.clone()), remembered);
             // The caller's own budget first: its oldest goes, not another caller's.

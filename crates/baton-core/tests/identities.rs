@@ -570,3 +570,40 @@ fn one_callers_keyed_writes_never_push_out_anothers_remembered_outcome() {
     let newest = baton_core::RecordKey::Remembered(name("alice"), last);
     assert!(state.records().any(|(k, _)| k == newest));
 }
+
+#[test]
+fn a_remembered_answer_keeps_a_groups_key_not_the_group_and_a_retry_reads_the_group() {
+    let mut state = populated();
+    let g = key("t1", "g");
+    let labels = (0..60).map(|i| (format!("k{i}"), "v".repeat(250)));
+    let big = config().with_labels(labels.collect()).expect("valid");
+    let put = Command::PutGroup { key: g.clone(), config: big };
+    let first = apply(&mut state, 1, put.clone(), keyed("alice", "k-1"));
+    let Response::Group { group, .. } = &first else { panic!("{first:?}") };
+    assert_eq!(group.config.labels.len(), 60);
+    let remembered = state
+        .records()
+        .find(|(k, _)| matches!(k, baton_core::RecordKey::Remembered(..)))
+        .map(|(_, record)| format!("{record:?}"))
+        .expect("remembered");
+    assert!(remembered.len() < 2_000, "{} bytes remembered", remembered.len());
+    // A retry answers the group as it is now, with the first answer's kind of change.
+    let join = Command::CreateSession {
+        group: g.clone(),
+        session: SessionId::new("s").expect("valid"),
+        name: None,
+    };
+    apply(&mut state, 2, join, by("alice"));
+    let retried = apply(&mut state, 3, put, keyed("alice", "k-1"));
+    let Response::Group { group: now, change } = &retried else { panic!("{retried:?}") };
+    let Response::Group { change: first_change, .. } = &first else { unreachable!() };
+    assert_eq!((now.sessions.len(), now.config.labels.len(), change), (1, 60, first_change));
+    // Deleted since: not found, rather than a group that no longer exists.
+    let delete = Command::DeleteGroup { key: g.clone(), refuse_if_active: false, active: vec![] };
+    apply(&mut state, 4, delete, by("alice"));
+    let put_again = Command::PutGroup { key: g.clone(), config: config() };
+    assert_eq!(
+        apply(&mut state, 5, put_again, keyed("alice", "k-1")),
+        Response::Rejected(Rejection::GroupNotFound(g))
+    );
+}
