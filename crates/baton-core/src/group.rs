@@ -224,6 +224,25 @@ impl Group {
         })
     }
 
+    /// The bytes of text the group holds: its name, description and labels, its members' ids
+    /// and names, its channels and its allowed owners (what [`crate::Limit::GroupBytes`]
+    /// bounds; the rest of a group is of fixed size).
+    pub fn text_bytes(&self) -> usize {
+        let c = &self.config;
+        let config = c.name.as_ref().map_or(0, String::len)
+            + c.description.as_ref().map_or(0, String::len)
+            + c.labels.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        let sessions: usize = self
+            .sessions
+            .iter()
+            .map(|(id, s)| id.as_str().len() + s.name.as_ref().map_or(0, String::len))
+            .sum();
+        config
+            + sessions
+            + self.channels.iter().map(String::len).sum::<usize>()
+            + self.allowed_owners.iter().map(|o| o.as_str().len()).sum::<usize>()
+    }
+
     /// A new, empty group.
     pub fn new(
         key: GroupKey,

@@ -49,6 +49,9 @@ pub enum Limit {
     NamespacesPerTenant,
     /// Identities of the cluster, revoked ones included (their names are never reused).
     Identities,
+    /// Bytes of one group's text: name, description, labels, members' ids and names,
+    /// channels, owners. (Last, so that earlier answers keep their encoding.)
+    GroupBytes,
 }
 
 impl Limit {
@@ -63,6 +66,7 @@ impl Limit {
             Limit::GroupsPerTenant => "max_groups_per_tenant",
             Limit::NamespacesPerTenant => "max_namespaces_per_tenant",
             Limit::Identities => "max_identities",
+            Limit::GroupBytes => "max_group_bytes",
         }
     }
 
@@ -77,6 +81,7 @@ impl Limit {
             Limit::GroupsPerTenant => "groups of the tenant",
             Limit::NamespacesPerTenant => "namespaces of the tenant",
             Limit::Identities => "identities of the cluster",
+            Limit::GroupBytes => "bytes of the group's text (names, labels, members, channels)",
         }
     }
 }
@@ -113,6 +118,8 @@ pub struct Limits {
     pub namespaces_per_tenant: u64,
     /// See [`Limit::Identities`].
     pub identities: u64,
+    /// See [`Limit::GroupBytes`].
+    pub group_bytes: u64,
 }
 
 impl Default for Limits {
@@ -126,6 +133,7 @@ impl Default for Limits {
             groups_per_tenant: 10_000,
             namespaces_per_tenant: 1_000,
             identities: 10_000,
+            group_bytes: 64 * 1024,
         }
     }
 }
@@ -142,6 +150,7 @@ impl Limits {
             Limit::GroupsPerTenant => self.groups_per_tenant,
             Limit::NamespacesPerTenant => self.namespaces_per_tenant,
             Limit::Identities => self.identities,
+            Limit::GroupBytes => self.group_bytes,
         }
     }
 
@@ -217,6 +226,11 @@ impl Limits {
             }
             _ => {}
         }
+        if let Some(key) = command.group() {
+            let before = group.map_or(0, Group::text_bytes);
+            let after = text_bytes_after(group, command).unwrap_or(before);
+            judge.grow(Limit::GroupBytes, Growth::GroupBytes(key.clone()), before, after)?;
+        }
         Ok(judge.grown)
     }
 
@@ -263,6 +277,8 @@ pub enum Growth {
     Namespaces(crate::TenantId),
     /// Identities of the cluster.
     Identities,
+    /// Bytes of a group's text.
+    GroupBytes(GroupKey),
 }
 
 /// Growth the leader admitted and has not yet seen applied. Judged with the state, so that
@@ -354,6 +370,53 @@ impl Judge<'_> {
         }
         Ok(())
     }
+}
+
+/// The bytes of text `group` (`None`: not yet created) would hold after `command`; `None` if
+/// the command adds no text to it.
+fn text_bytes_after(group: Option<&Group>, command: &Command) -> Option<usize> {
+    let now = group.map_or(0, Group::text_bytes);
+    let config_bytes = |c: &GroupConfig| {
+        c.name.as_ref().map_or(0, String::len)
+            + c.description.as_ref().map_or(0, String::len)
+            + label_bytes(c)
+    };
+    let name_bytes = |name: &Option<String>| name.as_ref().map_or(0, String::len);
+    Some(match command {
+        Command::CreateGroup { config, members, .. } if group.is_none() => {
+            let members: usize =
+                members.iter().map(|m| m.id.as_str().len() + name_bytes(&m.name)).sum();
+            config_bytes(config) + members
+        }
+        Command::PutGroup { config, .. } => {
+            now - group.map_or(0, |g| config_bytes(&g.config)) + config_bytes(config)
+        }
+        Command::CreateSession { session, name, .. }
+        | Command::PutSession { session, name, .. } => {
+            let g = group?;
+            let old = g.sessions.get(session).map(|s| session.as_str().len() + name_bytes(&s.name));
+            now - old.unwrap_or(0) + session.as_str().len() + name_bytes(name)
+        }
+        Command::SetChannels { add, remove, .. } => {
+            let g = group?;
+            now - g.channels.iter().map(String::len).sum::<usize>()
+                + changed(&g.channels, add, remove).iter().map(|c| c.len()).sum::<usize>()
+        }
+        Command::SetAllowedOwners { owners, .. } => {
+            let before =
+                group.map_or(0, |g| g.allowed_owners.iter().map(|o| o.as_str().len()).sum());
+            now - before + owners.iter().map(|o| o.as_str().len()).sum::<usize>()
+        }
+        Command::ChangeAllowedOwners { add, remove, .. } => {
+            let g = group?;
+            now - g.allowed_owners.iter().map(|o| o.as_str().len()).sum::<usize>()
+                + changed(&g.allowed_owners, add, remove)
+                    .iter()
+                    .map(|o| o.as_str().len())
+                    .sum::<usize>()
+        }
+        _ => return None,
+    })
 }
 
 /// A group's labels' size: keys and values, in bytes.
@@ -496,9 +559,11 @@ mod tests {
         let limits = Limits { members_per_group: 2, groups_per_tenant: 2, ..Limits::default() };
         let mut pending = Pending::default();
         // Two joins in flight at once fill the group; the third is refused before any applies.
+        let mut joins = Vec::new();
         for id in ["a", "b"] {
             let grown = limits.admit(&state, &pending, &join(id), None).expect("admitted");
             pending.hold(&grown);
+            joins.push(grown);
         }
         assert_eq!(
             over(limits.admit(&state, &pending, &join("c"), None).map(drop)),
@@ -515,7 +580,9 @@ mod tests {
         // Given back (applied or failed), the room is free again.
         pending.release(&grown);
         assert!(limits.admit(&state, &pending, &create("i"), None).is_ok());
-        pending.release(&[(Growth::Members(group.clone()), 2)]);
+        for grown in &joins {
+            pending.release(grown);
+        }
         assert!(pending.is_empty());
     }
 
@@ -531,6 +598,40 @@ mod tests {
         let churn = Command::SetChannels { group, add: names.clone(), remove: names };
         let limits = Limits { channels_per_group: 4, ..Limits::default() };
         assert_eq!(over(limits.admit_unchecked(&state, &churn)), Limit::ChannelsPerGroup);
+    }
+
+    #[test]
+    fn long_member_names_cannot_make_a_group_larger_than_its_byte_limit() {
+        let mut state = State::default();
+        let group = key("ns", "g");
+        let command =
+            Command::CreateGroup { key: group.clone(), config: labelled(0), members: vec![] };
+        state.apply(&Request { at: Timestamp(0), command, actor: None });
+        let limits = Limits { group_bytes: 10_000, ..Limits::default() };
+        let join = |id: &str, name: usize| Command::CreateSession {
+            group: group.clone(),
+            session: SessionId::new(id).expect("an id"),
+            name: Some("n".repeat(name)),
+        };
+        let mut pending = Pending::default();
+        for id in ["a", "b"] {
+            let grown = limits.admit(&state, &pending, &join(id, 4_000), None).expect("admitted");
+            pending.hold(&grown);
+        }
+        // The third would take the group past 10,000 bytes, counting the two not yet applied.
+        let third = limits.admit(&state, &pending, &join("c", 4_000), None).map(drop);
+        assert_eq!(over(third), Limit::GroupBytes);
+        assert!(limits.admit(&state, &pending, &join("c", 100), None).is_ok());
+        // Labels count too.
+        assert_eq!(
+            over(limits.admit_unchecked(&state, &put(group.clone(), labelled_with(20, 600)))),
+            Limit::GroupBytes
+        );
+    }
+
+    fn labelled_with(n: usize, value: usize) -> GroupConfig {
+        let labels: BTreeMap<_, _> = (0..n).map(|i| (format!("k{i}"), "v".repeat(value))).collect();
+        GroupConfig::new(None, None, 10_000).expect("valid").with_labels(labels).expect("valid")
     }
 
     #[test]

@@ -95,6 +95,9 @@ pub struct Config {
     pub max_namespaces_per_tenant: u64,
     /// Most identities the cluster may have, revoked ones included.
     pub max_identities: u64,
+    /// Most bytes of text one group may hold: name, description, labels, members' ids and
+    /// names, channels and allowed owners together.
+    pub max_group_bytes: u64,
     /// A heartbeat stream silent this long is pinged; one silent twice as long is closed, in
     /// milliseconds.
     pub stream_keepalive_ms: u64,
@@ -186,6 +189,7 @@ impl Default for Config {
             max_groups_per_tenant: limits.groups_per_tenant,
             max_namespaces_per_tenant: limits.namespaces_per_tenant,
             max_identities: limits.identities,
+            max_group_bytes: limits.group_bytes,
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
             tls_ca_file: String::new(),
@@ -232,6 +236,7 @@ impl Config {
             groups_per_tenant: self.max_groups_per_tenant,
             namespaces_per_tenant: self.max_namespaces_per_tenant,
             identities: self.max_identities,
+            group_bytes: self.max_group_bytes,
         }
     }
 
@@ -634,6 +639,7 @@ mod tests {
             baton_core::Limit::GroupsPerTenant,
             baton_core::Limit::NamespacesPerTenant,
             baton_core::Limit::Identities,
+            baton_core::Limit::GroupBytes,
         ] {
             assert!(known.contains(limit.setting()), "no setting named {}", limit.setting());
             let default = baton_core::Limits::default().max(limit);
