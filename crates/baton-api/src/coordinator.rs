@@ -143,6 +143,11 @@ pub enum CoordinatorError {
     /// Anything else; details are logged, not shown to clients.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A request no caller may make (a forwarded write without its caller, or one of the
+    /// leader's own decisions); nothing was proposed. (Last, so that earlier answers keep
+    /// their encoding between nodes.)
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 /// The node behind the API.

@@ -85,7 +85,8 @@ impl From<CoordinatorError> for ApiError {
             }
             CoordinatorError::Membership(reason) => ApiError::Conflict(reason),
             e @ CoordinatorError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
-            CoordinatorError::Internal(reason) => {
+            // The API's own writes always name their caller: a refusal is a bug.
+            CoordinatorError::Internal(reason) | CoordinatorError::Refused(reason) => {
                 tracing::error!(%reason, "internal error");
                 ApiError::Internal
             }
@@ -131,7 +132,9 @@ pub(crate) fn unserved(e: CoordinatorError, dialect: &'static str) -> (StatusCod
             StatusCode::PAYLOAD_TOO_LARGE,
             "The change is larger than one request may be in the log (256 KiB); make it smaller.",
         ),
-        CoordinatorError::Membership(reason) | CoordinatorError::Internal(reason) => {
+        CoordinatorError::Membership(reason)
+        | CoordinatorError::Internal(reason)
+        | CoordinatorError::Refused(reason) => {
             tracing::error!(%reason, dialect, "internal error");
             (StatusCode::INTERNAL_SERVER_ERROR, "An internal error occurred; see the node's log.")
         }

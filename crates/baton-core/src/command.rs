@@ -292,6 +292,23 @@ pub enum RecordKey {
 }
 
 impl Command {
+    /// Whether only the leader itself may issue this command (its detector's grants, promotions,
+    /// releases, expiries and checkpoints; the bootstrap administrator): a caller's write,
+    /// from the API or forwarded by another node, never may.
+    pub fn is_leaders_own(&self) -> bool {
+        matches!(
+            self,
+            Command::Grant { .. }
+                | Command::Promote { .. }
+                | Command::Relinquish { .. }
+                | Command::Expire { .. }
+                | Command::CancelHandover { .. }
+                | Command::ClearExpiredOverride { .. }
+                | Command::Checkpoint { .. }
+                | Command::BootstrapAdmin { .. }
+        )
+    }
+
     /// The command's name, for logs (which must never show its fields: some carry credentials).
     pub fn name(&self) -> &'static str {
         match self {

@@ -192,6 +192,11 @@ impl Limits {
                     judge.grow(Limit::MembersPerGroup, members(&g.key), now, now + 1)?;
                 }
             }
+            // Changes name existing members only, but may repeat them: one command names no
+            // more than a group may hold, so that its audit entry is bounded.
+            Command::SetMembers { members, .. } => {
+                judge.within(Limit::MembersPerGroup, members.len())?;
+            }
             Command::SetChannels { add, remove, .. } => {
                 if let Some(g) = group {
                     // One command names no more than a group may hold, so that its audit

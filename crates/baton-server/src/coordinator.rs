@@ -197,6 +197,17 @@ impl RaftCoordinator {
     }
 
     async fn write_here(&self, command: Command, actor: Option<Actor>) -> Outcome {
+        // A caller's write, here or forwarded: it names its caller, and is never one of the
+        // decisions only the leader makes (a peer holding the cluster secret could otherwise
+        // grant the baton itself).
+        if actor.is_none() || command.is_leaders_own() {
+            let refused = CoordinatorError::Refused(format!(
+                "a caller's write must name its caller and may not be the leader's own {}",
+                command.name()
+            ));
+            tracing::warn!(command = command.name(), error = %refused, "write refused");
+            return Outcome::Failed(refused);
+        }
         let now = self.clock.now();
         let (prepared, grown) = {
             let applied = self.state.read();

@@ -186,7 +186,9 @@ impl From<CoordinatorError> for AvevaError {
                 reason: e.to_string(),
                 resolution: "Make the change smaller.",
             },
-            CoordinatorError::Membership(reason) | CoordinatorError::Internal(reason) => {
+            CoordinatorError::Membership(reason)
+            | CoordinatorError::Internal(reason)
+            | CoordinatorError::Refused(reason) => {
                 tracing::error!(%reason, "internal error serving an AVEVA request");
                 Self {
                     status: StatusCode::INTERNAL_SERVER_ERROR,
