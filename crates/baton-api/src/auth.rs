@@ -17,7 +17,30 @@ use baton_core::{Actor, IdentityName, Principal};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::coordinator::Coordinator;
+use crate::coordinator::{Consistency, Coordinator, Served};
+
+/// How often an open stream (events, heartbeats) checks that its caller may still hold it.
+pub const RECHECK: Duration = Duration::from_millis(500);
+
+/// Whether the caller who opened a stream (of `group`'s events or heartbeats, if given) may
+/// still hold it: its identity is active, with the role it had, and it may still use the
+/// group. Read from this node's applied state, so a revocation or an allowed-owners change is
+/// seen as soon as it applies here. A group deleted since is no reason to close a stream.
+pub(crate) async fn still_allowed<C: Coordinator>(
+    coordinator: &C,
+    principal: &Principal,
+    group: Option<&baton_core::GroupKey>,
+) -> bool {
+    let current = coordinator.identity(&principal.name);
+    if !current.is_some_and(|i| i.is_active() && i.principal() == *principal) {
+        return false;
+    }
+    let Some(key) = group else { return true };
+    match coordinator.read(baton_core::Query::Group(key.clone()), Consistency::Local).await {
+        Ok(Served { value: baton_core::QueryResult::Group(Some(g)), .. }) => principal.may_use(&g),
+        _ => true,
+    }
+}
 
 /// An authenticated caller, as handlers see it.
 #[derive(Clone, Debug)]

@@ -25,12 +25,13 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use baton_core::{Decision, DecisionKind, GroupKey, Query, QueryResult};
+use baton_core::{Decision, DecisionKind, GroupKey, Principal, Query, QueryResult};
 use futures::Stream;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::AppState;
+use crate::auth::{RECHECK, still_allowed};
 use crate::coordinator::{Consistency, Coordinator, Served};
 use crate::error::ApiError;
 use crate::metrics::{DecisionLabels, DecisionMetrics};
@@ -221,11 +222,27 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 
 async fn all_events<C: Coordinator>(
     State(s): State<AppState<C>>,
-    Admin(_): Admin,
+    Admin(caller): Admin,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let subscription = s.coordinator.feed().subscribe(last_event_id(&headers)?);
-    Ok(stream_of(subscription, None).into_response())
+    Ok(stream_of(subscription, None, access(&s, caller.principal, None)).into_response())
+}
+
+/// Whether the stream's caller may still hold it, checked every [`RECHECK`].
+type Access = Arc<dyn Fn() -> futures::future::BoxFuture<'static, bool> + Send + Sync>;
+
+fn access<C: Coordinator>(
+    s: &AppState<C>,
+    principal: Principal,
+    group: Option<GroupKey>,
+) -> Access {
+    let coordinator = s.coordinator.clone();
+    Arc::new(move || {
+        let (coordinator, principal, group) =
+            (coordinator.clone(), principal.clone(), group.clone());
+        Box::pin(async move { still_allowed(&*coordinator, &principal, group.as_ref()).await })
+    })
 }
 
 async fn group_events<C: Coordinator>(
@@ -238,39 +255,62 @@ async fn group_events<C: Coordinator>(
     let after = last_event_id(&headers)?;
     usable_group(&*s.coordinator, &caller, &key).await?;
     let subscription = s.coordinator.feed().subscribe(after);
-    Ok(stream_of(subscription, Some(key)).into_response())
+    let allowed = access(&s, caller.principal, Some(key.clone()));
+    Ok(stream_of(subscription, Some(key), allowed).into_response())
 }
 
 /// The SSE stream of a subscription, only `group`'s events if given. It ends when the node
-/// shuts down ([`Feed::close`]).
+/// shuts down ([`Feed::close`]), and within [`RECHECK`] of its caller losing access (revoked,
+/// or no longer allowed to use the group), after a `revoked` event.
 fn stream_of(
     subscription: Subscription,
     group: Option<GroupKey>,
+    allowed: Access,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let Subscription { replay, missed, live } = subscription;
     let wanted = move |e: &Event| group.as_ref().is_none_or(|g| &e.decision.group == g);
+    let mut recheck = tokio::time::interval(RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let state = (replay.into_iter(), missed, live, wanted, recheck, false);
     let stream = futures::stream::unfold(
-        (replay.into_iter(), missed, live, wanted),
-        |(mut replay, mut missed, mut live, wanted)| async move {
-            loop {
-                if missed {
-                    missed = false;
-                    return Some((Ok(lagged()), (replay, missed, live, wanted)));
+        state,
+        move |(mut replay, mut missed, mut live, wanted, mut recheck, ended)| {
+            let allowed = allowed.clone();
+            async move {
+                if ended {
+                    return None;
                 }
-                let event = match (replay.next(), live.as_mut()) {
-                    (Some(event), _) => event,
-                    (None, None) => return None,
-                    (None, Some(receiver)) => match receiver.recv().await {
-                        Ok(event) => event,
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            missed = true;
-                            continue;
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    },
-                };
-                if wanted(&event) {
-                    return Some((Ok(sse_event(&event)), (replay, missed, live, wanted)));
+                loop {
+                    if missed {
+                        missed = false;
+                        let state = (replay, missed, live, wanted, recheck, false);
+                        return Some((Ok(lagged()), state));
+                    }
+                    let event = match (replay.next(), live.as_mut()) {
+                        (Some(event), _) => event,
+                        (None, None) => return None,
+                        (None, Some(receiver)) => tokio::select! {
+                            received = receiver.recv() => match received {
+                                Ok(event) => event,
+                                Err(broadcast::error::RecvError::Lagged(_)) => {
+                                    missed = true;
+                                    continue;
+                                }
+                                Err(broadcast::error::RecvError::Closed) => return None,
+                            },
+                            _ = recheck.tick() => {
+                                if allowed().await {
+                                    continue;
+                                }
+                                let state = (replay, missed, live, wanted, recheck, true);
+                                return Some((Ok(revoked()), state));
+                            }
+                        },
+                    };
+                    if wanted(&event) {
+                        let state = (replay, missed, live, wanted, recheck, false);
+                        return Some((Ok(sse_event(&event)), state));
+                    }
                 }
             }
         },
@@ -288,6 +328,12 @@ fn sse_event(event: &Event) -> SseEvent {
         .event(kind)
         .json_data(event)
         .unwrap_or_else(|_| SseEvent::default().comment("an event could not be encoded"))
+}
+
+fn revoked() -> SseEvent {
+    SseEvent::default()
+        .event("revoked")
+        .data("this caller may no longer follow these events; the stream ends")
 }
 
 fn lagged() -> SseEvent {

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::auth::{Caller, RECHECK, still_allowed};
 use crate::aveva::wire;
 use crate::coordinator::{Coordinator, HeartbeatOutcome, Served};
 use crate::error::ApiError;
@@ -148,12 +148,26 @@ async fn answer_all<C: Coordinator>(state: &AppState<C>, caller: &Caller, socket
     let mut heard = Instant::now();
     let mut check = tokio::time::interval_at(Instant::now() + keepalive / 2, keepalive / 2);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut recheck = tokio::time::interval(RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let first = tokio::select! {
             next = incoming.next() => match next {
                 Some(Ok(first)) => first,
                 _ => return,
             },
+            // A revoked caller's stream goes at once: it would hold a place, and every
+            // heartbeat on it would be refused anyway.
+            _ = recheck.tick() => {
+                if !still_allowed(&*state.coordinator, &caller.principal, None).await {
+                    tracing::info!(identity = %caller.principal.name, "closed a revoked caller's heartbeat stream");
+                    let reason = "the caller's identity was revoked or changed";
+                    let frame = CloseFrame { code: close_code::POLICY, reason: reason.into() };
+                    let _ = finished_within(keepalive, sink.send(Message::Close(Some(frame)))).await;
+                    return;
+                }
+                continue;
+            }
             _ = check.tick() => {
                 let silent = heard.elapsed();
                 match keepalive_due(silent, keepalive) {

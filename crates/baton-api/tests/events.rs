@@ -287,3 +287,61 @@ fn feed_replays_what_it_kept_and_says_when_something_is_gone() {
     assert!(live.try_recv().is_err());
     assert!(feed.subscribe(None).live.is_none(), "closed for good");
 }
+
+/// Reads `stream` until it ends; `None` if it is still open after `within`. Returns what it
+/// carried.
+async fn until_ended(stream: &mut Stream, within: Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, stream.body.frame()).await.ok()?;
+        match frame {
+            None => return Some(std::mem::take(&mut stream.buffer)),
+            Some(frame) => {
+                if let Ok(bytes) = frame.expect("a frame").into_data() {
+                    stream.buffer.push_str(&String::from_utf8_lossy(&bytes));
+                }
+            }
+        }
+    }
+}
+
+async fn open_as(app: &baton_api::App, token: &str, uri: &str) -> Stream {
+    let request = Request::builder().uri(uri).header("authorization", format!("Bearer {token}"));
+    let response =
+        app.clone().oneshot(request.body(Body::empty()).expect("request")).await.expect("served");
+    assert_eq!(response.status(), StatusCode::OK);
+    Stream { body: response.into_body(), buffer: String::new() }
+}
+
+#[tokio::test]
+async fn a_stream_ends_within_a_second_of_its_callers_revocation_or_loss_of_access() {
+    let (fake, app) = setup().await;
+    let alice = fake.member("alice", "t1");
+    let bob = fake.member("bob", "t1");
+    let mut alices = open_as(&app, &alice, "/groups/t1/ns/g/events").await;
+    let mut bobs = open_as(&app, &bob, "/groups/t1/ns/g/events").await;
+    assert!(until_ended(&mut alices, Duration::from_millis(700)).await.is_none(), "open");
+    let revoke = baton_core::Command::RevokeIdentity {
+        name: baton_core::IdentityName::new("alice").expect("a name"),
+    };
+    fake.apply_as(revoke, fake.root());
+    let carried = until_ended(&mut alices, Duration::from_secs(1)).await.expect("ended");
+    assert!(carried.contains("event: revoked"), "{carried}");
+    // bob loses access to the group (its allowed owners no longer include him).
+    let key = GroupKey {
+        scope: Scope {
+            tenant: TenantId::new("t1").expect("an id"),
+            namespace: NamespaceId::new("ns").expect("an id"),
+        },
+        group: GroupId::new("g").expect("an id"),
+    };
+    let owners = [baton_core::IdentityName::new("root").expect("a name")].into();
+    let narrowed =
+        fake.apply_as(baton_core::Command::SetAllowedOwners { group: key, owners }, fake.root());
+    assert!(matches!(narrowed, baton_core::Response::Group { .. }), "{narrowed:?}");
+    assert!(until_ended(&mut bobs, Duration::from_secs(1)).await.is_some(), "bob's stream ended");
+    // The administrator's stream of every group goes on.
+    let (status, mut admins) = open(&app, "/events", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(until_ended(&mut admins, Duration::from_millis(700)).await.is_none());
+}

@@ -60,9 +60,8 @@ use baton_api::{Consistency, Coordinator, CoordinatorError, HeartbeatOutcome};
 use baton_core::heartbeat::Beat;
 use baton_core::invariants::{DriftingClock as SimClock, GroupGrants};
 use baton_core::{
-    AccessRole, Command, Credential, Epoch, GroupConfig, GroupId, GroupKey, HeartbeatIn, Identity,
-    IdentityName, NamespaceId, Query, QueryResult, Response, Role, Scope, Score, SessionId,
-    TenantId,
+    Actor, Command, Epoch, GroupConfig, GroupId, GroupKey, HeartbeatIn, IdentityName, NamespaceId,
+    Query, QueryResult, Response, Role, Scope, Score, SessionId, TenantId,
 };
 use baton_net::{AsyncIo, Connect, RpcClient};
 use baton_server::config::{Config, InitialMember};
@@ -233,6 +232,8 @@ fn node_config(id: u64, data_dir: std::path::PathBuf) -> Config {
         cluster_secret: SECRET.into(),
         // The simulated network is the test's own.
         insecure_transport: true,
+        // The operator's identity, which the first leader creates.
+        admin_token: format!("baton_{CALLER}.{}", "5a".repeat(32)),
         raft_addr: format!("{}:{RAFT_PORT}", host(id)),
         api_addr: format!("{}:{CLIENT_PORT}", host(id)),
         data_dir,
@@ -290,7 +291,12 @@ async fn serve_client(coordinator: Arc<RaftCoordinator>, mut stream: turmoil::ne
             Reply::Heartbeat(coordinator.heartbeat(beat).await.map(|s| s.value))
         }
         Call::Write(command) => {
-            Reply::Write(coordinator.write(command, None).await.map(|s| s.value))
+            let actor = Actor {
+                identity: IdentityName::new(CALLER).expect("a name"),
+                from: None,
+                request_key: None,
+            };
+            Reply::Write(coordinator.write(command, Some(actor)).await.map(|s| s.value))
         }
         Call::Read(query) => {
             Reply::Read(coordinator.read(query, Consistency::Linearizable).await.map(|s| s.value))
@@ -595,15 +601,8 @@ async fn create_group(world: &Shared, g: usize) -> bool {
 
 /// Sets up the groups, then acts as an operator while the faults last.
 async fn operator(world: Shared) {
-    // Set-up: retried until acknowledged (the cluster may still be electing).
-    let admin = Identity::new(
-        IdentityName::new(CALLER).expect("a name"),
-        AccessRole::Admin,
-        Credential { salt: vec![1], digest: vec![2] },
-    );
-    while write(&world, Command::BootstrapAdmin { identity: admin.clone() }).await.is_none() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Set-up: retried until acknowledged (the cluster may still be electing, and the first
+    // leader creates the administrator from `admin_token` before anything it may do is).
     for g in 0..GROUPS {
         while !create_group(&world, g).await {
             tokio::time::sleep(Duration::from_millis(100)).await;
