@@ -211,11 +211,12 @@ async fn a_stream_needs_a_credential_and_keeps_its_identity_to_its_tenant() {
 async fn a_node_keeps_at_most_its_stream_limit_open_and_refuses_one_more_with_503() {
     // The streams are not read while thousands more open: a keepalive longer than the test
     // keeps the node from closing them as silent.
-    let cluster = TestCluster::start_with(1, &[("stream_keepalive_ms", "600000")]);
+    let settings = [("stream_keepalive_ms", "600000"), ("max_streams_per_identity", "5000")];
+    let cluster = TestCluster::start_with(1, &settings);
     let node = cluster.wait_for_leader(ELECTION).await;
     let base = cluster.url(node);
     cluster.create_failover_group(node, GROUPS, "g", Duration::from_secs(60), &["a"]).await;
-    let limit = baton_api::heartbeat_stream::MAX_STREAMS;
+    let limit = baton_api::streams::MAX_STREAMS;
     let mut open_streams = Vec::with_capacity(limit);
     while open_streams.len() < limit {
         let batch = (limit - open_streams.len()).min(64);

@@ -37,6 +37,7 @@ use crate::error::ApiError;
 use crate::metrics::{DecisionLabels, DecisionMetrics};
 use crate::native::{Admin, Authenticated, key, usable_group};
 use crate::served_by::ServedBy;
+use crate::streams::Place;
 
 /// How many recent events a node keeps for subscribers that reconnect.
 pub const FEED_CAPACITY: usize = 4096;
@@ -225,8 +226,10 @@ async fn all_events<C: Coordinator>(
     Admin(caller): Admin,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let place = s.streams.take(&caller.principal.name)?;
     let subscription = s.coordinator.feed().subscribe(last_event_id(&headers)?);
-    Ok(stream_of(subscription, None, access(&s, caller.principal, None)).into_response())
+    let allowed = access(&s, caller.principal, None);
+    Ok(stream_of(subscription, None, allowed, place).into_response())
 }
 
 /// Whether the stream's caller may still hold it, checked every [`RECHECK`].
@@ -254,9 +257,10 @@ async fn group_events<C: Coordinator>(
     let key = key(tenant, namespace, group)?;
     let after = last_event_id(&headers)?;
     usable_group(&*s.coordinator, &caller, &key).await?;
+    let place = s.streams.take(&caller.principal.name)?;
     let subscription = s.coordinator.feed().subscribe(after);
     let allowed = access(&s, caller.principal, Some(key.clone()));
-    Ok(stream_of(subscription, Some(key), allowed).into_response())
+    Ok(stream_of(subscription, Some(key), allowed, place).into_response())
 }
 
 /// The SSE stream of a subscription, only `group`'s events if given. It ends when the node
@@ -266,6 +270,7 @@ fn stream_of(
     subscription: Subscription,
     group: Option<GroupKey>,
     allowed: Access,
+    place: Place,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let Subscription { replay, missed, live } = subscription;
     let wanted = move |e: &Event| group.as_ref().is_none_or(|g| &e.decision.group == g);
@@ -276,6 +281,8 @@ fn stream_of(
         state,
         move |(mut replay, mut missed, mut live, wanted, mut recheck, ended)| {
             let allowed = allowed.clone();
+            // Held as long as the stream is: dropped with it.
+            let _place = &place;
             async move {
                 if ended {
                     return None;

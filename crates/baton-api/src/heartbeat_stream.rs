@@ -24,7 +24,7 @@
 //! A stream from which nothing (not even a pong) has arrived for the node's
 //! `stream_keepalive_ms` is sent a WebSocket ping; silent for twice that, it is closed, as is
 //! one whose client stops reading its answers: a client that died without closing its
-//! connection would otherwise hold one of the [`MAX_STREAMS`] places for ever.
+//! connection would otherwise hold one of the places of [`crate::streams`] for ever.
 
 use std::time::Duration;
 
@@ -46,9 +46,6 @@ use crate::native::{Authenticated, parse_group_key};
 
 /// The largest message a client may send, in bytes; a larger one closes the stream.
 pub const MAX_MESSAGE: usize = 4 * 1024;
-/// Heartbeat streams one node keeps open at once. An upgraded connection leaves the HTTP
-/// server's connection limit behind, so streams have their own; one more is refused with 503.
-pub const MAX_STREAMS: usize = 4_096;
 /// Bytes read from the connection at a time. The WebSocket layer's default (128 KiB) is
 /// zeroed before every read: a third of a busy leader's CPU, and memory that thousands of
 /// open streams would each hold.
@@ -112,9 +109,10 @@ pub async fn open<C: Coordinator>(
     Authenticated(caller): Authenticated,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let Ok(slot) = state.stream_slots.clone().try_acquire_owned() else {
-        let busy = format!("this node has {MAX_STREAMS} heartbeat streams open; retry on another");
-        return ApiError::Busy(busy).into_response();
+    // An upgraded connection leaves the HTTP server's connection limit behind.
+    let place = match state.streams.take(&caller.principal.name) {
+        Ok(place) => place,
+        Err(busy) => return busy.into_response(),
     };
     upgrade
         .read_buffer_size(READ_BUFFER)
@@ -122,7 +120,7 @@ pub async fn open<C: Coordinator>(
         .max_frame_size(MAX_MESSAGE)
         .on_upgrade(move |socket| async move {
             serve(state, caller, socket).await;
-            drop(slot);
+            drop(place);
         })
 }
 

@@ -44,6 +44,7 @@ mod middleware;
 pub mod native;
 pub mod ops;
 mod served_by;
+pub mod streams;
 pub mod uplynk;
 
 use std::sync::Arc;
@@ -80,8 +81,8 @@ pub struct Shared<C> {
     pub sealer: Arc<Sealer>,
     /// `https` when the API is served over TLS (for redirects), else `http`.
     pub scheme: &'static str,
-    /// Heartbeat streams that may still open ([`heartbeat_stream::MAX_STREAMS`] in all).
-    pub stream_slots: Arc<tokio::sync::Semaphore>,
+    /// Places for heartbeat and event streams (see [`streams`]).
+    pub streams: streams::StreamPlaces,
     /// See [`ApiOptions::stream_keepalive`].
     pub stream_keepalive: std::time::Duration,
 }
@@ -111,6 +112,8 @@ pub struct ApiOptions {
     pub https: bool,
     /// A heartbeat stream silent this long is pinged; silent twice as long, it is closed.
     pub stream_keepalive: std::time::Duration,
+    /// Heartbeat and event streams one identity may hold open on the node.
+    pub max_streams_per_identity: usize,
 }
 
 /// The router, before path normalization. Use [`app`] to serve it.
@@ -122,7 +125,7 @@ pub fn router<C: Coordinator>(coordinator: Arc<C>, options: ApiOptions) -> Route
         gate: Gate::new(options.rate_limit),
         sealer: options.sealer,
         scheme: if options.https { "https" } else { "http" },
-        stream_slots: Arc::new(tokio::sync::Semaphore::new(heartbeat_stream::MAX_STREAMS)),
+        streams: streams::StreamPlaces::new(options.max_streams_per_identity),
         stream_keepalive: options.stream_keepalive,
     }));
     let native_auth =

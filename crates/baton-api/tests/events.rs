@@ -345,3 +345,24 @@ async fn a_stream_ends_within_a_second_of_its_callers_revocation_or_loss_of_acce
     assert_eq!(status, StatusCode::OK);
     assert!(until_ended(&mut admins, Duration::from_millis(700)).await.is_none());
 }
+
+#[tokio::test]
+async fn one_identity_holds_at_most_its_share_of_the_nodes_streams() {
+    let (fake, app) = setup().await;
+    let alice = fake.member("alice", "t1");
+    let share = baton_api::streams::DEFAULT_STREAMS_PER_IDENTITY;
+    let mut held = Vec::with_capacity(share);
+    for _ in 0..share {
+        held.push(open_as(&app, &alice, "/groups/t1/ns/g/events").await);
+    }
+    let over = call_as(&app, Some(&alice), "GET", "/groups/t1/ns/g/events", None, None).await;
+    assert_eq!(over.status, StatusCode::SERVICE_UNAVAILABLE, "{over:?}");
+    assert_eq!(over.body["error"], "busy", "{over:?}");
+    // Another identity is not held back by alice's streams.
+    let (status, _admins) = open(&app, "/events", None).await;
+    assert_eq!(status, StatusCode::OK);
+    // A stream closed by its client gives its place back.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _again = open_as(&app, &alice, "/groups/t1/ns/g/events").await;
+}

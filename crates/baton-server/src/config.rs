@@ -101,6 +101,8 @@ pub struct Config {
     /// A heartbeat stream silent this long is pinged; one silent twice as long is closed, in
     /// milliseconds.
     pub stream_keepalive_ms: u64,
+    /// Heartbeat and event streams one identity may hold open on a node (of the node's 4,096).
+    pub max_streams_per_identity: usize,
     /// This node's TLS certificate chain (PEM); needed by `api_tls` and `raft_tls`.
     pub tls_cert_file: String,
     /// Its private key (PEM).
@@ -180,6 +182,7 @@ impl Default for Config {
             max_connections_per_address: 512,
             header_read_timeout_ms: 5_000,
             stream_keepalive_ms: 15_000,
+            max_streams_per_identity: baton_api::streams::DEFAULT_STREAMS_PER_IDENTITY,
             max_header_bytes: 16 * 1024,
             max_labels_per_group: limits.labels_per_group,
             max_label_bytes_per_group: limits.label_bytes_per_group,
@@ -472,6 +475,9 @@ impl Config {
                     self.max_clock_drift_ppm
                 ),
             );
+        }
+        if self.max_streams_per_identity == 0 {
+            return rule("max_streams_per_identity", "must be positive".into());
         }
         if self.max_connections_per_address == 0 {
             return rule("max_connections_per_address", "must be positive".into());

@@ -224,11 +224,24 @@ impl RaftCoordinator {
         }
         // A round of this term also waited until everything committed was applied, this
         // term's first entry among it: whichever caller's round it was, the state is caught up.
-        if self.hold_lease(term).await.is_err() {
+        if self.hold_lease(term).await.is_err() || !self.barrier(term).await {
             return false;
         }
         self.arm(term);
         true
+    }
+
+    /// Commits and applies an entry of `term` before the detector is armed in it. A quorum
+    /// round alone is not enough: it waits only for what is already committed, and an entry an
+    /// earlier leader (this node among them) proposed and never saw committed may still be in
+    /// the log, a grant among them, to be committed by this term's first entry. A detector
+    /// armed before then would answer from a state that decision is about to change: it told
+    /// a holder "Primary" while its successor's grant, decided two terms before, was being
+    /// committed (cluster simulation, seed 398). Once an entry of this term is applied,
+    /// everything before it is applied or gone.
+    async fn barrier(&self, term: u64) -> bool {
+        let barrier = Command::Checkpoint { groups: Vec::new() };
+        self.propose(barrier, None).await.is_ok() && self.leadership() == (true, term)
     }
 
     /// Confirms leadership in `term` with a quorum (a round of its own, which also waits
@@ -295,6 +308,9 @@ impl RaftCoordinator {
         // Refresh the lease every tick; a leader that cannot reach a quorum stops granting.
         if self.confirm_leadership(term).await.is_err() {
             self.lease.revoke();
+            return;
+        }
+        if self.armed().term != Some(term) && !self.barrier(term).await {
             return;
         }
         self.arm(term);

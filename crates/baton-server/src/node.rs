@@ -274,6 +274,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             sealer,
             https: api_tls.is_some(),
             stream_keepalive: Duration::from_millis(config.stream_keepalive_ms),
+            max_streams_per_identity: config.max_streams_per_identity,
         };
         let app = baton_api::app(coordinator, options);
         let limits = limits(&config);

@@ -158,8 +158,12 @@ fn run_worlds(seeds: &[u64]) -> Result<usize, (u64, String)> {
 ///   group's tombstone (it shared the group's key), so its state, the re-created group's epoch
 ///   among it, differed from the others' (path 2). Two grants at once follow only when such a
 ///   node is elected within the deleted group's last grant; the grant simulation in
-///   `baton-core` finds that (its seeds 111, 234, 442), these worlds did not in 300 seeds.
-const REGRESSION_SEEDS: [u64; 6] = [1, 4, 5, 15, 17, 22];
+///   `baton-core` finds that (its seeds 111, 234, 442), these worlds did not in 300 seeds;
+/// - 398: a leader proposed a holder's successor, lost office before it committed, and was
+///   elected again; armed after a quorum round alone (which waits only for what is already
+///   committed), it answered the holder "Primary" just before that earlier grant committed
+///   (`leader.rs`, `barrier`).
+const REGRESSION_SEEDS: [u64; 7] = [1, 4, 5, 15, 17, 22, 398];
 
 #[test]
 fn worlds_that_broke_earlier_code_stay_safe() {

@@ -272,6 +272,7 @@ pub fn app_for(fake: std::sync::Arc<FakeCoordinator>) -> baton_api::App {
         sealer: std::sync::Arc::new(baton_api::Sealer::new(CLUSTER_SECRET, &[])),
         https: false,
         stream_keepalive: std::time::Duration::from_secs(15),
+        max_streams_per_identity: baton_api::streams::DEFAULT_STREAMS_PER_IDENTITY,
     };
     baton_api::app(fake, options)
 }
