@@ -489,6 +489,15 @@ mod tests {
         Command::PutGroup { key, config }
     }
 
+    fn apply(state: &mut State, command: Command) {
+        state.apply(&Request { at: Timestamp(0), command, actor: None });
+    }
+
+    fn join(group: &GroupKey, id: &str, name: Option<String>) -> Command {
+        let session = SessionId::new(id).expect("an id");
+        Command::CreateSession { group: group.clone(), session, name }
+    }
+
     fn over(result: Result<(), Rejection>) -> Limit {
         match result {
             Err(Rejection::OverLimit(over)) => over.limit,
@@ -522,16 +531,9 @@ mod tests {
 
     #[test]
     fn members_are_counted_with_the_group_they_join() {
-        let mut state = State::default();
-        let group = key("ns", "g");
-        let command =
-            Command::CreateGroup { key: group.clone(), config: labelled(0), members: vec![] };
-        state.apply(&Request { at: Timestamp(0), command, actor: None });
-        let join = |id: &str| Command::CreateSession {
-            group: group.clone(),
-            session: SessionId::new(id).expect("an id"),
-            name: None,
-        };
+        let (mut state, group) = (State::default(), key("ns", "g"));
+        apply(&mut state, Command::PutGroup { key: group.clone(), config: labelled(0) });
+        let join = |id: &str| join(&group, id, None);
         state.apply(&Request { at: Timestamp(0), command: join("a"), actor: None });
         let limits = Limits { members_per_group: 1, ..Limits::default() };
         assert_eq!(
@@ -551,16 +553,9 @@ mod tests {
 
     #[test]
     fn growth_admitted_and_not_yet_applied_counts_against_the_limit() {
-        let mut state = State::default();
-        let group = key("ns", "g");
-        let command =
-            Command::CreateGroup { key: group.clone(), config: labelled(0), members: vec![] };
-        state.apply(&Request { at: Timestamp(0), command, actor: None });
-        let join = |id: &str| Command::CreateSession {
-            group: group.clone(),
-            session: SessionId::new(id).expect("an id"),
-            name: None,
-        };
+        let (mut state, group) = (State::default(), key("ns", "g"));
+        apply(&mut state, Command::PutGroup { key: group.clone(), config: labelled(0) });
+        let join = |id: &str| join(&group, id, None);
         let limits = Limits { members_per_group: 2, groups_per_tenant: 2, ..Limits::default() };
         let mut pending = Pending::default();
         // Two joins in flight at once fill the group; the third is refused before any applies.
@@ -593,11 +588,8 @@ mod tests {
 
     #[test]
     fn one_command_may_not_name_more_channels_than_a_group_holds() {
-        let mut state = State::default();
-        let group = key("ns", "g");
-        let command =
-            Command::CreateGroup { key: group.clone(), config: labelled(0), members: vec![] };
-        state.apply(&Request { at: Timestamp(0), command, actor: None });
+        let (mut state, group) = (State::default(), key("ns", "g"));
+        apply(&mut state, Command::PutGroup { key: group.clone(), config: labelled(0) });
         let names: BTreeSet<String> = (0..5).map(|i| format!("c{i}")).collect();
         // Adding and removing the same five leaves the group as it was, but would be audited.
         let churn = Command::SetChannels { group, add: names.clone(), remove: names };
@@ -607,17 +599,10 @@ mod tests {
 
     #[test]
     fn long_member_names_cannot_make_a_group_larger_than_its_byte_limit() {
-        let mut state = State::default();
-        let group = key("ns", "g");
-        let command =
-            Command::CreateGroup { key: group.clone(), config: labelled(0), members: vec![] };
-        state.apply(&Request { at: Timestamp(0), command, actor: None });
+        let (mut state, group) = (State::default(), key("ns", "g"));
+        apply(&mut state, Command::PutGroup { key: group.clone(), config: labelled(0) });
         let limits = Limits { group_bytes: 10_000, ..Limits::default() };
-        let join = |id: &str, name: usize| Command::CreateSession {
-            group: group.clone(),
-            session: SessionId::new(id).expect("an id"),
-            name: Some("n".repeat(name)),
-        };
+        let join = |id: &str, name: usize| join(&group, id, Some("n".repeat(name)));
         let mut pending = Pending::default();
         for id in ["a", "b"] {
             let grown = limits.admit(&state, &pending, &join(id, 4_000), None).expect("admitted");
