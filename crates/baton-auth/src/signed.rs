@@ -8,8 +8,12 @@ use base64::Engine as _;
 use baton_core::IdentityName;
 use ring::hmac;
 
-/// How far a request's timestamp may be from the node's clock, in seconds.
+/// How far behind the node's clock a request's timestamp may be, in seconds.
 pub const MAX_SKEW_SECS: i64 = 300;
+/// How far ahead of the node's clock a request's timestamp may be, in seconds: a signature
+/// made for the future would stay usable (and replayable) that much longer than
+/// [`MAX_SKEW_SECS`].
+pub const MAX_AHEAD_SECS: i64 = 30;
 /// Most bytes a decompressed `msg` may have (a zlib bomb stops here).
 const MAX_MSG_BYTES: u64 = 4 * 1024;
 
@@ -19,8 +23,10 @@ pub enum SignedError {
     /// `msg` is not base64 of zlib-compressed JSON with `_owner` and `_timestamp`.
     #[error("msg is malformed: {0}")]
     Malformed(&'static str),
-    /// The timestamp is more than [`MAX_SKEW_SECS`] away from now.
-    #[error("the timestamp is more than {MAX_SKEW_SECS} seconds off")]
+    /// The timestamp is more than [`MAX_SKEW_SECS`] behind now or [`MAX_AHEAD_SECS`] ahead.
+    #[error(
+        "the timestamp is more than {MAX_SKEW_SECS} seconds behind or {MAX_AHEAD_SECS} seconds ahead of the server's clock"
+    )]
     Stale,
     /// `sig` is not the signature of `msg` with the owner's key.
     #[error("the signature does not match")]
@@ -60,7 +66,8 @@ pub fn decode_msg(msg: &str, now_secs: i64) -> Result<SignedParams, SignedError>
         .get("_timestamp")
         .and_then(|t| t.as_i64().or_else(|| t.as_f64().map(|f| f as i64)))
         .ok_or(SignedError::Malformed("no _timestamp"))?;
-    if now_secs.abs_diff(timestamp) > MAX_SKEW_SECS.unsigned_abs() {
+    let age = i128::from(now_secs) - i128::from(timestamp);
+    if age > i128::from(MAX_SKEW_SECS) || -age > i128::from(MAX_AHEAD_SECS) {
         return Err(SignedError::Stale);
     }
     Ok(SignedParams { owner, timestamp })
@@ -115,11 +122,18 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_more_than_five_minutes_off_are_refused() {
+    fn timestamps_five_minutes_behind_or_half_a_minute_ahead_are_refused() {
         let (msg, _) = sign("alice", 1_000_000, KEY);
         assert!(decode_msg(&msg, 1_000_000 + MAX_SKEW_SECS).is_ok());
         assert_eq!(decode_msg(&msg, 1_000_000 + MAX_SKEW_SECS + 1), Err(SignedError::Stale));
-        assert_eq!(decode_msg(&msg, 1_000_000 - MAX_SKEW_SECS - 1), Err(SignedError::Stale));
+        // Made for the future: at most half a minute ahead.
+        assert!(decode_msg(&msg, 1_000_000 - MAX_AHEAD_SECS).is_ok());
+        assert_eq!(decode_msg(&msg, 1_000_000 - MAX_AHEAD_SECS - 1), Err(SignedError::Stale));
+        // Timestamps at the ends of the range neither overflow nor pass.
+        for extreme in [i64::MIN, i64::MAX] {
+            let (msg, _) = sign("alice", extreme, KEY);
+            assert_eq!(decode_msg(&msg, 1_000_000), Err(SignedError::Stale));
+        }
     }
 
     #[test]
