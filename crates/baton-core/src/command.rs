@@ -293,9 +293,13 @@ pub enum RecordKey {
 
 impl Command {
     /// Whether only the leader itself may issue this command (its detector's grants, promotions,
-    /// releases, expiries and checkpoints; the bootstrap administrator): a caller's write,
-    /// from the API or forwarded by another node, never may.
+    /// releases, expiries and checkpoints; the bootstrap administrator; a hand-over for any
+    /// reason but an operator's forced failover, or one that does not require a ready standby):
+    /// a caller's write, from the API or forwarded by another node, never may.
     pub fn is_leaders_own(&self) -> bool {
+        if let Command::RequestHandover { reason, require_standby, .. } = self {
+            return *reason != crate::Reason::Forced || !*require_standby;
+        }
         matches!(
             self,
             Command::Grant { .. }

@@ -370,7 +370,9 @@ impl RaftCoordinator {
             match self.propose(command.clone(), None).await {
                 Ok(Response::Rejected(reason)) => {
                     tracing::debug!(%reason, "detector decision superseded");
-                    self.with_detector(|d| d.refused(&command));
+                    // Only the detector of the term that decided it: a later term's knows
+                    // nothing of this decision.
+                    self.with_detector_in(term, |d| d.refused(&command));
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "could not commit a failover decision"),

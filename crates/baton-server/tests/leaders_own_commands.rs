@@ -74,8 +74,19 @@ async fn a_forwarded_grant_or_a_write_without_a_caller_is_refused_and_changes_no
         from: None,
         request_key: None,
     };
-    let outcome = node.execute(LeaderRequest::Write(checkpoint, Some(actor))).await;
+    let outcome = node.execute(LeaderRequest::Write(checkpoint, Some(actor.clone()))).await;
     assert!(matches!(outcome, Outcome::Failed(_)), "the leader's own, with a caller: {outcome:?}");
+    // A hand-over only the detector asks for (a preemption, without a ready standby).
+    let preempt = Command::RequestHandover {
+        group: key.clone(),
+        expected_epoch: Epoch(0),
+        reason: Reason::Preempted,
+        to: None,
+        require_standby: false,
+        standby_ready: false,
+    };
+    let outcome = node.execute(LeaderRequest::Write(preempt, Some(actor))).await;
+    assert!(matches!(outcome, Outcome::Failed(_)), "a detector's hand-over: {outcome:?}");
     // Nothing was proposed: the log holds only what the node wrote when it formed.
     let before = node.status().last_log_index;
     let outcome = node.execute(LeaderRequest::Write(grant, None)).await;
