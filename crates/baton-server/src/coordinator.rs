@@ -201,12 +201,11 @@ impl RaftCoordinator {
         // decisions only the leader makes (a peer holding the cluster secret could otherwise
         // grant the baton itself).
         if actor.is_none() || command.is_leaders_own() {
-            let refused = CoordinatorError::Refused(format!(
+            // Logged once, by the node the write came in at (`Coordinator::write`).
+            return Outcome::Failed(CoordinatorError::Refused(format!(
                 "a caller's write must name its caller and may not be the leader's own {}",
                 command.name()
-            ));
-            tracing::warn!(command = command.name(), error = %refused, "write refused");
-            return Outcome::Failed(refused);
+            )));
         }
         let now = self.clock.now();
         let (prepared, grown) = {
