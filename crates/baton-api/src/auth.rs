@@ -23,21 +23,28 @@ use crate::coordinator::{Consistency, Coordinator, Served};
 pub const RECHECK: Duration = Duration::from_millis(500);
 
 /// Whether the caller who opened a stream (of `group`'s events or heartbeats, if given) may
-/// still hold it: its identity is active, with the role it had, and it may still use the
-/// group. Read from this node's applied state, so a revocation or an allowed-owners change is
-/// seen as soon as it applies here. A group deleted since is no reason to close a stream.
+/// still hold it: its identity is active, with the role it had and the credentials it
+/// presented (a rotation since ends the stream, as a revocation does), and it may still use
+/// the group. Read from this node's applied state, so a revocation, a rotation or an
+/// allowed-owners change is seen as soon as it applies here. A group deleted since is no
+/// reason to close a stream.
 pub(crate) async fn still_allowed<C: Coordinator>(
     coordinator: &C,
-    principal: &Principal,
+    caller: &Caller,
     group: Option<&baton_core::GroupKey>,
 ) -> bool {
-    let current = coordinator.identity(&principal.name);
-    if !current.is_some_and(|i| i.is_active() && i.principal() == *principal) {
+    let current = coordinator.identity(&caller.principal.name);
+    let same = current.is_some_and(|i| {
+        i.is_active() && i.principal() == caller.principal && i.token == caller.credential
+    });
+    if !same {
         return false;
     }
     let Some(key) = group else { return true };
     match coordinator.read(baton_core::Query::Group(key.clone()), Consistency::Local).await {
-        Ok(Served { value: baton_core::QueryResult::Group(Some(g)), .. }) => principal.may_use(&g),
+        Ok(Served { value: baton_core::QueryResult::Group(Some(g)), .. }) => {
+            caller.principal.may_use(&g)
+        }
         _ => true,
     }
 }
@@ -47,6 +54,9 @@ pub(crate) async fn still_allowed<C: Coordinator>(
 pub struct Caller {
     /// Who.
     pub principal: Principal,
+    /// Its identity's credential when it was authenticated (each rotation makes a new one,
+    /// with a new salt). A stream it opens ends once this is replaced.
+    pub credential: baton_core::Credential,
     /// The client's address, when the server knows it.
     pub from: Option<SocketAddr>,
     /// The request's `Idempotency-Key`, if it sent one (native and AVEVA APIs).
@@ -165,7 +175,7 @@ pub fn authenticate<C: Coordinator>(
     }
     let principal = identity.principal();
     gate.admit(&principal)?;
-    Ok(Caller { principal, from, request_key: None })
+    Ok(Caller { principal, credential: identity.token, from, request_key: None })
 }
 
 /// Checks Uplynk-style signed parameters (`msg`, `sig`) against this node's applied state:
@@ -190,7 +200,7 @@ pub fn authenticate_signed<C: Coordinator>(
     baton_auth::signed::verify_sig(&key, msg, sig).map_err(|_| Denied::Invalid)?;
     let principal = identity.principal();
     gate.admit(&principal)?;
-    Ok(Caller { principal, from, request_key: None })
+    Ok(Caller { principal, credential: identity.token, from, request_key: None })
 }
 
 /// A middleware's whole job for the token-based APIs: authenticate the token `token_of` finds,

@@ -25,13 +25,13 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use baton_core::{Decision, DecisionKind, GroupKey, Principal, Query, QueryResult};
+use baton_core::{Decision, DecisionKind, GroupKey, Query, QueryResult};
 use futures::Stream;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::AppState;
-use crate::auth::{RECHECK, still_allowed};
+use crate::auth::{Caller, RECHECK, still_allowed};
 use crate::coordinator::{Consistency, Coordinator, Served};
 use crate::error::ApiError;
 use crate::metrics::{DecisionLabels, DecisionMetrics};
@@ -228,23 +228,18 @@ async fn all_events<C: Coordinator>(
 ) -> Result<Response, ApiError> {
     let place = s.streams.take(&caller.principal.name)?;
     let subscription = s.coordinator.feed().subscribe(last_event_id(&headers)?);
-    let allowed = access(&s, caller.principal, None);
+    let allowed = access(&s, caller, None);
     Ok(stream_of(subscription, None, allowed, place).into_response())
 }
 
 /// Whether the stream's caller may still hold it, checked every [`RECHECK`].
 type Access = Arc<dyn Fn() -> futures::future::BoxFuture<'static, bool> + Send + Sync>;
 
-fn access<C: Coordinator>(
-    s: &AppState<C>,
-    principal: Principal,
-    group: Option<GroupKey>,
-) -> Access {
+fn access<C: Coordinator>(s: &AppState<C>, caller: Caller, group: Option<GroupKey>) -> Access {
     let coordinator = s.coordinator.clone();
     Arc::new(move || {
-        let (coordinator, principal, group) =
-            (coordinator.clone(), principal.clone(), group.clone());
-        Box::pin(async move { still_allowed(&*coordinator, &principal, group.as_ref()).await })
+        let (coordinator, caller, group) = (coordinator.clone(), caller.clone(), group.clone());
+        Box::pin(async move { still_allowed(&*coordinator, &caller, group.as_ref()).await })
     })
 }
 
@@ -259,7 +254,7 @@ async fn group_events<C: Coordinator>(
     usable_group(&*s.coordinator, &caller, &key).await?;
     let place = s.streams.take(&caller.principal.name)?;
     let subscription = s.coordinator.feed().subscribe(after);
-    let allowed = access(&s, caller.principal, Some(key.clone()));
+    let allowed = access(&s, caller, Some(key.clone()));
     Ok(stream_of(subscription, Some(key), allowed, place).into_response())
 }
 

@@ -157,9 +157,9 @@ async fn answer_all<C: Coordinator>(state: &AppState<C>, caller: &Caller, socket
             // A revoked caller's stream goes at once: it would hold a place, and every
             // heartbeat on it would be refused anyway.
             _ = recheck.tick() => {
-                if !still_allowed(&*state.coordinator, &caller.principal, None).await {
+                if !still_allowed(&*state.coordinator, caller, None).await {
                     tracing::info!(identity = %caller.principal.name, "closed a revoked caller's heartbeat stream");
-                    let reason = "the caller's identity was revoked or changed";
+                    let reason = "the caller's identity was revoked, rotated or changed";
                     let frame = CloseFrame { code: close_code::POLICY, reason: reason.into() };
                     let _ = finished_within(keepalive, sink.send(Message::Close(Some(frame)))).await;
                     return;
