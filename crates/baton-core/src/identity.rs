@@ -24,8 +24,13 @@ use crate::session::Reason;
 
 /// Longest identity name, in characters.
 pub const MAX_NAME_LEN: usize = 64;
-/// How many audit entries the state keeps; older ones are dropped first.
+/// How many audit entries the state keeps in all; beyond it, the oldest entry of the longest
+/// trail (a tenant's, or the cluster's) is dropped.
 pub const AUDIT_CAPACITY: u64 = 10_000;
+/// How many audit entries one trail keeps: those of one tenant's groups, or the cluster's own
+/// (identities, and changes that concern no group). Beyond it the trail's oldest is dropped,
+/// so one tenant's changes never push out another's.
+pub const AUDIT_PER_TRAIL: usize = 1_000;
 
 /// The name of an identity: 1 to [`MAX_NAME_LEN`] ASCII letters, digits, `-`, `_`, `.` or `@`.
 /// It is the Uplynk `_owner`, the HCX user name, and appears in tokens and audit entries.

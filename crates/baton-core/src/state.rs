@@ -12,7 +12,8 @@ use crate::group::{Group, GroupConfig, Tombstone};
 use crate::history::{Baton, Decision, History};
 use crate::idempotency::{REMEMBER_CAPACITY, REMEMBER_PER_IDENTITY, Remembered};
 use crate::identity::{
-    AUDIT_CAPACITY, Actor, AuditAction, AuditEntry, ConfigChange, Identity, IdentityName, Principal,
+    AUDIT_CAPACITY, AUDIT_PER_TRAIL, Actor, AuditAction, AuditEntry, ConfigChange, Identity,
+    IdentityName, Principal,
 };
 use crate::ids::{Epoch, GroupKey, Scope, SessionId, Timestamp};
 use crate::session::{Handover, Holder, Reason, RoleOverride, Session, Stage};
@@ -40,13 +41,15 @@ pub enum Record {
 /// - every group is stored under its own key;
 /// - no scope maps to an empty set of groups;
 /// - `apply` changes at most the record named by `Command::record_key`, the audit trail
-///   (one entry added, the oldest dropped beyond [`AUDIT_CAPACITY`]) and the group's history
+///   (one entry added; beyond [`AUDIT_PER_TRAIL`] in its trail, that trail's oldest dropped;
+///   beyond [`AUDIT_CAPACITY`] in all, the oldest of the longest trail) and the group's history
 ///   (one decision added; dropped with the group); [`State::apply_tracked`] names every record
 ///   it changed;
 /// - every group with a history exists;
 /// - a keyed write (see [`crate::idempotency`]) is applied once: repeated within the window, it
 ///   changes nothing and answers the first outcome;
-/// - audit sequence numbers are consecutive;
+/// - audit sequence numbers increase by one per entry added (entries dropped leave gaps), and
+///   the newest entry is never the one dropped;
 /// - a group's epoch never decreases, and each grant of the baton increments it;
 /// - a group has at most one holder, and a grant is only applied when the group has no holder
 ///   or when the grant names the holder it replaces, at the epoch the decision saw.
@@ -262,11 +265,12 @@ impl State {
                 group: request.command.group().cloned(),
                 action,
             };
+            let tenant = trail(&entry).cloned();
             self.audit.insert(seq, entry);
             touched.push(RecordKey::Audit(seq));
-            if seq > AUDIT_CAPACITY {
-                self.audit.remove(&(seq - AUDIT_CAPACITY));
-                touched.push(RecordKey::Audit(seq - AUDIT_CAPACITY));
+            if let Some(dropped) = audit_overflow(&self.audit, tenant.as_ref()) {
+                self.audit.remove(&dropped);
+                touched.push(RecordKey::Audit(dropped));
             }
         }
         Effects { response, touched, decision }
@@ -914,6 +918,40 @@ fn apply_to_group(group: &mut Group, command: &Command, at: Timestamp) -> Outcom
             unreachable!("group and identity commands are applied by State::apply_command")
         }
     }
+}
+
+/// Whose part of the audit trail an entry is: its group's tenant's, or `None` for the
+/// cluster's own (identities, and whatever concerns no group). Each part has a budget of its
+/// own, so that one tenant's many changes cannot push out another's, or the identity events.
+fn trail(entry: &AuditEntry) -> Option<&crate::TenantId> {
+    entry.group.as_ref().map(|g| &g.scope.tenant)
+}
+
+/// The entry to drop from `audit` after one was added to the trail `added`: that trail's
+/// oldest when it holds more than [`AUDIT_PER_TRAIL`]; else, when the whole trail holds more
+/// than [`AUDIT_CAPACITY`], the oldest entry of the longest trail (of the longest, the one
+/// whose oldest entry is oldest). Never the entry just added: its trail's oldest is another
+/// whenever that trail is over a budget, and so is the longest trail's.
+fn audit_overflow(
+    audit: &BTreeMap<u64, AuditEntry>,
+    added: Option<&crate::TenantId>,
+) -> Option<u64> {
+    let mut own = audit.values().filter(|e| trail(e) == added);
+    let oldest_own = own.next().map(|e| e.seq);
+    if own.count() + 1 > AUDIT_PER_TRAIL {
+        return oldest_own;
+    }
+    if audit.len() as u64 <= AUDIT_CAPACITY {
+        return None;
+    }
+    let mut trails: BTreeMap<Option<&crate::TenantId>, (usize, u64)> = BTreeMap::new();
+    for entry in audit.values() {
+        trails.entry(trail(entry)).or_insert((0, entry.seq)).0 += 1;
+    }
+    trails
+        .into_values()
+        .max_by(|(a, a_oldest), (b, b_oldest)| a.cmp(b).then(b_oldest.cmp(a_oldest)))
+        .map(|(_, oldest)| oldest)
 }
 
 /// The audit entry a command's response calls for: operator changes that took effect.

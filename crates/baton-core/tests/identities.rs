@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use baton_core::identity::AUDIT_CAPACITY;
+use baton_core::identity::{AUDIT_CAPACITY, AUDIT_PER_TRAIL};
 use baton_core::{
     AccessRole, Actor, AuditAction, Command, ConfigChange, Credential, GroupConfig, GroupId,
     GroupKey, Identity, IdentityName, NamespaceId, Query, QueryResult, Reason, Rejection, Request,
@@ -265,27 +265,47 @@ fn operator_changes_are_audited_with_who_and_from_where_and_decisions_are_not() 
     assert_eq!(entries[0].actor.as_ref().and_then(|a| a.from.as_deref()), Some("10.0.0.9:5000"));
 }
 
-#[test]
-fn the_audit_trail_keeps_the_newest_entries_and_storage_is_told_what_changed() {
-    let mut state = populated();
-    let g = key("t1", "g");
-    for i in 0..AUDIT_CAPACITY + 3 {
-        let ms = 1_000 + i;
-        let config = GroupConfig::new(None, None, ms).expect("valid");
+/// Sets `g`'s configuration `times` times as `who`, from `at` on; checks that each change
+/// names the records it touched: the group, the new entry and, once over a budget, the one
+/// dropped.
+fn reconfigure(state: &mut State, g: &GroupKey, who: &str, at: u64, times: u64, full_after: u64) {
+    for i in 0..times {
+        let config = GroupConfig::new(None, None, 1_000 + at + i).expect("valid");
         let touched = state
             .apply_tracked(&Request {
-                at: Timestamp(i),
+                at: Timestamp(at + i),
                 command: Command::PutGroup { key: g.clone(), config },
-                actor: by("alice"),
+                actor: by(who),
             })
             .touched;
-        let expected = if i + 6 > AUDIT_CAPACITY { 3 } else { 2 };
-        assert_eq!(touched.len(), expected, "group, new entry and, once full, the dropped one");
+        let expected = if i >= full_after { 3 } else { 2 };
+        assert_eq!(touched.len(), expected, "change {i}: group, new entry, the dropped one");
     }
+}
+
+fn of_tenant(entries: &[baton_core::AuditEntry], tenant: &str) -> Vec<u64> {
+    entries
+        .iter()
+        .filter(|e| e.group.as_ref().is_some_and(|g| g.scope.tenant.as_str() == tenant))
+        .map(|e| e.seq)
+        .collect()
+}
+
+#[test]
+fn one_tenants_changes_never_push_out_anothers_or_the_identity_events() {
+    let mut state = populated();
+    let cluster: Vec<_> = audit(&state).into_iter().filter(|e| e.group.is_none()).collect();
+    assert_eq!(cluster.len(), 5, "the administrator and four members");
+    reconfigure(&mut state, &key("t2", "g"), "eve", 1, 1, u64::MAX);
+    let budget = AUDIT_PER_TRAIL as u64;
+    reconfigure(&mut state, &key("t1", "g"), "alice", 10, budget + 3, budget);
     let entries = audit(&state);
-    assert_eq!(entries.len() as u64, AUDIT_CAPACITY);
-    assert_eq!(entries.first().map(|e| e.seq), Some(9));
-    assert_eq!(entries.last().map(|e| e.seq), Some(AUDIT_CAPACITY + 8));
+    let t1 = of_tenant(&entries, "t1");
+    assert_eq!(t1.len(), AUDIT_PER_TRAIL, "t1 keeps its budget");
+    assert_eq!(t1.last(), entries.last().map(|e| &e.seq), "and its newest entries");
+    assert_eq!(of_tenant(&entries, "t2").len(), 1, "t2's entry stays");
+    let kept: Vec<_> = entries.iter().filter(|e| e.group.is_none()).cloned().collect();
+    assert_eq!(kept, cluster, "the identity events stay");
 
     // Records round-trip through storage's view.
     let mut restored = State::default();
@@ -294,6 +314,34 @@ fn the_audit_trail_keeps_the_newest_entries_and_storage_is_told_what_changed() {
     }
     assert_eq!(restored, state);
     assert_eq!(restored.digest(), state.digest());
+}
+
+#[test]
+fn beyond_the_whole_trails_capacity_the_longest_trail_gives_way() {
+    let mut state = populated();
+    let tenants = AUDIT_CAPACITY as usize / AUDIT_PER_TRAIL;
+    let budget = AUDIT_PER_TRAIL as u64;
+    for t in 0..tenants {
+        // Once the whole trail is full (the cluster's five entries are in it too), each
+        // change drops one entry of the longest trail.
+        let room = AUDIT_CAPACITY.saturating_sub(5 + budget * t as u64);
+        reconfigure(
+            &mut state,
+            &key(&format!("t{t}"), "g"),
+            "root",
+            budget * t as u64,
+            budget,
+            room,
+        );
+    }
+    let entries = audit(&state);
+    assert_eq!(entries.len() as u64, AUDIT_CAPACITY);
+    assert_eq!(entries.iter().filter(|e| e.group.is_none()).count(), 5, "the cluster's stay");
+    let kept: Vec<usize> =
+        (0..tenants).map(|t| of_tenant(&entries, &format!("t{t}")).len()).collect();
+    let fewest = kept.iter().min().copied().unwrap_or(0);
+    assert!(kept.iter().max().copied().unwrap_or(0) - fewest <= 1, "trails evened out: {kept:?}");
+    assert!(fewest >= AUDIT_PER_TRAIL - 5, "{kept:?}");
 }
 
 #[test]
