@@ -254,6 +254,11 @@ impl TestCluster {
         Self::start_on(n, &[], Some(unique_loopback_prefix()))
     }
 
+    /// [`TestCluster::start_partitionable`] with extra config keys.
+    pub fn start_partitionable_with(n: u64, settings: &[(&str, &str)]) -> Self {
+        Self::start_on(n, settings, Some(unique_loopback_prefix()))
+    }
+
     /// Starts `n` nodes with TLS on the public API and mutual TLS on the Raft port, all with
     /// certificates from one fresh CA; the cluster's client trusts that CA.
     pub fn start_tls(n: u64) -> (Self, TestTls) {

@@ -220,34 +220,28 @@ async fn raft_port_refuses_requests_without_the_cluster_secret() {
     let leader = cluster.wait_for_leader(ELECTION).await;
     let raft = &cluster.node(leader).raft_addr;
     let before = cluster.wait_converged(ELECTION).await;
-    // HTTP: 401 before any handler (and no route at all with the secret: forwarding is framed).
-    for secret in [None, Some("wrong-secret-0123456789"), Some(&SECRET[..SECRET.len() - 1])] {
+    // HTTP: no route, and no header is taken as the secret.
+    for secret in [None, Some("wrong-secret-0123456789"), Some(SECRET)] {
         let mut req = cluster.http().post(format!("http://{raft}/forward")).body(vec![0u8; 16]);
         if let Some(s) = secret {
             req = req.header("x-baton-cluster-secret", s);
         }
         let resp = req.send().await.expect("answer");
-        assert_eq!(resp.status().as_u16(), 401, "/forward with {secret:?}");
+        assert_eq!(resp.status().as_u16(), 404, "/forward with {secret:?}");
     }
-    let resp = cluster
-        .http()
-        .post(format!("http://{raft}/forward"))
-        .header("x-baton-cluster-secret", SECRET)
-        .body(vec![0u8; 16])
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(resp.status().as_u16(), 404, "no HTTP route on the Raft port");
     // Framed connections: refused before any request is read.
     for secret in [&b""[..], b"wrong-secret-0123456789", &SECRET.as_bytes()[..SECRET.len() - 1]] {
         let mut stream = raft_connection(raft, secret).await;
-        assert_eq!(stream.read_u8().await.expect("an answer to the preface"), 1, "refused");
+        let answer = stream.read_u8().await.expect("an answer to the proof");
+        assert_eq!(answer, baton_net::REFUSED);
         assert_eq!(stream.read(&mut [0u8; 8]).await.expect("closed"), 0, "then closed");
     }
     // With the secret but garbage in the body, of an AppendEntries and of a forwarded batch:
     // rejected with a reason, nothing applied.
     let mut stream = raft_connection(raft, SECRET.as_bytes()).await;
-    assert_eq!(stream.read_u8().await.expect("an answer to the preface"), 0, "accepted");
+    assert_eq!(stream.read_u8().await.expect("an answer to the proof"), baton_net::ACCEPTED);
+    let mut servers_proof = [0u8; baton_net::handshake::PROOF_LEN];
+    stream.read_exact(&mut servers_proof).await.expect("the node's own proof");
     for kind in [1u8, baton_net::FORWARD] {
         let mut frame = vec![kind];
         frame.extend_from_slice(&64u32.to_be_bytes());
@@ -267,6 +261,16 @@ async fn raft_port_refuses_requests_without_the_cluster_secret() {
         .await
         .expect("answer");
     assert_eq!(resp.status().as_u16(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_open_files_limit_cannot_hold_its_connections_refuses_to_start() {
+    // Two listeners of ten million connections each: no hard limit allows that many files.
+    let mut cluster = TestCluster::start_with(1, &[("max_connections", "10000000")]);
+    let status = cluster.wait_exit(1, Duration::from_secs(10));
+    assert!(!status.success());
+    let log = cluster.log(1);
+    assert!(log.contains("open-files limit") && log.contains("max_connections"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,12 +350,16 @@ fn walk(dir: &std::path::Path) -> Vec<(String, u64)> {
     out
 }
 
-/// A framed connection to a Raft port that has sent its preface with `secret`.
+/// A framed connection to a Raft port that has answered the port's challenge with a proof made
+/// with `secret` (the port's answer is left to read).
 async fn raft_connection(raft: &str, secret: &[u8]) -> tokio::net::TcpStream {
+    use baton_net::handshake::{NONCE_LEN, Side, proof};
     let mut stream = tokio::net::TcpStream::connect(raft).await.expect("connect");
-    let mut preface = baton_net::PREFACE.to_vec();
-    preface.extend_from_slice(&(secret.len() as u16).to_be_bytes());
-    preface.extend_from_slice(secret);
-    stream.write_all(&preface).await.expect("send the preface");
+    let client_nonce = [3u8; NONCE_LEN];
+    stream.write_all(&[baton_net::PREFACE, &client_nonce].concat()).await.expect("preface");
+    let mut server_nonce = [0u8; NONCE_LEN];
+    stream.read_exact(&mut server_nonce).await.expect("the node's challenge");
+    let answer = proof(secret, Side::Client, &client_nonce, &server_nonce);
+    stream.write_all(&answer).await.expect("send the proof");
     stream
 }

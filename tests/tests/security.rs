@@ -1085,6 +1085,71 @@ async fn a_client_that_sends_its_headers_too_slowly_is_cut_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_sends_a_request_is_closed_after_the_header_deadline() {
+    let (_cluster, buf) = send_raw_until_closed(b"").await;
+    assert!(buf.is_empty(), "{buf:?}");
+}
+
+/// The opening every HTTP/2 client sends: the preface and an empty SETTINGS frame.
+const HTTP2_OPENING: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_with_no_request_open_is_closed_after_the_header_deadline() {
+    let (_cluster, buf) = send_raw_until_closed(HTTP2_OPENING).await;
+    // The node's SETTINGS, then a GOAWAY frame (type 7) as it closes.
+    assert!(buf.windows(2).any(|w| w == [7, 0]), "{buf:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_header_block_never_finished_is_cut_off() {
+    // A HEADERS frame (GET /) without END_HEADERS: the rest of the block never comes.
+    let headers = [&[0u8, 0, 3, 1, 0x01, 0, 0, 0, 1][..], &[0x82, 0x86, 0x84]].concat();
+    let (cluster, _) = send_raw_until_closed(&[HTTP2_OPENING, &headers].concat()).await;
+    let prompt = reqwest::Client::new();
+    let r = send(&prompt, "GET", &format!("{}/healthz", cluster.url(1)), None).await;
+    assert_eq!(r.expect("answer").status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_filling_a_raft_port_cannot_keep_the_leader_from_reaching_that_member() {
+    use tokio::io::AsyncReadExt as _;
+    // A follower's Raft port takes 8 connections. While it is down, a host that is not a
+    // member starts taking every one it can, opening another as soon as the port closes one
+    // for not proving the cluster secret, so that the port is always full of it.
+    let mut cluster = TestCluster::start_partitionable_with(3, &[("max_connections", "8")]);
+    let leader = cluster.wait_for_leader(ELECTION).await;
+    let follower = (1..=3).find(|n| *n != leader).expect("a follower");
+    cluster.kill(follower);
+    let target: std::net::SocketAddr =
+        cluster.node(follower).raft_addr.parse().expect("an address");
+    let attack_until = Instant::now() + Duration::from_secs(60);
+    let mut attackers = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        attackers.spawn(async move {
+            while Instant::now() < attack_until {
+                let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+                socket.bind("127.0.0.50:0".parse().expect("an address")).expect("bind");
+                match socket.connect(target).await {
+                    Ok(mut held) => {
+                        let _ = held.read_to_end(&mut Vec::new()).await;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                }
+            }
+        });
+    }
+    // Something the follower must be sent once it is back.
+    let body = json!({"Id": "while-it-was-down", "FailoverTimeout": "00:00:30"});
+    let r = call(&cluster, leader, Some(ADMIN_TOKEN), "POST", &format!("{T1}/groups"), Some(body))
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    cluster.restart(follower);
+    // The leader's connections come from a member's address: they have slots of their own.
+    cluster.wait_converged(Duration::from_secs(20)).await;
+    attackers.abort_all();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_cannot_hold_every_connection_slot() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let cluster = TestCluster::start_with(1, &[("max_connections_per_address", "3")]);

@@ -18,13 +18,14 @@ use openraft::error::{InstallSnapshotError, NetworkError, RemoteError, Unreachab
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::net::TcpSocket;
 
 use crate::MAX_RPC_BODY;
 use crate::early::Followers;
 use crate::forward::{BATCHES_IN_FLIGHT, Forwarder};
 use crate::frame::{self, AsyncIo};
+use crate::handshake::{self, Failed};
 
 /// How long opening a TCP connection to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -240,7 +241,7 @@ impl Connect for Tcp {
 }
 
 /// Opens framed connections to peers (from the node's own address, over TLS when configured,
-/// presenting the cluster secret) and keeps a few idle ones per peer.
+/// proving the cluster secret) and keeps a few idle ones per peer.
 pub(crate) struct Dialer {
     secret: Arc<str>,
     connect: Arc<dyn Connect>,
@@ -308,7 +309,8 @@ impl Dialer {
         }
     }
 
-    /// Connects to `addr`, speaks TLS if configured, and presents the cluster secret.
+    /// Connects to `addr`, speaks TLS if configured, and proves the cluster secret both ways
+    /// (`handshake.rs`).
     async fn open(&self, addr: &str) -> Result<Stream, CallError> {
         let unreachable = |source: BoxError| CallError::Unreachable { addr: addr.into(), source };
         let transport = |source: BoxError| CallError::Transport { addr: addr.into(), source };
@@ -325,14 +327,12 @@ impl Dialer {
             }
         };
         let mut io = BufReader::with_capacity(READ_BUFFER, io);
-        frame::write(&mut io, &frame::preface(self.secret.as_bytes()))
-            .await
-            .map_err(|e| transport(e.into()))?;
-        match io.read_u8().await.map_err(|e| transport(e.into()))? {
-            frame::ACCEPTED => Ok(Stream { io }),
-            _ => Err(CallError::Rejected {
+        match handshake::dial(&mut io, self.secret.as_bytes()).await {
+            Ok(()) => Ok(Stream { io }),
+            Err(Failed::Io(e)) => Err(transport(e.into())),
+            Err(Failed::Unproven) => Err(CallError::Rejected {
                 addr: addr.into(),
-                reason: "the cluster secret was not accepted".into(),
+                reason: "the cluster secret was not proven: this node's, or the peer's".into(),
             }),
         }
     }

@@ -1,8 +1,9 @@
 //! The wire format of the Raft port's framed connections, shared by both ends.
 //!
 //! ```text
-//! client ─▶ PREFACE, secret length (u16, big-endian), secret
-//! server ─▶ one byte: ACCEPTED, or REFUSED and the connection closes
+//! client ─▶ PREFACE, then the handshake of `handshake.rs`: each side proves the cluster
+//!           secret without sending it, and the server answers ACCEPTED with its proof, or
+//!           REFUSED and closes
 //! then, one exchange at a time:
 //! client ─▶ kind (u8: APPEND, VOTE, SNAPSHOT, FORWARD), body length (u32, big-endian),
 //!           postcard body
@@ -18,7 +19,7 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The first bytes a framed client sends.
-pub const PREFACE: &[u8] = b"BATON-RAFT/1\n";
+pub const PREFACE: &[u8] = b"BATON-RAFT/2\n";
 /// The TLS application protocol a framed client asks for (the Raft port offers it beside
 /// HTTP/2).
 pub(crate) const ALPN: &[u8] = b"baton-raft/1";
@@ -31,10 +32,10 @@ pub(crate) const SNAPSHOT: u8 = 3;
 /// Kind of a request frame: a batch of requests forwarded to the leader (`forward.rs`); the
 /// body is a sequence of requests, the answer's body the sequence of their answers.
 pub const FORWARD: u8 = 4;
-/// The server's answer to a preface with an accepted secret.
-pub(crate) const ACCEPTED: u8 = 0;
-/// The server's answer to a preface without an accepted secret.
-pub(crate) const REFUSED: u8 = 1;
+/// The server's answer to a client that proved an accepted secret.
+pub const ACCEPTED: u8 = 0;
+/// The server's answer to a client that did not.
+pub const REFUSED: u8 = 1;
 /// Status of a response frame: the body is the postcard-encoded RPC result.
 pub(crate) const ANSWER: u8 = 0;
 /// Status of a response frame: the request was not handled; the body says why.
@@ -88,15 +89,6 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> io::Res
     let mut body = vec![0u8; length];
     r.read_exact(&mut body).await?;
     Ok((header[0], body))
-}
-
-/// The client's preface: [`PREFACE`] and the cluster secret.
-pub(crate) fn preface(secret: &[u8]) -> Vec<u8> {
-    let length = u16::try_from(secret.len()).unwrap_or(u16::MAX);
-    let mut bytes = PREFACE.to_vec();
-    bytes.extend_from_slice(&length.to_be_bytes());
-    bytes.extend_from_slice(&secret[..usize::from(length)]);
-    bytes
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! Raft RPCs (append entries, vote, install snapshot) travel between nodes on each node's
 //! internal listener (`raft_addr`), never on the public API port. They use framed connections
 //! (see `frame.rs`): a peer opens a TCP connection (mutual TLS when configured, see [`tls`]),
-//! presents the cluster secret once, then sends postcard-encoded requests one at a time, each
+//! proves the cluster secret once without sending it (see `handshake.rs`), then sends postcard-encoded requests one at a time, each
 //! answered by the connection's own task. openraft keeps one request in flight per follower, so
 //! each replication stream owns one connection; idle ones are pooled per peer. Each RPC has a
 //! deadline taken from openraft's `RPCOption` but never shorter than the one [`Network`] is
@@ -17,15 +17,15 @@
 //!
 //! Requests only the leader may serve travel the same way: a [`Forwarder`] batches them per
 //! peer, [`BATCHES_IN_FLIGHT`] batches at once, each a FORWARD frame on a pooled connection,
-//! and the leader's port answers a batch with [`answer_batch`] (see `forward.rs`). Any HTTP
-//! the port is given is wrapped with [`secured`]: a framed connection begins with [`PREFACE`],
-//! which no HTTP request does, so the listener tells them apart by their first bytes.
+//! and the leader's port answers a batch with [`answer_batch`] (see `forward.rs`). A framed
+//! connection begins with [`PREFACE`], which no HTTP request does, so a listener that also
+//! serves HTTP tells them apart by their first bytes (a node serves no HTTP route there).
 //!
 //! ```text
-//!  openraft ─▶ Network::new_client ─▶ Connection ─┐  PREFACE + secret, then frames
+//!  openraft ─▶ Network::new_client ─▶ Connection ─┐  PREFACE + handshake, then frames
 //!  callers  ─▶ Forwarder::send (batches) ─────────┤  (kind, length, postcard body)
 //!                                                 │
-//!  peer: RaftPort::serve(rpcs) ◀──────────────────┘  refused without the secret
+//!  peer: RaftPort::serve(rpcs) ◀──────────────────┘  refused without a proven secret
 //! ```
 //!
 //! Why not HTTP for Raft too (it was, until measured): on this project's 2-core benchmark
@@ -34,11 +34,13 @@
 //! then the new commit index), one after the other. See BENCHMARKS.md.
 //!
 //! ## Contract
-//! - Every connection or request carries the cluster secret; without one of the accepted
-//!   secrets a framed connection is refused before any request is read, and an HTTP request
-//!   gets 401 before any handler runs. So a host that is not a member can neither append to,
-//!   vote in, read, nor install a snapshot on the log. Secrets are compared in constant time
-//!   and never logged.
+//! - Every framed connection begins with a challenge and response each way (`handshake.rs`):
+//!   without proof of one of the accepted secrets a connection is refused before any request
+//!   is read, and a dialing node sends nothing to a peer that has not proven the secret. So a
+//!   host that is not a member can neither append to, vote in, read, nor install a snapshot
+//!   on the log, nor receive a forwarded request. The secret never crosses the wire, and a
+//!   captured handshake proves nothing on another connection. Proofs are compared in constant
+//!   time; secrets are never logged.
 //! - Connection failures are reported to openraft as `Unreachable` (it backs off); timeouts
 //!   and other transport faults as `NetworkError` (it retries at once); the peer's Raft errors
 //!   as `RemoteError`. A connection that timed out or broke is never reused.
@@ -63,6 +65,7 @@ mod client;
 mod early;
 mod forward;
 mod frame;
+pub mod handshake;
 mod server;
 pub mod tls;
 
@@ -73,8 +76,5 @@ pub use early::Followers;
 pub use forward::{
     BATCHES_IN_FLIGHT, Forwarder, MOST_BYTES_PER_BATCH, MOST_PER_BATCH, answer_batch,
 };
-pub use frame::{AsyncIo, FORWARD, PREFACE, VOTE};
-pub use server::{MAX_RPC_BODY, RaftPort, Rpcs, secured};
-
-/// Header carrying the cluster's shared secret on every internal request.
-pub const SECRET_HEADER: &str = "x-baton-cluster-secret";
+pub use frame::{ACCEPTED, AsyncIo, FORWARD, PREFACE, REFUSED, VOTE};
+pub use server::{MAX_RPC_BODY, RaftPort, Rpcs};

@@ -1,64 +1,22 @@
 //! The server side: the Raft RPCs and forwarded requests on framed connections
-//! ([`RaftPort`]), and the cluster-secret check for whatever HTTP the Raft port is given.
+//! ([`RaftPort`]), each proven by the cluster-secret handshake first.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::IntoResponse;
 use baton_raft::typ::{AppendEntriesRequest, InstallSnapshotRequest, Raft, VoteRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::BufReader;
 use tokio::time::Instant;
 
-use crate::SECRET_HEADER;
 use crate::frame::{self, AsyncIo};
+use crate::handshake::{self, Failed};
 
 /// Largest internal request body: a batch of log entries or one snapshot chunk.
 pub const MAX_RPC_BODY: usize = 64 * 1024 * 1024;
-
-/// Requires one of the cluster `secrets` (the current one and any still accepted during a
-/// rotation) on every request of `router` and raises the body limit to [`MAX_RPC_BODY`]. A
-/// request without a right secret gets 401 and reaches no handler.
-pub fn secured(router: Router, secrets: &[String]) -> Router {
-    let secrets = Secrets::new(secrets);
-    router
-        .layer(DefaultBodyLimit::max(MAX_RPC_BODY))
-        .layer(middleware::from_fn(move |req: Request, next: Next| {
-            let secrets = secrets.clone();
-            async move {
-                let presented = req.headers().get(SECRET_HEADER).map(HeaderValue::as_bytes).unwrap_or_default();
-                if !secrets.accept(presented) {
-                    tracing::warn!(path = %req.uri().path(), "refused an internal request without the cluster secret");
-                    return StatusCode::UNAUTHORIZED.into_response();
-                }
-                next.run(req).await
-            }
-        }))
-}
-
-/// The cluster secrets a peer may present: the current one and any still accepted during a
-/// rotation.
-#[derive(Clone)]
-struct Secrets(Arc<[Vec<u8>]>);
-
-impl Secrets {
-    fn new(secrets: &[String]) -> Self {
-        Self(secrets.iter().map(|s| s.as_bytes().to_vec()).collect())
-    }
-
-    /// Whether `presented` is one of them. Every secret is compared, in constant time, so the
-    /// time taken does not tell which one matched, or how much of one.
-    fn accept(&self, presented: &[u8]) -> bool {
-        self.0.iter().fold(false, |any, s| constant_time_eq::constant_time_eq(presented, s) | any)
-    }
-}
 
 /// What answers the requests of a framed connection: openraft, or a stand-in in tests.
 pub trait Rpcs: Send + Sync + 'static {
@@ -106,22 +64,22 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Serves Raft RPCs on framed connections (see `frame.rs`): the peer presents the cluster
-/// secret once per connection, then sends requests one at a time, each answered in turn by
+/// secret once per connection (`handshake.rs`), then sends requests one at a time, each answered in turn by
 /// the connection's own task, straight from openraft.
 pub struct RaftPort<R> {
     rpcs: R,
-    secrets: Secrets,
+    secrets: Vec<Vec<u8>>,
     handshake: Duration,
     last_append: Mutex<Instant>,
 }
 
 impl<R: Rpcs> RaftPort<R> {
-    /// A port answering with `rpcs`, for peers that present one of `secrets` within
-    /// `handshake` of their first bytes.
+    /// A port answering with `rpcs`, for peers that prove one of `secrets` (the current one
+    /// and any still accepted during a rotation) within `handshake` of their first bytes.
     pub fn new(rpcs: R, secrets: &[String], handshake: Duration) -> Self {
         Self {
             rpcs,
-            secrets: Secrets::new(secrets),
+            secrets: secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
             handshake,
             last_append: Mutex::new(Instant::now()),
         }
@@ -138,25 +96,21 @@ impl<R: Rpcs> RaftPort<R> {
     /// resolves between two requests.
     pub async fn serve(&self, io: impl AsyncIo, peer: SocketAddr, stop: impl Future<Output = ()>) {
         let mut io = BufReader::new(io);
-        let presented = tokio::time::timeout(self.handshake, async {
-            let length = io.read_u16().await?;
-            let mut secret = vec![0u8; usize::from(length)];
-            io.read_exact(&mut secret).await?;
-            Ok::<_, std::io::Error>(secret)
-        })
-        .await;
-        let Ok(Ok(presented)) = presented else {
-            tracing::debug!(%peer, "a Raft connection did not finish its preface");
-            return;
-        };
-        if !self.secrets.accept(&presented) {
-            tracing::warn!(%peer, "refused a Raft connection without the cluster secret");
-            let _ = io.write_u8(frame::REFUSED).await;
-            let _ = io.flush().await;
-            return;
-        }
-        if frame::write(&mut io, &[frame::ACCEPTED]).await.is_err() {
-            return;
+        match tokio::time::timeout(self.handshake, handshake::answer(&mut io, &self.secrets)).await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(Failed::Unproven)) => {
+                tracing::warn!(%peer, "refused a Raft connection without the cluster secret");
+                return;
+            }
+            Ok(Err(Failed::Io(e))) => {
+                tracing::debug!(%peer, error = %e, "a Raft connection broke off its handshake");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "a Raft connection did not finish its handshake in time");
+                return;
+            }
         }
         tokio::pin!(stop);
         loop {

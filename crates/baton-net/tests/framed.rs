@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use baton_net::{Network, PREFACE, RaftPort, RpcClient, Rpcs};
+use baton_net::handshake::{self, NONCE_LEN, PROOF_LEN, Side};
+use baton_net::{ACCEPTED, Network, PREFACE, REFUSED, RaftPort, RpcClient, Rpcs};
 use baton_raft::typ::{RPCError, RaftError, VoteRequest, VoteResponse};
 use baton_raft::{NodeInfo, TypeConfig};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::{LeaderId, LogId, Vote};
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 const SECRET: &str = "a-cluster-secret-of-some-length";
 const DEADLINE: Duration = Duration::from_millis(300);
@@ -132,6 +133,58 @@ async fn a_peer_without_the_cluster_secret_is_refused_before_any_request_is_read
     assert!(matches!(err, RPCError::Network(_)), "{err:?}");
     assert!(err.to_string().contains("cluster secret"), "{err}");
     assert_eq!(peer.stand_in.answered.load(Ordering::SeqCst), 0);
+}
+
+/// Opens a raw connection to `addr` and sends the preface and `client_nonce`; returns the
+/// stream and the server's nonce.
+async fn challenged(addr: &str, client_nonce: &[u8; NONCE_LEN]) -> (TcpStream, [u8; NONCE_LEN]) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(&[PREFACE, client_nonce].concat()).await.expect("send");
+    let mut server_nonce = [0u8; NONCE_LEN];
+    stream.read_exact(&mut server_nonce).await.expect("a challenge");
+    (stream, server_nonce)
+}
+
+#[tokio::test]
+async fn a_captured_handshake_replayed_on_a_new_connection_is_refused() {
+    let peer = peer(StandIn::default(), false).await;
+    let client_nonce = [7u8; NONCE_LEN];
+    // A member's handshake, as an eavesdropper would have captured it.
+    let (mut first, server_nonce) = challenged(&peer.addr, &client_nonce).await;
+    let captured = handshake::proof(SECRET.as_bytes(), Side::Client, &client_nonce, &server_nonce);
+    first.write_all(&captured).await.expect("send");
+    assert_eq!(first.read_u8().await.expect("an answer"), ACCEPTED, "the member is accepted");
+    // The same bytes on another connection: the server's challenge is new, so they fail.
+    let (mut replay, fresh) = challenged(&peer.addr, &client_nonce).await;
+    assert_ne!(fresh, server_nonce, "every connection gets a new challenge");
+    replay.write_all(&captured).await.expect("send");
+    assert_eq!(replay.read_u8().await.expect("an answer"), REFUSED);
+    assert_eq!(replay.read(&mut [0u8; 8]).await.expect("closed"), 0, "then closed");
+    assert_eq!(peer.stand_in.answered.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_listener_that_cannot_prove_the_secret_is_sent_no_request() {
+    // An impostor at a member's address: it accepts any proof and answers with a made-up one.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let impostor = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let mut opening = vec![0u8; PREFACE.len() + NONCE_LEN];
+        stream.read_exact(&mut opening).await.expect("preface and nonce");
+        stream.write_all(&[9u8; NONCE_LEN]).await.expect("challenge");
+        let mut proof = [0u8; PROOF_LEN];
+        stream.read_exact(&mut proof).await.expect("the client's proof");
+        stream.write_all(&[&[ACCEPTED][..], &[0u8; PROOF_LEN]].concat()).await.expect("accept");
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(DEADLINE * 2, stream.read_to_end(&mut rest)).await;
+        rest
+    });
+    let mut connection = connection(SECRET, &addr).await;
+    let err = vote(&mut connection, 1).await.expect_err("not proven");
+    assert!(err.to_string().contains("cluster secret"), "{err}");
+    drop(connection);
+    assert!(impostor.await.expect("impostor").is_empty(), "no request reached the impostor");
 }
 
 #[tokio::test]

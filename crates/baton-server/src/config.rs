@@ -406,7 +406,7 @@ impl Config {
         if !self.raft_tls && self.sealing_secret.is_empty() && !self.insecure_transport {
             return rule(
                 "raft_tls",
-                "is off and no `sealing_secret` is set: signing keys would be sealed under a secret derived from the cluster secret, which plain Raft traffic exposes to anyone on the network. Turn raft_tls on, or set sealing_secret, or set insecure_transport = true where the network between nodes is trusted (loopback, one host)".into(),
+                "is off and no `sealing_secret` is set: Raft traffic, which carries the whole state and its sealed signing keys, would cross the network in the clear, with the keys sealed under a key derived from the cluster secret. Turn raft_tls on, or set sealing_secret, or set insecure_transport = true where the network between nodes is trusted (loopback, one host)".into(),
             );
         }
         if self.raft_tls && self.tls_ca_file.is_empty() {

@@ -8,7 +8,7 @@
 //! ```text
 //!  client ─▶ api_addr ─▶ baton-api ─▶ RaftCoordinator ─┬─ leader here: Proposer (group commit) / lease read
 //!                                                     └─ else: Forwarder ─▶ FORWARD batches to the leader
-//!  peers  ─▶ raft_addr ─▶ baton-net (secret check) ─▶ port::PortRpcs: append, vote, snapshot (openraft),
+//!  peers  ─▶ raft_addr ─▶ baton-net (secret handshake) ─▶ port::PortRpcs: append, vote, snapshot (openraft),
 //!                                                     FORWARD (RaftCoordinator::execute)
 //! ```
 
@@ -18,7 +18,9 @@ pub mod coordinator;
 pub mod identity;
 pub mod leader;
 pub mod listener;
+pub mod members;
 pub mod node;
+pub mod open_files;
 pub mod port;
 pub mod proposer;
 pub mod proxy;

@@ -1,10 +1,13 @@
 //! Serving a router on a TCP listener with the limits a hostile network calls for: a cap on
 //! open connections, a deadline for request headers, a cap on header bytes, a deadline for
-//! whole requests, and a graceful stop. Each request carries the client's address
+//! whole requests, an idle deadline for connections of either HTTP version, and a graceful
+//! stop. Each request carries the client's address
 //! (`ConnectInfo`) for the audit trail. With a TLS configuration, each connection is a TLS
 //! handshake first (bounded by the header deadline), then HTTP. On the Raft port, a connection
 //! that opens with `baton_net::PREFACE` carries framed Raft RPCs instead and is handed to the
-//! node's Raft port (`port.rs`).
+//! node's Raft port (`port.rs`); there, connections from the members' addresses have slots of
+//! their own (`members.rs`), and opening and proving the cluster secret must each be over
+//! within [`RAFT_HANDSHAKE`].
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,11 +22,12 @@ use axum::response::{IntoResponse, Response};
 use baton_net::{AsyncIo, PREFACE};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tower::{Service, ServiceExt as _};
+
+use crate::members::{MEMBER_SLOTS, Members};
 
 /// Limits on what one client may hold or send.
 #[derive(Clone, Copy, Debug)]
@@ -33,7 +37,10 @@ pub struct Limits {
     /// Open connections at once from one IP address, so that one host cannot take every
     /// slot; its further connections are closed on accept.
     pub max_connections_per_address: usize,
-    /// How long a client may take to send a request's headers.
+    /// How long a client may take to send a request's headers; also how long a connection,
+    /// of either HTTP version, may sit with no request open (from when it was opened or its
+    /// last answer was sent) before it is closed. A connection that never sends a whole
+    /// request (silent, or an HTTP/2 header block never finished) is closed after it too.
     pub header_read_timeout: Duration,
     /// Bytes of request line and headers (HTTP/1) or of the header list (HTTP/2).
     pub max_header_bytes: usize,
@@ -43,15 +50,31 @@ pub struct Limits {
     pub drain: Duration,
 }
 
-/// Serves `service` on `listener` (over TLS when `tls` is given), and framed Raft RPCs on
-/// `raft` when given, until `stop` resolves; then stops accepting, ends framed connections
-/// between two requests, and waits (up to [`Limits::drain`]) for open HTTP connections.
+/// What the Raft listener serves besides HTTP: framed connections, on `port`, with
+/// [`MEMBER_SLOTS`] more connections kept for the addresses of `members`, and a handshake that
+/// must be over within [`RAFT_HANDSHAKE`].
+pub struct Framed {
+    /// Answers framed connections.
+    pub port: Arc<crate::port::Port>,
+    /// The members' addresses.
+    pub members: Members,
+}
+
+/// How long a connection to the Raft port may take to open (TLS, then the preface) and then
+/// to prove the cluster secret, each; members do it in well under a millisecond. Shorter than
+/// the header deadline, so that hosts that are not members hold a slot as briefly as may be.
+pub const RAFT_HANDSHAKE: Duration = Duration::from_secs(1);
+
+/// Serves `service` on `listener` (over TLS when `tls` is given), and framed Raft RPCs with
+/// `framed` when given, until `stop` resolves; then stops accepting, ends framed connections
+/// between two requests, asks HTTP connections to close, and waits (up to [`Limits::drain`])
+/// for every connection to end.
 pub async fn serve<S>(
     listener: TcpListener,
     service: S,
     limits: Limits,
     tls: Option<Arc<rustls::ServerConfig>>,
-    raft: Option<Arc<crate::port::Port>>,
+    framed: Option<Framed>,
     stop: impl Future<Output = ()>,
 ) where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
@@ -71,8 +94,12 @@ pub async fn serve<S>(
     let builder = Arc::new(builder);
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let member_slots = Arc::new(Semaphore::new(MEMBER_SLOTS));
     let per_address = PerAddress::default();
-    let graceful = GracefulShutdown::new();
+    let (raft, members) = match framed {
+        Some(Framed { port, members }) => (Some(port), Some(members)),
+        None => (None, None),
+    };
     let (closing, closed) = watch::channel(false);
     tokio::pin!(stop);
     loop {
@@ -93,35 +120,53 @@ pub async fn serve<S>(
             drop(stream);
             continue;
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%addr, max = limits.max_connections, "connection limit reached; closing a new connection");
+        let member = members.as_ref().is_some_and(|m| m.contains(addr.ip()));
+        let slot = match member {
+            true => member_slots
+                .clone()
+                .try_acquire_owned()
+                .or_else(|_| slots.clone().try_acquire_owned()),
+            false => slots.clone().try_acquire_owned(),
+        };
+        let Ok(slot) = slot else {
+            tracing::warn!(%addr, max = limits.max_connections, member, "connection limit reached; closing a new connection");
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
         let service = service.clone();
         let timeout = limits.request_timeout;
+        let activity = Arc::new(Activity::new());
+        let counted = activity.clone();
         let hyper_service = hyper::service::service_fn(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
+                let open = counted.begin();
                 request.extensions_mut().insert(ConnectInfo(addr));
                 let service = service.clone();
                 async move {
                     let request = request.map(axum::body::Body::new);
                     let answer = tokio::time::timeout(timeout, service.oneshot(request)).await;
-                    Ok::<_, Infallible>(match answer {
+                    let response = match answer {
                         Ok(Ok(response)) => response,
                         Ok(Err(never)) => match never {},
                         Err(_) => request_timeout(),
-                    })
+                    };
+                    Ok::<_, Infallible>(
+                        response.map(|body| axum::body::Body::new(Counted { body, _open: open })),
+                    )
                 }
             },
         );
-        let watcher = graceful.watcher();
         let builder = builder.clone();
         let tls = tls.clone();
         let raft = raft.clone();
         let mut closed = closed.clone();
-        let handshake = limits.header_read_timeout;
+        let header_deadline = limits.header_read_timeout;
+        let handshake = match raft {
+            Some(_) => header_deadline.min(RAFT_HANDSHAKE),
+            None => header_deadline,
+        };
+        let drain = limits.drain;
         tokio::spawn(async move {
             let _slot = (slot, held);
             let io: Box<dyn AsyncIo> = match tls {
@@ -154,7 +199,22 @@ pub async fn serve<S>(
                 (Opening::Http(io), _) => {
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_service);
-                    let _ = watcher.watch(connection.into_owned()).await;
+                    tokio::pin!(connection);
+                    // Closing is polite (HTTP/2's GOAWAY, and the ping it waits on), but
+                    // bounded: a stopping listener allows its drain; an idle connection as
+                    // long again as it sat idle.
+                    let (ending, grace) = tokio::select! {
+                        _ = connection.as_mut() => return,
+                        _ = closed.wait_for(|closed| *closed) => ("the listener is stopping", drain),
+                        _ = activity.idle_past(header_deadline) => {
+                            ("it sat with no request open", header_deadline.min(drain))
+                        }
+                    };
+                    tracing::debug!(%addr, "closing a connection: {ending}");
+                    connection.as_mut().graceful_shutdown();
+                    if tokio::time::timeout(grace, connection).await.is_err() {
+                        tracing::debug!(%addr, "a closing connection did not finish in time");
+                    }
                 }
                 (Opening::Framed(_) | Opening::Silent, _) => {}
             }
@@ -162,7 +222,12 @@ pub async fn serve<S>(
     }
     let _ = closing.send(true);
     drop(listener);
-    if tokio::time::timeout(limits.drain, graceful.shutdown()).await.is_err() {
+    // Every connection holds a slot until it ends; each ends within `drain` of the signal.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let members_all = u32::try_from(MEMBER_SLOTS).unwrap_or(u32::MAX);
+    let ended =
+        async { (slots.acquire_many(all).await, member_slots.acquire_many(members_all).await) };
+    if tokio::time::timeout(limits.drain, ended).await.is_err() {
         tracing::warn!("open connections did not finish in time; closing them");
     }
 }
@@ -293,5 +358,78 @@ impl Drop for Held {
                 counts.remove(&self.ip);
             }
         }
+    }
+}
+
+/// What one HTTP connection is doing: how many of its requests are open (from their headers
+/// until their answer's body is sent or dropped) and since when none has been.
+struct Activity {
+    open: std::sync::Mutex<(usize, tokio::time::Instant)>,
+}
+
+/// One open request's place in its connection's [`Activity`].
+struct Open(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Self {
+        Self { open: std::sync::Mutex::new((0, tokio::time::Instant::now())) }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, (usize, tokio::time::Instant)> {
+        self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn begin(self: &Arc<Self>) -> Open {
+        self.state().0 += 1;
+        Open(self.clone())
+    }
+
+    /// Resolves once the connection has had no request open for `limit`.
+    async fn idle_past(&self, limit: Duration) {
+        loop {
+            let (open, since) = *self.state();
+            let deadline = since + limit;
+            if open == 0 && tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            // With a request open, look again a whole `limit` later: it cannot be idle sooner.
+            let wake = if open == 0 { deadline } else { tokio::time::Instant::now() + limit };
+            tokio::time::sleep_until(wake).await;
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        state.0 -= 1;
+        state.1 = tokio::time::Instant::now();
+    }
+}
+
+/// A response body that keeps its request open in the connection's [`Activity`] until it is
+/// sent or dropped (an event stream is an open request for as long as it runs).
+struct Counted {
+    body: axum::body::Body,
+    _open: Open,
+}
+
+impl hyper::body::Body for Counted {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }

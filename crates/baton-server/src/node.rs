@@ -155,8 +155,9 @@ pub async fn start(config: &Config, rpc: RpcClient, clock: Clock) -> anyhow::Res
             ),
         ),
         &accepted_secrets(config),
-        Duration::from_millis(config.header_read_timeout_ms),
+        Duration::from_millis(config.header_read_timeout_ms).min(listener::RAFT_HANDSHAKE),
     ));
+
     duties.push(tokio::spawn(crate::succession::campaign_when_leader_is_gone(
         raft.clone(),
         port.clone(),
@@ -200,6 +201,8 @@ impl Started {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let span = tracing::info_span!("node", id = config.id);
     async move {
+        let open_files = crate::open_files::ensure(&config)?;
+        tracing::debug!(open_files, "the open-files limit suffices");
         // Outbound Raft traffic leaves from the Raft listener's own address when it is a
         // specific IP, so that a node's peer traffic can be told apart (and cut off) by address.
         let source = config
@@ -218,28 +221,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let coordinator = node.coordinator.clone();
         let feed = node.feed.clone();
 
-        // The internal listener: Raft RPCs and leader forwarding on framed connections,
-        // behind the cluster secret. It serves no HTTP route; an HTTP request gets 401 without
-        // the secret and 404 with it.
+        // The internal listener: Raft RPCs and leader forwarding on framed connections, each
+        // proven by the cluster-secret handshake. It serves no HTTP route: an HTTP request
+        // gets 404, and no secret is ever accepted in a header.
         let raft_listener = TcpListener::bind(&config.raft_addr)
             .await
             .with_context(|| format!("cannot listen on raft_addr {}", config.raft_addr))?;
-        let internal = baton_net::secured(
-            Router::new().fallback(|| async { axum::http::StatusCode::NOT_FOUND }),
-            &accepted_secrets(&config),
-        );
+        let internal = Router::new().fallback(|| async { axum::http::StatusCode::NOT_FOUND });
         let raft_server_tls = match (&tls, config.raft_tls) {
             (Some(files), true) => Some(baton_net::tls::raft_server_config(files)?),
             _ => None,
         };
         let (stop_internal, internal_stopped) = watch::channel(false);
+        let members = crate::members::Members::default();
+        let members_task = tokio::spawn(
+            members.clone().keep_current(node.raft.clone(), wait_true(stop_internal.subscribe())),
+        );
         let internal_task = tokio::spawn(
             listener::serve(
                 raft_listener,
                 internal,
                 limits(&config),
                 raft_server_tls,
-                Some(node.port.clone()),
+                Some(listener::Framed { port: node.port.clone(), members }),
                 wait_true(internal_stopped),
             )
             .instrument(tracing::info_span!("raft_listener")),
@@ -256,8 +260,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let (sealing, previous_sealing) = config.sealing_secrets();
         if config.sealing_secret.is_empty() && !config.raft_tls {
             tracing::warn!(
-                "signing keys are sealed under the cluster secret, which crosses the network in \
-                 every Raft request without raft_tls: set sealing_secret (or raft_tls)"
+                "signing keys are sealed under a key derived from the cluster secret, and Raft \
+                 traffic (snapshots of the state among it) is not encrypted without raft_tls: \
+                 set sealing_secret (or raft_tls)"
             );
         }
         let sealer = Arc::new(baton_api::Sealer::new(sealing, &previous_sealing));
@@ -302,6 +307,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         if tokio::time::timeout(limit, internal_task).await.is_err() {
             tracing::warn!("the internal listener did not stop in time");
         }
+        // It stops with the listener; a name lookup in progress is not waited for.
+        members_task.abort();
         node.close(limit).await;
         tracing::info!("stopped");
         Ok(())
