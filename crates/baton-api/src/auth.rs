@@ -160,22 +160,55 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Checks `token` against this node's applied state, then the identity's rate.
+/// Checks `token`, an identity's own or a session token that `sessions` made, against this
+/// node's applied state, then the identity's rate.
 pub fn authenticate<C: Coordinator>(
     coordinator: &C,
     gate: &Gate,
+    sessions: &baton_auth::SessionKeys,
     token: Option<&str>,
     from: Option<SocketAddr>,
 ) -> Result<Caller, Denied> {
     let token = token.ok_or(Denied::Missing)?;
-    let parsed = baton_auth::parse_token(token).map_err(|_| Denied::Invalid)?;
-    let identity = coordinator.identity(&parsed.name).ok_or(Denied::Invalid)?;
-    if !identity.is_active() || !baton_auth::verify_token(&identity.token, parsed.secret) {
-        return Err(Denied::Invalid);
+    let identity = match baton_auth::parse_session(token) {
+        Some(session) => {
+            let identity = coordinator.identity(&session.name).ok_or(Denied::Invalid)?;
+            let live = sessions.verify(&session, &identity.token, unix_now());
+            identity.is_active().then_some(identity).filter(|_| live)
+        }
+        None => {
+            let parsed = baton_auth::parse_token(token).map_err(|_| Denied::Invalid)?;
+            let identity = coordinator.identity(&parsed.name).ok_or(Denied::Invalid)?;
+            let right = baton_auth::verify_token(&identity.token, parsed.secret);
+            identity.is_active().then_some(identity).filter(|_| right)
+        }
     }
+    .ok_or(Denied::Invalid)?;
     let principal = identity.principal();
     gate.admit(&principal)?;
     Ok(Caller { principal, credential: identity.token, from, request_key: None })
+}
+
+/// A session token for `caller`, ending [`baton_auth::SESSION_LIFETIME_SECS`] from now, or
+/// when `presented` (the token it logged in with) ends if that is a session ending sooner;
+/// and when it ends, in Unix seconds.
+pub fn session_for(
+    sessions: &baton_auth::SessionKeys,
+    caller: &Caller,
+    presented: &str,
+) -> (String, i64) {
+    let mut expires = unix_now().saturating_add(baton_auth::SESSION_LIFETIME_SECS);
+    if let Some(session) = baton_auth::parse_session(presented) {
+        expires = expires.min(session.expires);
+    }
+    (sessions.issue(&caller.principal.name, &caller.credential, expires), expires)
+}
+
+/// The node's clock in Unix seconds, for timestamps callers sign and sessions' ends.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Checks Uplynk-style signed parameters (`msg`, `sig`) against this node's applied state:
@@ -190,10 +223,7 @@ pub fn authenticate_signed<C: Coordinator>(
     from: Option<SocketAddr>,
 ) -> Result<Caller, Denied> {
     let (Some(msg), Some(sig)) = (msg, sig) else { return Err(Denied::Missing) };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    let params = baton_auth::signed::decode_msg(msg, now).map_err(|_| Denied::Invalid)?;
+    let params = baton_auth::signed::decode_msg(msg, unix_now()).map_err(|_| Denied::Invalid)?;
     let identity = coordinator.identity(&params.owner).ok_or(Denied::Invalid)?;
     let sealed = identity.signing_key.as_ref().filter(|_| identity.is_active());
     let key = sealed.and_then(|s| sealer.open(s).ok()).ok_or(Denied::Invalid)?;
@@ -220,8 +250,13 @@ pub async fn let_in<C: Coordinator>(
         Some(Ok(key)) if baton_core::idempotency::valid_key(key) => Some(key.to_string()),
         Some(_) => return refuse(Denied::BadRequestKey),
     };
-    let authenticated =
-        authenticate(&*state.coordinator, &state.gate, token_of(&parts.headers), from);
+    let authenticated = authenticate(
+        &*state.coordinator,
+        &state.gate,
+        &state.sessions,
+        token_of(&parts.headers),
+        from,
+    );
     match authenticated.map(|caller| Caller { request_key, ..caller }) {
         Ok(caller) => {
             parts.extensions.insert(caller);

@@ -21,8 +21,10 @@
 //! a node also serves the two Keystone v3 calls they make: `GET /identity/v3` (discovery) and
 //! `POST /identity/v3/auth/tokens` (method `token` with a Baton token, or `password` with an
 //! identity's name and its token as the password, scoped to a project the identity may
-//! enter). The answer's `X-Subject-Token` is the Baton token itself and its catalog lists this
-//! node's `/v3/{project}` as the `volumev3` and `block-storage` endpoint.
+//! enter). The answer's `X-Subject-Token` is a session token (an hour long, or as long as the
+//! session token it was asked with; ended by a rotation or revocation of the identity), and
+//! its catalog lists this node's `/v3/{project}` as the `volumev3` and `block-storage`
+//! endpoint.
 
 use std::collections::BTreeMap;
 
@@ -272,7 +274,8 @@ async fn issue_token<C: Coordinator>(
     } else {
         return keystone_error(StatusCode::UNAUTHORIZED, "Use the token or password method.");
     };
-    let Ok(caller) = crate::auth::authenticate(&*s.coordinator, &s.gate, token, None) else {
+    let Ok(caller) = crate::auth::authenticate(&*s.coordinator, &s.gate, &s.sessions, token, None)
+    else {
         return keystone_error(
             StatusCode::UNAUTHORIZED,
             "The request you have made requires authentication.",
@@ -300,7 +303,9 @@ async fn issue_token<C: Coordinator>(
             "This identity has no role on the project.",
         );
     }
+    let (session, expires) = crate::auth::session_for(&s.sessions, &caller, token.unwrap_or(""));
     let now = chrono::Utc::now();
+    let expires_at = chrono::DateTime::from_timestamp(expires, 0).unwrap_or(now);
     let iso =
         |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let url = format!("{}://{}/v3/{project}", s.scheme, host(&headers));
@@ -315,14 +320,14 @@ async fn issue_token<C: Coordinator>(
     let body = json!({"token": {
         "methods": methods,
         "issued_at": iso(now),
-        "expires_at": iso(now + chrono::Duration::hours(12)),
+        "expires_at": iso(expires_at),
         "user": {"id": caller.principal.name.as_str(), "name": caller.principal.name.as_str(), "domain": domain},
         "project": {"id": project, "name": project, "domain": domain},
         "roles": [{"id": role, "name": role}],
         "catalog": [endpoint("volumev3"), endpoint("block-storage")],
     }});
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
-    if let Some(Ok(value)) = token.map(HeaderValue::from_str) {
+    if let Ok(value) = HeaderValue::from_str(&session) {
         response.headers_mut().insert("x-subject-token", value);
     }
     response

@@ -4,7 +4,8 @@
 //! HCX groups never preempt and never fail back. Every mutation answers 202 with a task.
 //!
 //! Identities: `POST /hybridity/api/sessions {"username", "password"}` takes an identity's name
-//! and token and answers with the token in `x-hm-authorization`, which every other call sends
+//! and token and answers with a session token (an hour long, ended by a rotation or
+//! revocation of the identity) in `x-hm-authorization`, which every other call sends
 //! back (an `Authorization` header with the token, bare or as `Bearer`, works too). A member's
 //! HA groups live in its tenant, namespace `hcx`; an administrator's in tenant `_admin`
 //! (tenant names starting with `_` are reserved).
@@ -209,13 +210,17 @@ async fn login<C: Coordinator>(
         return Err(HcxError::bad_request("The body must be {\"username\", \"password\"}."));
     };
     // The password is the identity's token; the user name must be the identity it names.
-    let caller = crate::auth::authenticate(&*s.coordinator, &s.gate, Some(&password), None)
-        .map_err(|_| HcxError::unauthorized())?;
+    let caller =
+        crate::auth::authenticate(&*s.coordinator, &s.gate, &s.sessions, Some(&password), None)
+            .map_err(|_| HcxError::unauthorized())?;
     if caller.principal.name.as_str() != username {
         return Err(HcxError::unauthorized());
     }
+    // A session token, not the identity's own: it ends within the hour, and at once if the
+    // identity's token is rotated or revoked.
+    let (session, _) = crate::auth::session_for(&s.sessions, &caller, &password);
     let mut response = Json(json!({"username": username})).into_response();
-    let value = HeaderValue::from_str(&password).map_err(|_| HcxError::unauthorized())?;
+    let value = HeaderValue::from_str(&session).map_err(|_| HcxError::unauthorized())?;
     response.headers_mut().insert(HM_AUTHORIZATION, value);
     Ok(response)
 }

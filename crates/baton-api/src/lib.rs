@@ -79,6 +79,8 @@ pub struct Shared<C> {
     pub gate: Gate,
     /// Seals the signing keys of new identities.
     pub sealer: Arc<Sealer>,
+    /// Session tokens (see [`ApiOptions::sessions`]).
+    pub sessions: Arc<baton_auth::SessionKeys>,
     /// `https` when the API is served over TLS (for redirects), else `http`.
     pub scheme: &'static str,
     /// Places for heartbeat and event streams (see [`streams`]).
@@ -108,6 +110,8 @@ pub struct ApiOptions {
     pub rate_limit: RateLimit,
     /// Seals signing keys; built from the cluster secret.
     pub sealer: Arc<Sealer>,
+    /// Makes and checks the session tokens logins hand out; built from the same secret.
+    pub sessions: Arc<baton_auth::SessionKeys>,
     /// Whether the API is served over TLS (redirects then name `https`).
     pub https: bool,
     /// A heartbeat stream silent this long is pinged; silent twice as long, it is closed.
@@ -124,6 +128,7 @@ pub fn router<C: Coordinator>(coordinator: Arc<C>, options: ApiOptions) -> Route
         metrics,
         gate: Gate::new(options.rate_limit),
         sealer: options.sealer,
+        sessions: options.sessions,
         scheme: if options.https { "https" } else { "http" },
         streams: streams::StreamPlaces::new(options.max_streams_per_identity),
         stream_keepalive: options.stream_keepalive,

@@ -189,6 +189,32 @@ async fn version_documents_and_microversion_negotiation() {
 }
 
 #[tokio::test]
+async fn a_keystone_session_serves_until_its_identity_is_rotated() {
+    let c = Cinder::new();
+    let body = json!({"auth": {"identity": {"methods": ["token"], "token": {"id": c.token}}, "scope": {"project": {"id": P}}}});
+    let r =
+        send(&c.app, "POST", "/identity/v3/auth/tokens", &[], Some(&body.to_string()), None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let session = r.headers["x-subject-token"].to_str().expect("text").to_string();
+    let groups = format!("/v3/{P}/groups");
+    let as_session = [("x-auth-token", session.as_str()), ("openstack-api-version", "volume 3.38")];
+    let r = send(&c.app, "GET", &groups, &as_session, None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    // Re-scoped with the session itself: a new session, ending no later.
+    let again = json!({"auth": {"identity": {"methods": ["token"], "token": {"id": session}}, "scope": {"project": {"id": P}}}});
+    let r =
+        send(&c.app, "POST", "/identity/v3/auth/tokens", &[], Some(&again.to_string()), None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let first = baton_auth::parse_session(&session).expect("a session").expires;
+    let second = baton_auth::parse_session(r.headers["x-subject-token"].to_str().expect("text"))
+        .expect("a session");
+    assert!(second.expires <= first);
+    c.fake.rotate("storage-ops");
+    let r = send(&c.app, "GET", &groups, &as_session, None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+}
+
+#[tokio::test]
 async fn the_keystone_token_endpoint_scopes_a_baton_token_to_a_project() {
     let c = Cinder::new();
     let body = json!({"auth": {"identity": {"methods": ["token"], "token": {"id": c.token}}, "scope": {"project": {"id": P}}}});
@@ -202,7 +228,15 @@ async fn the_keystone_token_endpoint_scopes_a_baton_token_to_a_project() {
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
-    assert_eq!(r.headers["x-subject-token"], c.token.as_str());
+    // A session token ending within the hour, not the identity's own.
+    let session = r.headers["x-subject-token"].to_str().expect("text").to_string();
+    assert!(session.starts_with(baton_auth::SESSION_PREFIX) && session != c.token, "{session}");
+    let expires = chrono::DateTime::parse_from_rfc3339(
+        r.body["token"]["expires_at"].as_str().expect("expires_at"),
+    )
+    .expect("a time");
+    let left = expires.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    assert!(left > chrono::Duration::minutes(59) && left <= chrono::Duration::hours(1), "{left}");
     let catalog = r.body["token"]["catalog"].as_array().expect("catalog");
     assert_eq!(catalog[0]["type"], "volumev3");
     assert_eq!(catalog[0]["endpoints"][0]["url"], format!("http://baton:7001/v3/{P}"));

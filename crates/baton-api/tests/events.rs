@@ -353,14 +353,7 @@ async fn a_stream_ends_within_a_second_of_its_callers_token_being_rotated() {
     let mut alices = open_as(&app, &alice, "/groups/t1/ns/g/events").await;
     assert!(until_ended(&mut alices, Duration::from_millis(700)).await.is_none(), "open");
     // The token that opened the stream is replaced (leaked, say): the stream goes with it.
-    let (_, token) =
-        baton_auth::issue_token(&baton_core::IdentityName::new("alice").expect("a name"));
-    let rotate = baton_core::Command::RotateIdentity {
-        name: baton_core::IdentityName::new("alice").expect("a name"),
-        token,
-        signing_key: None,
-    };
-    fake.apply_as(rotate, fake.root());
+    fake.rotate("alice");
     let carried = until_ended(&mut alices, Duration::from_secs(1)).await.expect("ended");
     assert!(carried.contains("event: revoked"), "{carried}");
 }

@@ -100,14 +100,22 @@ fn assert_envelope(r: &Reply, status: StatusCode) {
 }
 
 #[tokio::test]
-async fn login_returns_the_session_token_in_x_hm_authorization() {
+async fn login_returns_a_session_token_in_x_hm_authorization_that_a_rotation_ends() {
     let h = Hcx::new();
     let body = json!({"username": "netops", "password": h.token}).to_string();
     let r =
         send(&h.app, "POST", "/hybridity/api/sessions", &[], Some(&body), Some("application/json"))
             .await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.headers["x-hm-authorization"], h.token.as_str());
+    // A session token, not the identity's own; it serves until the identity's is rotated.
+    let session = r.headers["x-hm-authorization"].to_str().expect("text").to_string();
+    assert!(session.starts_with(baton_auth::SESSION_PREFIX) && session != h.token, "{session}");
+    let as_session = [("x-hm-authorization", session.as_str())];
+    let r = send(&h.app, "GET", GROUPS, &as_session, None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    h.fake.rotate("netops");
+    let r = send(&h.app, "GET", GROUPS, &as_session, None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
 
     for bad in [
         json!({"username": "netops", "password": "wrong"}),

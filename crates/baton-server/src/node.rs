@@ -266,6 +266,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             );
         }
         let sealer = Arc::new(baton_api::Sealer::new(sealing, &previous_sealing));
+        let sessions = Arc::new(baton_auth::SessionKeys::new(sealing, &previous_sealing));
         let rate_limit = baton_api::RateLimit {
             per_second: config.rate_limit_per_second,
             burst: config.rate_limit_burst,
@@ -277,6 +278,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let options = baton_api::ApiOptions {
             rate_limit,
             sealer,
+            sessions,
             https: api_tls.is_some(),
             stream_keepalive: Duration::from_millis(config.stream_keepalive_ms),
             max_streams_per_identity: config.max_streams_per_identity,

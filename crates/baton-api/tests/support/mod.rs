@@ -79,6 +79,16 @@ impl FakeCoordinator {
         token
     }
 
+    /// Replaces `name`'s token with a new one, as `baton tokens rotate` does; returns it.
+    pub fn rotate(&self, name: &str) -> String {
+        let name = IdentityName::new(name).expect("valid name");
+        let (token, credential) = baton_auth::issue_token(&name);
+        let command = Command::RotateIdentity { name, token: credential, signing_key: None };
+        let rotated = self.apply(command, self.root());
+        assert!(matches!(rotated, Response::Identity(_)), "{rotated:?}");
+        token
+    }
+
     /// The administrator, as an actor.
     pub fn root(&self) -> Option<Actor> {
         Some(Actor {
@@ -270,6 +280,7 @@ pub fn app_for(fake: std::sync::Arc<FakeCoordinator>) -> baton_api::App {
     let options = baton_api::ApiOptions {
         rate_limit: baton_api::RateLimit::default(),
         sealer: std::sync::Arc::new(baton_api::Sealer::new(CLUSTER_SECRET, &[])),
+        sessions: std::sync::Arc::new(baton_auth::SessionKeys::new(CLUSTER_SECRET, &[])),
         https: false,
         stream_keepalive: std::time::Duration::from_secs(15),
         max_streams_per_identity: baton_api::streams::DEFAULT_STREAMS_PER_IDENTITY,
