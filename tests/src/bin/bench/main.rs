@@ -24,7 +24,10 @@
 //! `BENCHMARKS.md`. A load that failed requests leaves the nodes' logs behind, in
 //! `baton-bench-<pid>/` in the system's temporary directory.
 //!
-//! Usage: bench [--seconds N] [--quick] [--markdown FILE] [--plot FILE.svg]
+//! With `--abuse`, it runs only the hostile-input suite instead (`abuse.rs`): three phases of
+//! `--seconds` each, before, during and after the attacks, written to `--markdown FILE`.
+//!
+//! Usage: bench [--seconds N] [--quick] [--markdown FILE] [--plot FILE.svg] [--abuse]
 //!              [--scale-groups N] [--log-entries N] [--scale-only] [--plot-from TABLE]
 //!              [--only heartbeat,write,read,failover,kill,scale] [--node KEY=VALUE]...
 //!
@@ -38,6 +41,7 @@ use std::time::{Duration, Instant};
 use baton_e2e::{TestCluster, admin_client, send};
 use serde_json::json;
 
+mod abuse;
 mod callers;
 mod load;
 mod machine;
@@ -72,6 +76,8 @@ struct Args {
     only: Vec<String>,
     /// Node configuration keys set for the load cluster.
     node: Vec<(String, String)>,
+    /// Run the hostile-input suite instead.
+    abuse: bool,
 }
 
 impl Args {
@@ -93,6 +99,7 @@ fn parse_args() -> Result<Args, String> {
         plot_from: None,
         only: Vec::new(),
         node: Vec::new(),
+        abuse: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -101,6 +108,7 @@ fn parse_args() -> Result<Args, String> {
                 args.seconds = it.next().and_then(|v| v.parse().ok()).ok_or("--seconds N")?
             }
             "--quick" => args.quick = true,
+            "--abuse" => args.abuse = true,
             "--scale-only" => args.only = vec!["scale".into()],
             "--only" => {
                 let list = it.next().ok_or("--only LIST")?;
@@ -149,6 +157,16 @@ async fn main() {
     let duration = Duration::from_secs(args.seconds);
     let warmup = Duration::from_secs(1);
     let before = machine_speed("before the measurements").await;
+    if args.abuse {
+        let report = abuse::abuse(duration).await;
+        let after = machine_speed("after them").await;
+        let text = format!("Machine speed: {before}; {after}.\n\n{report}");
+        match &args.markdown {
+            Some(path) => std::fs::write(path, text).expect("write the markdown table"),
+            None => print!("{text}"),
+        }
+        return;
+    }
     let mut rows = Vec::new();
     let loads = MEASUREMENTS.iter().filter(|m| **m != "scale" && args.runs(m)).count();
     if loads > 0 {

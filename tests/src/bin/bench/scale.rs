@@ -163,7 +163,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// A node's resident memory, in MiB, from /proc.
-fn rss_mib(pid: u32) -> f64 {
+pub(crate) fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
