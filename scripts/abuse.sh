@@ -20,6 +20,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ "$profile" = release ]; then build_programs --quiet; else build_all --quiet; fi
+# The attacks hold thousands of sockets at once.
+ulimit -n "$(ulimit -Hn)"
 report=$(mktemp)
 "$CARGO_TARGET_DIR/$profile/bench" --abuse --seconds "$seconds" --markdown "$report"
 section=$(mktemp)

@@ -220,25 +220,25 @@ async fn raft_port_refuses_requests_without_the_cluster_secret() {
     let leader = cluster.wait_for_leader(ELECTION).await;
     let raft = &cluster.node(leader).raft_addr;
     let before = cluster.wait_converged(ELECTION).await;
-    // HTTP: no route, and no header is taken as the secret.
+    // HTTP: the Raft port speaks none; the connection is closed, whatever the headers say.
     for secret in [None, Some("wrong-secret-0123456789"), Some(SECRET)] {
         let mut req = cluster.http().post(format!("http://{raft}/forward")).body(vec![0u8; 16]);
         if let Some(s) = secret {
             req = req.header("x-baton-cluster-secret", s);
         }
-        let resp = req.send().await.expect("answer");
-        assert_eq!(resp.status().as_u16(), 404, "/forward with {secret:?}");
+        let answer = req.send().await;
+        assert!(answer.is_err(), "/forward with {secret:?}: {answer:?}");
     }
     // Framed connections: refused before any request is read.
     for secret in [&b""[..], b"wrong-secret-0123456789", &SECRET.as_bytes()[..SECRET.len() - 1]] {
-        let mut stream = raft_connection(raft, secret).await;
+        let mut stream = raft_connection(raft, leader, secret).await;
         let answer = stream.read_u8().await.expect("an answer to the proof");
         assert_eq!(answer, baton_net::REFUSED);
         assert_eq!(stream.read(&mut [0u8; 8]).await.expect("closed"), 0, "then closed");
     }
     // With the secret but garbage in the body, of an AppendEntries and of a forwarded batch:
     // rejected with a reason, nothing applied.
-    let mut stream = raft_connection(raft, SECRET.as_bytes()).await;
+    let mut stream = raft_connection(raft, leader, SECRET.as_bytes()).await;
     assert_eq!(stream.read_u8().await.expect("an answer to the proof"), baton_net::ACCEPTED);
     let mut servers_proof = [0u8; baton_net::handshake::PROOF_LEN];
     stream.read_exact(&mut servers_proof).await.expect("the node's own proof");
@@ -350,16 +350,17 @@ fn walk(dir: &std::path::Path) -> Vec<(String, u64)> {
     out
 }
 
-/// A framed connection to a Raft port that has answered the port's challenge with a proof made
-/// with `secret` (the port's answer is left to read).
-async fn raft_connection(raft: &str, secret: &[u8]) -> tokio::net::TcpStream {
-    use baton_net::handshake::{NONCE_LEN, Side, proof};
+/// A framed connection to node `node`'s Raft port that has answered its challenge with a proof
+/// made with `secret` (the port's answer is left to read).
+async fn raft_connection(raft: &str, node: u64, secret: &[u8]) -> tokio::net::TcpStream {
+    use baton_net::handshake::{Challenge, NONCE_LEN, Side, proof};
     let mut stream = tokio::net::TcpStream::connect(raft).await.expect("connect");
     let client_nonce = [3u8; NONCE_LEN];
-    stream.write_all(&[baton_net::PREFACE, &client_nonce].concat()).await.expect("preface");
+    let opening = [baton_net::PREFACE, &client_nonce, &node.to_be_bytes()].concat();
+    stream.write_all(&opening).await.expect("preface");
     let mut server_nonce = [0u8; NONCE_LEN];
     stream.read_exact(&mut server_nonce).await.expect("the node's challenge");
-    let answer = proof(secret, Side::Client, &client_nonce, &server_nonce);
+    let answer = proof(secret, Side::Client, &Challenge { node, client_nonce, server_nonce });
     stream.write_all(&answer).await.expect("send the proof");
     stream
 }

@@ -160,18 +160,33 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Checks `token`, an identity's own or a session token that `sessions` made, against this
+/// Which tokens a route takes.
+#[derive(Clone, Copy, Debug)]
+pub enum Accepts<'a> {
+    /// An identity's own token only.
+    OwnTokens,
+    /// An identity's own token, or a session token these keys made. Only the routes of the
+    /// dialects whose logins hand sessions out (HCX, Cinder) take them: a session can never
+    /// manage identities (and so never become a lasting token) or hold a stream open.
+    OwnTokensOrSessions(&'a baton_auth::SessionKeys),
+}
+
+/// Checks `token` (an identity's own, or a session token where `accepts` says so) against this
 /// node's applied state, then the identity's rate.
 pub fn authenticate<C: Coordinator>(
     coordinator: &C,
     gate: &Gate,
-    sessions: &baton_auth::SessionKeys,
+    accepts: Accepts<'_>,
     token: Option<&str>,
     from: Option<SocketAddr>,
 ) -> Result<Caller, Denied> {
     let token = token.ok_or(Denied::Missing)?;
-    let identity = match baton_auth::parse_session(token) {
-        Some(session) => {
+    let session = match accepts {
+        Accepts::OwnTokensOrSessions(keys) => baton_auth::parse_session(token).map(|s| (keys, s)),
+        Accepts::OwnTokens => None,
+    };
+    let identity = match session {
+        Some((sessions, session)) => {
             let identity = coordinator.identity(&session.name).ok_or(Denied::Invalid)?;
             let live = sessions.verify(&session, &identity.token, unix_now());
             identity.is_active().then_some(identity).filter(|_| live)
@@ -233,14 +248,23 @@ pub fn authenticate_signed<C: Coordinator>(
     Ok(Caller { principal, credential: identity.token, from, request_key: None })
 }
 
-/// A middleware's whole job for the token-based APIs: authenticate the token `token_of` finds,
+/// Where a token-based API finds its callers' tokens, and whether session tokens count.
+#[derive(Clone, Copy)]
+pub enum Tokens {
+    /// An identity's own token, where the function finds it.
+    Own(fn(&HeaderMap) -> Option<&str>),
+    /// An identity's own token or a session token, where the function finds it.
+    OwnOrSession(fn(&HeaderMap) -> Option<&str>),
+}
+
+/// A middleware's whole job for the token-based APIs: authenticate the token `tokens` finds,
 /// leave the [`Caller`] in the request and run the rest, or answer `refuse` (the API's own
 /// 401 or 429).
 pub async fn let_in<C: Coordinator>(
     state: &crate::AppState<C>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
-    token_of: fn(&HeaderMap) -> Option<&str>,
+    tokens: Tokens,
     refuse: fn(Denied) -> axum::response::Response,
 ) -> axum::response::Response {
     let (mut parts, body) = request.into_parts();
@@ -250,13 +274,12 @@ pub async fn let_in<C: Coordinator>(
         Some(Ok(key)) if baton_core::idempotency::valid_key(key) => Some(key.to_string()),
         Some(_) => return refuse(Denied::BadRequestKey),
     };
-    let authenticated = authenticate(
-        &*state.coordinator,
-        &state.gate,
-        &state.sessions,
-        token_of(&parts.headers),
-        from,
-    );
+    let (token_of, accepts) = match tokens {
+        Tokens::Own(find) => (find, Accepts::OwnTokens),
+        Tokens::OwnOrSession(find) => (find, Accepts::OwnTokensOrSessions(&state.sessions)),
+    };
+    let authenticated =
+        authenticate(&*state.coordinator, &state.gate, accepts, token_of(&parts.headers), from);
     match authenticated.map(|caller| Caller { request_key, ..caller }) {
         Ok(caller) => {
             parts.extensions.insert(caller);

@@ -274,8 +274,13 @@ async fn issue_token<C: Coordinator>(
     } else {
         return keystone_error(StatusCode::UNAUTHORIZED, "Use the token or password method.");
     };
-    let Ok(caller) = crate::auth::authenticate(&*s.coordinator, &s.gate, &s.sessions, token, None)
-    else {
+    let Ok(caller) = crate::auth::authenticate(
+        &*s.coordinator,
+        &s.gate,
+        crate::auth::Accepts::OwnTokensOrSessions(&s.sessions),
+        token,
+        None,
+    ) else {
         return keystone_error(
             StatusCode::UNAUTHORIZED,
             "The request you have made requires authentication.",
@@ -346,7 +351,14 @@ async fn authenticate<C: Coordinator>(
     request: Request,
     next: Next,
 ) -> Response {
-    crate::auth::let_in(&state, request, next, auth_token, denied_answer).await
+    crate::auth::let_in(
+        &state,
+        request,
+        next,
+        crate::auth::Tokens::OwnOrSession(auth_token),
+        denied_answer,
+    )
+    .await
 }
 
 /// This API's answer to a request that was not let in.

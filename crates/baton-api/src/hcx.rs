@@ -148,7 +148,14 @@ async fn authenticate<C: Coordinator>(
     request: Request,
     next: Next,
 ) -> Response {
-    crate::auth::let_in(&state, request, next, token, denied_answer).await
+    crate::auth::let_in(
+        &state,
+        request,
+        next,
+        crate::auth::Tokens::OwnOrSession(token),
+        denied_answer,
+    )
+    .await
 }
 
 /// This API's answer to a request that was not let in.
@@ -210,9 +217,14 @@ async fn login<C: Coordinator>(
         return Err(HcxError::bad_request("The body must be {\"username\", \"password\"}."));
     };
     // The password is the identity's token; the user name must be the identity it names.
-    let caller =
-        crate::auth::authenticate(&*s.coordinator, &s.gate, &s.sessions, Some(&password), None)
-            .map_err(|_| HcxError::unauthorized())?;
+    let caller = crate::auth::authenticate(
+        &*s.coordinator,
+        &s.gate,
+        crate::auth::Accepts::OwnTokens,
+        Some(&password),
+        None,
+    )
+    .map_err(|_| HcxError::unauthorized())?;
     if caller.principal.name.as_str() != username {
         return Err(HcxError::unauthorized());
     }

@@ -113,6 +113,12 @@ async fn login_returns_a_session_token_in_x_hm_authorization_that_a_rotation_end
     let as_session = [("x-hm-authorization", session.as_str())];
     let r = send(&h.app, "GET", GROUPS, &as_session, None, None).await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    // Only HCX and Cinder take sessions: never the native API, where an identity could rotate
+    // its token and so turn an hour-long session into a lasting token.
+    let bearer = format!("Bearer {session}");
+    let rotate = "/identities/netops/rotate";
+    let r = send(&h.app, "POST", rotate, &[("authorization", &bearer)], None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
     h.fake.rotate("netops");
     let r = send(&h.app, "GET", GROUPS, &as_session, None, None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");

@@ -265,10 +265,10 @@ impl State {
                 group: request.command.group().cloned(),
                 action,
             };
-            let tenant = trail(&entry).cloned();
+            let tenant = trail(&entry, &self.identities).cloned();
             self.audit.insert(seq, entry);
             touched.push(RecordKey::Audit(seq));
-            if let Some(dropped) = audit_overflow(&self.audit, tenant.as_ref()) {
+            if let Some(dropped) = audit_overflow(&self.audit, &self.identities, tenant.as_ref()) {
                 self.audit.remove(&dropped);
                 touched.push(RecordKey::Audit(dropped));
             }
@@ -920,11 +920,28 @@ fn apply_to_group(group: &mut Group, command: &Command, at: Timestamp) -> Outcom
     }
 }
 
-/// Whose part of the audit trail an entry is: its group's tenant's, or `None` for the
-/// cluster's own (identities, and whatever concerns no group). Each part has a budget of its
-/// own, so that one tenant's many changes cannot push out another's, or the identity events.
-fn trail(entry: &AuditEntry) -> Option<&crate::TenantId> {
-    entry.group.as_ref().map(|g| &g.scope.tenant)
+/// Whose part of the audit trail an entry is: the tenant of the group it concerns, or of the
+/// member identity it concerns (a member may rotate its own token as often as it likes, and
+/// pushes out only its own tenant's entries); `None` for the cluster's own (administrators'
+/// identities). Each part has a budget of its own, so that one tenant's changes cannot push
+/// out another's, or the administrators' identity events.
+fn trail<'a>(
+    entry: &'a AuditEntry,
+    identities: &'a BTreeMap<IdentityName, Identity>,
+) -> Option<&'a crate::TenantId> {
+    if let Some(group) = &entry.group {
+        return Some(&group.scope.tenant);
+    }
+    let subject = match &entry.action {
+        AuditAction::IdentityCreated { name, .. }
+        | AuditAction::IdentityRotated { name, .. }
+        | AuditAction::IdentityRevoked { name, .. } => name,
+        _ => return None,
+    };
+    match identities.get(subject).map(|i| &i.role) {
+        Some(crate::AccessRole::Member { tenant }) => Some(tenant),
+        _ => None,
+    }
 }
 
 /// The entry to drop from `audit` after one was added to the trail `added`: that trail's
@@ -934,9 +951,10 @@ fn trail(entry: &AuditEntry) -> Option<&crate::TenantId> {
 /// whenever that trail is over a budget, and so is the longest trail's.
 fn audit_overflow(
     audit: &BTreeMap<u64, AuditEntry>,
+    identities: &BTreeMap<IdentityName, Identity>,
     added: Option<&crate::TenantId>,
 ) -> Option<u64> {
-    let mut own = audit.values().filter(|e| trail(e) == added);
+    let mut own = audit.values().filter(|e| trail(e, identities) == added);
     let oldest_own = own.next().map(|e| e.seq);
     if own.count() + 1 > AUDIT_PER_TRAIL {
         return oldest_own;
@@ -946,7 +964,7 @@ fn audit_overflow(
     }
     let mut trails: BTreeMap<Option<&crate::TenantId>, (usize, u64)> = BTreeMap::new();
     for entry in audit.values() {
-        trails.entry(trail(entry)).or_insert((0, entry.seq)).0 += 1;
+        trails.entry(trail(entry, identities)).or_insert((0, entry.seq)).0 += 1;
     }
     trails
         .into_values()

@@ -279,7 +279,7 @@ fn reconfigure(state: &mut State, g: &GroupKey, who: &str, at: u64, times: u64, 
             })
             .touched;
         let expected = if i >= full_after { 3 } else { 2 };
-        assert_eq!(touched.len(), expected, "change {i}: group, new entry, the dropped one");
+        assert_eq!(touched.len(), expected, "change {i} of {g}: {touched:?}");
     }
 }
 
@@ -294,18 +294,31 @@ fn of_tenant(entries: &[baton_core::AuditEntry], tenant: &str) -> Vec<u64> {
 #[test]
 fn one_tenants_changes_never_push_out_anothers_or_the_identity_events() {
     let mut state = populated();
-    let cluster: Vec<_> = audit(&state).into_iter().filter(|e| e.group.is_none()).collect();
-    assert_eq!(cluster.len(), 5, "the administrator and four members");
+    let created = |entries: &[baton_core::AuditEntry], who: &str| {
+        entries.iter().any(|e| matches!(&e.action, AuditAction::IdentityCreated { name: n, .. } if n.as_str() == who))
+    };
     reconfigure(&mut state, &key("t2", "g"), "eve", 1, 1, u64::MAX);
     let budget = AUDIT_PER_TRAIL as u64;
-    reconfigure(&mut state, &key("t1", "g"), "alice", 10, budget + 3, budget);
+    // t1's trail already holds its three members' creation: it is full three changes early.
+    reconfigure(&mut state, &key("t1", "g"), "alice", 10, budget + 3, budget - 3);
     let entries = audit(&state);
     let t1 = of_tenant(&entries, "t1");
     assert_eq!(t1.len(), AUDIT_PER_TRAIL, "t1 keeps its budget");
     assert_eq!(t1.last(), entries.last().map(|e| &e.seq), "and its newest entries");
-    assert_eq!(of_tenant(&entries, "t2").len(), 1, "t2's entry stays");
-    let kept: Vec<_> = entries.iter().filter(|e| e.group.is_none()).cloned().collect();
-    assert_eq!(kept, cluster, "the identity events stay");
+    assert!(!created(&entries, "alice"), "t1's own oldest entries went first");
+    assert_eq!(of_tenant(&entries, "t2").len(), 1, "t2's change stays");
+    assert!(created(&entries, "eve"), "and so does t2's identity event");
+    assert!(created(&entries, "root"), "and the administrator's");
+
+    // A member rotating its own token over and over pushes out only its tenant's entries.
+    for i in 0..budget + 1 {
+        let token = Credential { salt: vec![9], digest: i.to_be_bytes().to_vec() };
+        let rotate = Command::RotateIdentity { name: name("bob"), token, signing_key: None };
+        apply(&mut state, 10_000 + i, rotate, by("bob"));
+    }
+    let entries = audit(&state);
+    assert!(created(&entries, "eve") && created(&entries, "root"));
+    assert_eq!(of_tenant(&entries, "t2").len(), 1);
 
     // Records round-trip through storage's view.
     let mut restored = State::default();
@@ -327,7 +340,7 @@ fn beyond_the_whole_trails_capacity_the_longest_trail_gives_way() {
         let room = AUDIT_CAPACITY.saturating_sub(5 + budget * t as u64);
         reconfigure(
             &mut state,
-            &key(&format!("t{t}"), "g"),
+            &key(&format!("x{t}"), "g"),
             "root",
             budget * t as u64,
             budget,
@@ -336,9 +349,9 @@ fn beyond_the_whole_trails_capacity_the_longest_trail_gives_way() {
     }
     let entries = audit(&state);
     assert_eq!(entries.len() as u64, AUDIT_CAPACITY);
-    assert_eq!(entries.iter().filter(|e| e.group.is_none()).count(), 5, "the cluster's stay");
+    assert_eq!(entries.iter().filter(|e| e.group.is_none()).count(), 5, "identity events stay");
     let kept: Vec<usize> =
-        (0..tenants).map(|t| of_tenant(&entries, &format!("t{t}")).len()).collect();
+        (0..tenants).map(|t| of_tenant(&entries, &format!("x{t}")).len()).collect();
     let fewest = kept.iter().min().copied().unwrap_or(0);
     assert!(kept.iter().max().copied().unwrap_or(0) - fewest <= 1, "trails evened out: {kept:?}");
     assert!(fewest >= AUDIT_PER_TRAIL - 5, "{kept:?}");

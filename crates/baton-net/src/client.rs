@@ -240,13 +240,24 @@ impl Connect for Tcp {
     }
 }
 
+/// A node as a connection is opened to it: its id, which the handshake binds (a host that
+/// answers at one member's address cannot pass a handshake on to another member), and its
+/// Raft address.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Peer {
+    /// Its node id.
+    pub id: NodeId,
+    /// Its Raft address (`host:port`).
+    pub addr: String,
+}
+
 /// Opens framed connections to peers (from the node's own address, over TLS when configured,
 /// proving the cluster secret) and keeps a few idle ones per peer.
 pub(crate) struct Dialer {
     secret: Arc<str>,
     connect: Arc<dyn Connect>,
     tls: Option<tokio_rustls::TlsConnector>,
-    idle: Mutex<BTreeMap<String, Vec<Stream>>>,
+    idle: Mutex<BTreeMap<Peer, Vec<Stream>>>,
 }
 
 /// One framed connection to a peer, after its preface was accepted.
@@ -263,18 +274,18 @@ impl Stream {
 }
 
 impl Dialer {
-    fn idle(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<Stream>>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, BTreeMap<Peer, Vec<Stream>>> {
         self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn take_idle(&self, addr: &str) -> Option<Stream> {
-        self.idle().get_mut(addr).and_then(Vec::pop)
+    fn take_idle(&self, peer: &Peer) -> Option<Stream> {
+        self.idle().get_mut(peer).and_then(Vec::pop)
     }
 
-    /// An idle connection to `addr` that the peer has not closed, if one is pooled. A
+    /// An idle connection to `peer` that the peer has not closed, if one is pooled. A
     /// connection with anything to read between exchanges is closed (by the peer, or broken).
-    fn take_open(&self, addr: &str) -> Option<Stream> {
-        while let Some(mut stream) = self.take_idle(addr) {
+    fn take_open(&self, peer: &Peer) -> Option<Stream> {
+        while let Some(mut stream) = self.take_idle(peer) {
             if stream.io.fill_buf().now_or_never().is_none() {
                 return Some(stream);
             }
@@ -282,36 +293,37 @@ impl Dialer {
         None
     }
 
-    /// One exchange on an open pooled connection to `addr`, or a new one, which is pooled
+    /// One exchange on an open pooled connection to `peer`, or a new one, which is pooled
     /// again afterwards. Not repeated on another connection: the request may have been run.
     pub(crate) async fn exchange(
         &self,
-        addr: &str,
+        peer: &Peer,
         request: &[u8],
     ) -> Result<(u8, Vec<u8>), CallError> {
-        let mut stream = match self.take_open(addr) {
+        let mut stream = match self.take_open(peer) {
             Some(stream) => stream,
-            None => self.open(addr).await?,
+            None => self.open(peer).await?,
         };
         let answer = stream
             .exchange(request)
             .await
-            .map_err(|e| CallError::Transport { addr: addr.into(), source: e.into() })?;
-        self.keep_idle(addr, stream);
+            .map_err(|e| CallError::Transport { addr: peer.addr.clone(), source: e.into() })?;
+        self.keep_idle(peer, stream);
         Ok(answer)
     }
 
-    fn keep_idle(&self, addr: &str, stream: Stream) {
+    fn keep_idle(&self, peer: &Peer, stream: Stream) {
         let mut idle = self.idle();
-        let streams = idle.entry(addr.to_string()).or_default();
+        let streams = idle.entry(peer.clone()).or_default();
         if streams.len() < IDLE_PER_PEER {
             streams.push(stream);
         }
     }
 
-    /// Connects to `addr`, speaks TLS if configured, and proves the cluster secret both ways
-    /// (`handshake.rs`).
-    async fn open(&self, addr: &str) -> Result<Stream, CallError> {
+    /// Connects to `peer`, speaks TLS if configured, and proves the cluster secret both ways,
+    /// for that peer's id (`handshake.rs`).
+    async fn open(&self, peer: &Peer) -> Result<Stream, CallError> {
+        let addr = peer.addr.as_str();
         let unreachable = |source: BoxError| CallError::Unreachable { addr: addr.into(), source };
         let transport = |source: BoxError| CallError::Transport { addr: addr.into(), source };
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, self.connect.connect(addr))
@@ -327,12 +339,15 @@ impl Dialer {
             }
         };
         let mut io = BufReader::with_capacity(READ_BUFFER, io);
-        match handshake::dial(&mut io, self.secret.as_bytes()).await {
+        match handshake::dial(&mut io, self.secret.as_bytes(), peer.id).await {
             Ok(()) => Ok(Stream { io }),
             Err(Failed::Io(e)) => Err(transport(e.into())),
             Err(Failed::Unproven) => Err(CallError::Rejected {
                 addr: addr.into(),
-                reason: "the cluster secret was not proven: this node's, or the peer's".into(),
+                reason: format!(
+                    "the cluster secret was not proven for node {}: this node's, or the peer's",
+                    peer.id
+                ),
             }),
         }
     }
@@ -402,7 +417,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Connection {
             dialer: self.client.dialer.clone(),
             target,
-            addr: node.raft_addr.clone(),
+            peer: Peer { id: target, addr: node.raft_addr.clone() },
             min_deadline: self.min_deadline,
             stream: None,
             followers: self.followers.clone(),
@@ -415,7 +430,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Connection {
     dialer: Arc<Dialer>,
     target: NodeId,
-    addr: String,
+    peer: Peer,
     min_deadline: Duration,
     stream: Option<Stream>,
     followers: Followers,
@@ -424,7 +439,7 @@ pub struct Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         if let Some(stream) = self.stream.take() {
-            self.dialer.keep_idle(&self.addr, stream);
+            self.dialer.keep_idle(&self.peer, stream);
         }
     }
 }
@@ -451,7 +466,7 @@ impl Connection {
                 Err(_) => {
                     // The answer may still arrive: the connection is out of step, drop it.
                     self.stream = None;
-                    Err(CallError::Timeout { addr: self.addr.clone(), timeout: deadline })
+                    Err(CallError::Timeout { addr: self.peer.addr.clone(), timeout: deadline })
                 }
             }
             .map_err(|e| match e {
@@ -465,7 +480,7 @@ impl Connection {
     /// stream that fails is replaced once by a new one: the peer may have closed it while it
     /// was idle, and every Raft RPC can be repeated.
     async fn call<Resp: DeserializeOwned>(&mut self, request: &[u8]) -> Result<Resp, CallError> {
-        let reused = self.stream.take().or_else(|| self.dialer.take_idle(&self.addr));
+        let reused = self.stream.take().or_else(|| self.dialer.take_idle(&self.peer));
         let (stream, answer) = match reused {
             Some(mut stream) => match stream.exchange(request).await {
                 Ok(answer) => (stream, answer),
@@ -475,18 +490,18 @@ impl Connection {
         };
         // Only a stream whose exchange completed is in step for the next one.
         self.stream = Some(stream);
-        decode_answer(&self.addr, answer)
+        decode_answer(&self.peer.addr, answer)
     }
 
     async fn exchange_on_new(
         &mut self,
         request: &[u8],
     ) -> Result<(Stream, (u8, Vec<u8>)), CallError> {
-        let mut stream = self.dialer.open(&self.addr).await?;
+        let mut stream = self.dialer.open(&self.peer).await?;
         let answer = stream
             .exchange(request)
             .await
-            .map_err(|e| CallError::Transport { addr: self.addr.clone(), source: e.into() })?;
+            .map_err(|e| CallError::Transport { addr: self.peer.addr.clone(), source: e.into() })?;
         Ok((stream, answer))
     }
 }
@@ -515,7 +530,7 @@ impl RaftNetwork<TypeConfig> for Connection {
             Ok(AppendEntriesResponse::PartialSuccess(last)) => *last,
             _ => None,
         };
-        self.followers.record(self.target, &self.addr, &vote, holds);
+        self.followers.record(&self.peer, &vote, holds);
         answer
     }
 

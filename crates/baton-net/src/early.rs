@@ -19,13 +19,13 @@ use baton_raft::NodeId;
 use baton_raft::typ::{AppendEntriesRequest, Entry, LogId, Vote};
 
 use crate::MAX_APPEND_BYTES;
-use crate::client::Dialer;
+use crate::client::{Dialer, Peer};
 use crate::frame;
 
 /// A follower's log as the leader last learned it, under the leader's vote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct InStep {
-    addr: String,
+    peer: Peer,
     vote: Vote,
     last: LogId,
 }
@@ -56,26 +56,26 @@ impl Followers {
         self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records what `target` (at `addr`) answered an AppendEntries under `vote`: that its log
-    /// ends at `last` after a success, or nothing known (`None`) after anything else.
-    /// Called after every AppendEntries, so a follower already known is updated in place.
-    pub(crate) fn record(&self, target: NodeId, addr: &str, vote: &Vote, last: Option<LogId>) {
+    /// Records what `target` answered an AppendEntries under `vote`: that its log ends at
+    /// `last` after a success, or nothing known (`None`) after anything else. Called after
+    /// every AppendEntries, so a follower already known is updated in place.
+    pub(crate) fn record(&self, target: &Peer, vote: &Vote, last: Option<LogId>) {
         let mut known = self.known();
         let Some(last) = last else {
-            known.remove(&target);
+            known.remove(&target.id);
             return;
         };
-        match known.get_mut(&target) {
-            Some(f) if f.addr == addr => (f.vote, f.last) = (*vote, last),
+        match known.get_mut(&target.id) {
+            Some(f) if f.peer == *target => (f.vote, f.last) = (*vote, last),
             _ => {
-                known.insert(target, InStep { addr: addr.into(), vote: *vote, last });
+                known.insert(target.id, InStep { peer: target.clone(), vote: *vote, last });
             }
         }
     }
 
-    /// The addresses of the followers whose log ends at `prev` under `vote`.
-    fn in_step(&self, vote: &Vote, prev: &LogId) -> Vec<String> {
-        self.known().values().filter(|f| f.holds(vote, prev)).map(|f| f.addr.clone()).collect()
+    /// The followers whose log ends at `prev` under `vote`.
+    fn in_step(&self, vote: &Vote, prev: &LogId) -> Vec<Peer> {
+        self.known().values().filter(|f| f.holds(vote, prev)).map(|f| f.peer.clone()).collect()
     }
 
     /// Whether some follower's log ends at `prev` under `vote`.
@@ -87,8 +87,8 @@ impl Followers {
     /// to every follower whose log ends at `prev`, each on a pooled connection of its own
     /// task; returns at once. Entries over [`MAX_APPEND_BYTES`] are left to openraft.
     pub fn send(&self, vote: Vote, prev: LogId, entries: Vec<Entry>, committed: Option<LogId>) {
-        let addrs = self.in_step(&vote, &prev);
-        if addrs.is_empty() {
+        let peers = self.in_step(&vote, &prev);
+        if peers.is_empty() {
             return;
         }
         let request = AppendEntriesRequest {
@@ -103,10 +103,11 @@ impl Followers {
         }
         let frame: Arc<[u8]> = frame.into();
         self.sent.fetch_add(1, Ordering::Relaxed);
-        for addr in addrs {
+        for peer in peers {
             let (dialer, frame, deadline) = (self.dialer.clone(), frame.clone(), self.deadline);
             tokio::spawn(async move {
-                match tokio::time::timeout(deadline, dialer.exchange(&addr, &frame)).await {
+                let addr = &peer.addr;
+                match tokio::time::timeout(deadline, dialer.exchange(&peer, &frame)).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => tracing::debug!("early AppendEntries to {addr}: {e}"),
                     Err(_) => tracing::debug!("early AppendEntries to {addr}: no answer"),

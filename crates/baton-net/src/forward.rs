@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use crate::batch::{Batches, send_in_batches};
-use crate::client::{CallError, Dialer, decode_answer};
+use crate::client::{CallError, Dialer, Peer, decode_answer};
 use crate::frame;
 
 /// Batches outstanding to one peer at once, each on its own connection. The peer answers a
@@ -50,7 +50,7 @@ struct Pending<Req, Resp> {
 /// addressed) end when it is dropped.
 pub struct Forwarder<Req, Resp> {
     dialer: Arc<Dialer>,
-    peers: Mutex<BTreeMap<String, mpsc::UnboundedSender<Pending<Req, Resp>>>>,
+    peers: Mutex<BTreeMap<Peer, mpsc::UnboundedSender<Pending<Req, Resp>>>>,
 }
 
 impl<Req, Resp> Forwarder<Req, Resp>
@@ -62,45 +62,45 @@ where
         Self { dialer, peers: Mutex::default() }
     }
 
-    /// Sends `request` to the peer at `addr` (in a batch with others) and waits for its answer,
-    /// at most `timeout` once its batch has left.
+    /// Sends `request` to `peer` (in a batch with others) and waits for its answer, at most
+    /// `timeout` once its batch has left.
     ///
     /// [`CallError::Unreachable`] means no connection could be made, so the peer never saw the
     /// request. Any other error leaves open whether the peer ran it.
     pub async fn send(
         &self,
-        addr: &str,
+        peer: &Peer,
         request: Req,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
         let stopped = || CallError::Transport {
-            addr: addr.into(),
+            addr: peer.addr.clone(),
             source: "the forwarding task stopped".into(),
         };
         let size = postcard::experimental::serialized_size(&request).unwrap_or(0);
         let (answer, answered) = oneshot::channel();
-        self.queue(addr).send(Pending { request, size, timeout, answer }).map_err(|_| stopped())?;
+        self.queue(peer).send(Pending { request, size, timeout, answer }).map_err(|_| stopped())?;
         answered.await.map_err(|_| stopped())?
     }
 
-    /// The queue of `addr`, and its batching task, made on first use.
-    fn queue(&self, addr: &str) -> mpsc::UnboundedSender<Pending<Req, Resp>> {
+    /// The queue of `peer`, and its batching task, made on first use.
+    fn queue(&self, peer: &Peer) -> mpsc::UnboundedSender<Pending<Req, Resp>> {
         let mut peers = self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         peers
-            .entry(addr.to_string())
+            .entry(peer.clone())
             .or_insert_with(|| {
                 let (queue, queued) = mpsc::unbounded_channel();
                 let batches =
                     Batches::new(MOST_PER_BATCH, MOST_BYTES_PER_BATCH, |p: &Pending<Req, Resp>| {
                         p.size
                     });
-                let (dialer, addr) = (self.dialer.clone(), addr.to_string());
+                let (dialer, peer) = (self.dialer.clone(), peer.clone());
                 tokio::spawn(send_in_batches(
                     queued,
                     BATCHES_IN_FLIGHT,
                     batches,
                     move |batch, slot| {
-                        tokio::spawn(exchange(dialer.clone(), addr.clone(), batch, slot));
+                        tokio::spawn(exchange(dialer.clone(), peer.clone(), batch, slot));
                     },
                 ));
                 queue
@@ -112,7 +112,7 @@ where
 /// Sends one batch and gives each caller its answer, or the batch's error.
 async fn exchange<Req: Serialize, Resp: DeserializeOwned>(
     dialer: Arc<Dialer>,
-    addr: String,
+    peer: Peer,
     batch: Vec<Pending<Req, Resp>>,
     _slot: OwnedSemaphorePermit,
 ) {
@@ -122,7 +122,8 @@ async fn exchange<Req: Serialize, Resp: DeserializeOwned>(
     let request = frame::encode(frame::FORWARD, &requests);
     drop(requests);
     // A batch that outlasts its deadline is abandoned with its connection (out of step).
-    let answered = tokio::time::timeout(timeout, dialer.exchange(&addr, &request))
+    let addr = peer.addr.clone();
+    let answered = tokio::time::timeout(timeout, dialer.exchange(&peer, &request))
         .await
         .unwrap_or_else(|_| Err(CallError::Timeout { addr: addr.clone(), timeout }));
     let answers = answered.and_then(|answer| decode_answer::<Vec<Resp>>(&addr, answer));

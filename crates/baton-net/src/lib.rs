@@ -18,8 +18,8 @@
 //! Requests only the leader may serve travel the same way: a [`Forwarder`] batches them per
 //! peer, [`BATCHES_IN_FLIGHT`] batches at once, each a FORWARD frame on a pooled connection,
 //! and the leader's port answers a batch with [`answer_batch`] (see `forward.rs`). A framed
-//! connection begins with [`PREFACE`], which no HTTP request does, so a listener that also
-//! serves HTTP tells them apart by their first bytes (a node serves no HTTP route there).
+//! connection begins with [`PREFACE`], which no HTTP request does (a node closes any
+//! connection to its Raft port that begins otherwise).
 //!
 //! ```text
 //!  openraft ─▶ Network::new_client ─▶ Connection ─┐  PREFACE + handshake, then frames
@@ -70,7 +70,8 @@ mod server;
 pub mod tls;
 
 pub use client::{
-    BoxError, CallError, Connect, Connection, MAX_APPEND_BYTES, Network, RpcClient, bound_entries,
+    BoxError, CallError, Connect, Connection, MAX_APPEND_BYTES, Network, Peer, RpcClient,
+    bound_entries,
 };
 pub use early::Followers;
 pub use forward::{

@@ -68,17 +68,20 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 /// the connection's own task, straight from openraft.
 pub struct RaftPort<R> {
     rpcs: R,
+    id: u64,
     secrets: Vec<Vec<u8>>,
     handshake: Duration,
     last_append: Mutex<Instant>,
 }
 
 impl<R: Rpcs> RaftPort<R> {
-    /// A port answering with `rpcs`, for peers that prove one of `secrets` (the current one
-    /// and any still accepted during a rotation) within `handshake` of their first bytes.
-    pub fn new(rpcs: R, secrets: &[String], handshake: Duration) -> Self {
+    /// Node `id`'s port, answering with `rpcs`, for peers that mean to reach `id` and prove
+    /// one of `secrets` (the current one and any still accepted during a rotation) within
+    /// `handshake` of their first bytes.
+    pub fn new(rpcs: R, id: u64, secrets: &[String], handshake: Duration) -> Self {
         Self {
             rpcs,
+            id,
             secrets: secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
             handshake,
             last_append: Mutex::new(Instant::now()),
@@ -96,7 +99,11 @@ impl<R: Rpcs> RaftPort<R> {
     /// resolves between two requests.
     pub async fn serve(&self, io: impl AsyncIo, peer: SocketAddr, stop: impl Future<Output = ()>) {
         let mut io = BufReader::new(io);
-        match tokio::time::timeout(self.handshake, handshake::answer(&mut io, &self.secrets)).await
+        match tokio::time::timeout(
+            self.handshake,
+            handshake::answer(&mut io, self.id, &self.secrets),
+        )
+        .await
         {
             Ok(Ok(())) => {}
             Ok(Err(Failed::Unproven)) => {

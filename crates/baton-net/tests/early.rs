@@ -52,7 +52,7 @@ async fn follower() -> (String, Arc<Follower>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let follower = Arc::new(Follower::default());
-    let port = Arc::new(RaftPort::new(follower.clone(), &[SECRET.into()], DEADLINE));
+    let port = Arc::new(RaftPort::new(follower.clone(), 2, &[SECRET.into()], DEADLINE));
     tokio::spawn(async move {
         while let Ok((mut stream, from)) = listener.accept().await {
             let port = port.clone();

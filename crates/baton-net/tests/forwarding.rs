@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use baton_net::{BATCHES_IN_FLIGHT, CallError, FORWARD, PREFACE, RaftPort, RpcClient, Rpcs};
+use baton_net::{BATCHES_IN_FLIGHT, CallError, FORWARD, PREFACE, Peer, RaftPort, RpcClient, Rpcs};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -39,12 +39,12 @@ impl Rpcs for Doubler {
 /// A leader's Raft port on loopback. Sending `true` on the returned channel ends every open
 /// connection between two requests, as a port does when its node stops; the port keeps
 /// accepting new ones. The counter counts connections that ended.
-async fn leader(delay: Duration) -> (String, Arc<Doubler>, watch::Sender<bool>, Arc<AtomicUsize>) {
+async fn leader(delay: Duration) -> (Peer, Arc<Doubler>, watch::Sender<bool>, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
+    let addr = Peer { id: 1, addr: listener.local_addr().expect("addr").to_string() };
     let doubler =
         Arc::new(Doubler { delay, frames: AtomicUsize::new(0), requests: AtomicUsize::new(0) });
-    let port = Arc::new(RaftPort::new(doubler.clone(), &[SECRET.into()], DEADLINE));
+    let port = Arc::new(RaftPort::new(doubler.clone(), 1, &[SECRET.into()], DEADLINE));
     let (close, closing) = watch::channel(false);
     let ended = Arc::new(AtomicUsize::new(0));
     let (serving, counted) = (port.clone(), ended.clone());
@@ -120,7 +120,7 @@ async fn a_connection_the_leader_closed_while_idle_is_not_used_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_to_a_port_nobody_listens_on_is_unreachable_and_never_sent() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
+    let addr = Peer { id: 1, addr: listener.local_addr().expect("addr").to_string() };
     drop(listener);
     let forwarder = RpcClient::new(SECRET, None, None).forwarder::<u64, u64>();
     let err = forwarder.send(&addr, 1, DEADLINE).await.expect_err("nobody listens");

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use baton_net::handshake::{self, NONCE_LEN, PROOF_LEN, Side};
+use baton_net::handshake::{self, Challenge, NONCE_LEN, PROOF_LEN, Side};
 use baton_net::{ACCEPTED, Network, PREFACE, REFUSED, RaftPort, RpcClient, Rpcs};
 use baton_raft::typ::{RPCError, RaftError, VoteRequest, VoteResponse};
 use baton_raft::{NodeInfo, TypeConfig};
@@ -52,7 +52,7 @@ async fn peer(stand_in: StandIn, one_answer_each: bool) -> Peer {
     let addr = listener.local_addr().expect("addr").to_string();
     let stand_in = Arc::new(stand_in);
     let connections = Arc::new(AtomicUsize::new(0));
-    let port = Arc::new(RaftPort::new(stand_in.clone(), &[SECRET.into()], DEADLINE));
+    let port = Arc::new(RaftPort::new(stand_in.clone(), 2, &[SECRET.into()], DEADLINE));
     let counted = connections.clone();
     let answered = stand_in.clone();
     tokio::spawn(async move {
@@ -135,11 +135,11 @@ async fn a_peer_without_the_cluster_secret_is_refused_before_any_request_is_read
     assert_eq!(peer.stand_in.answered.load(Ordering::SeqCst), 0);
 }
 
-/// Opens a raw connection to `addr` and sends the preface and `client_nonce`; returns the
-/// stream and the server's nonce.
+/// Opens a raw connection to `addr` and sends the preface, `client_nonce` and node 2's id (the
+/// peer's); returns the stream and the server's nonce.
 async fn challenged(addr: &str, client_nonce: &[u8; NONCE_LEN]) -> (TcpStream, [u8; NONCE_LEN]) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(&[PREFACE, client_nonce].concat()).await.expect("send");
+    stream.write_all(&[PREFACE, client_nonce, &2u64.to_be_bytes()].concat()).await.expect("send");
     let mut server_nonce = [0u8; NONCE_LEN];
     stream.read_exact(&mut server_nonce).await.expect("a challenge");
     (stream, server_nonce)
@@ -151,7 +151,8 @@ async fn a_captured_handshake_replayed_on_a_new_connection_is_refused() {
     let client_nonce = [7u8; NONCE_LEN];
     // A member's handshake, as an eavesdropper would have captured it.
     let (mut first, server_nonce) = challenged(&peer.addr, &client_nonce).await;
-    let captured = handshake::proof(SECRET.as_bytes(), Side::Client, &client_nonce, &server_nonce);
+    let challenge = Challenge { node: 2, client_nonce, server_nonce };
+    let captured = handshake::proof(SECRET.as_bytes(), Side::Client, &challenge);
     first.write_all(&captured).await.expect("send");
     assert_eq!(first.read_u8().await.expect("an answer"), ACCEPTED, "the member is accepted");
     // The same bytes on another connection: the server's challenge is new, so they fail.
@@ -170,7 +171,7 @@ async fn a_listener_that_cannot_prove_the_secret_is_sent_no_request() {
     let addr = listener.local_addr().expect("addr").to_string();
     let impostor = tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.expect("accept");
-        let mut opening = vec![0u8; PREFACE.len() + NONCE_LEN];
+        let mut opening = vec![0u8; PREFACE.len() + NONCE_LEN + 8];
         stream.read_exact(&mut opening).await.expect("preface and nonce");
         stream.write_all(&[9u8; NONCE_LEN]).await.expect("challenge");
         let mut proof = [0u8; PROOF_LEN];

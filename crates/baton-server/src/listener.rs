@@ -65,10 +65,11 @@ pub struct Framed {
 /// the header deadline, so that hosts that are not members hold a slot as briefly as may be.
 pub const RAFT_HANDSHAKE: Duration = Duration::from_secs(1);
 
-/// Serves `service` on `listener` (over TLS when `tls` is given), and framed Raft RPCs with
-/// `framed` when given, until `stop` resolves; then stops accepting, ends framed connections
-/// between two requests, asks HTTP connections to close, and waits (up to [`Limits::drain`])
-/// for every connection to end.
+/// Serves `service` on `listener` (over TLS when `tls` is given) until `stop` resolves; then
+/// stops accepting, ends framed connections between two requests, asks HTTP connections to
+/// close, and waits (up to [`Limits::drain`]) for every connection to end. With `framed` (the
+/// Raft port) it serves framed Raft RPCs instead, and closes any connection that does not open
+/// with `baton_net::PREFACE`: `service` is never reached there.
 pub async fn serve<S>(
     listener: TcpListener,
     service: S,
@@ -152,7 +153,7 @@ pub async fn serve<S>(
                         Err(_) => request_timeout(),
                     };
                     Ok::<_, Infallible>(
-                        response.map(|body| axum::body::Body::new(Counted { body, _open: open })),
+                        response.map(|body| axum::body::Body::new(Counted { body, open })),
                     )
                 }
             },
@@ -196,7 +197,10 @@ pub async fn serve<S>(
                     };
                     raft.serve(io, addr, stop).await;
                 }
-                (Opening::Http(io), _) => {
+                (Opening::Http(_), Some(_)) => {
+                    tracing::debug!(%addr, "closed a connection to the Raft port that is not framed");
+                }
+                (Opening::Http(io), None) => {
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_service);
                     tokio::pin!(connection);
@@ -206,8 +210,8 @@ pub async fn serve<S>(
                     let (ending, grace) = tokio::select! {
                         _ = connection.as_mut() => return,
                         _ = closed.wait_for(|closed| *closed) => ("the listener is stopping", drain),
-                        _ = activity.idle_past(header_deadline) => {
-                            ("it sat with no request open", header_deadline.min(drain))
+                        why = activity.idle_past(header_deadline, STALL) => {
+                            (why, header_deadline.min(drain))
                         }
                     };
                     tracing::debug!(%addr, "closing a connection: {ending}");
@@ -361,10 +365,23 @@ impl Drop for Held {
     }
 }
 
+/// How long a response may go without sending anything before its connection is closed: a
+/// client that stops reading (or an HTTP/2 client that never opens its flow-control window)
+/// would otherwise keep its request, and its connection, open for ever. An event stream sends
+/// a keep-alive well within it.
+pub const STALL: Duration = Duration::from_secs(60);
+
 /// What one HTTP connection is doing: how many of its requests are open (from their headers
-/// until their answer's body is sent or dropped) and since when none has been.
+/// until their answer's body is sent or dropped), since when none has been, and when an open
+/// one last made progress (began, or sent part of its answer).
 struct Activity {
-    open: std::sync::Mutex<(usize, tokio::time::Instant)>,
+    state: std::sync::Mutex<Doing>,
+}
+
+struct Doing {
+    open: usize,
+    since: tokio::time::Instant,
+    progress: tokio::time::Instant,
 }
 
 /// One open request's place in its connection's [`Activity`].
@@ -372,28 +389,44 @@ struct Open(Arc<Activity>);
 
 impl Activity {
     fn new() -> Self {
-        Self { open: std::sync::Mutex::new((0, tokio::time::Instant::now())) }
+        let now = tokio::time::Instant::now();
+        Self { state: std::sync::Mutex::new(Doing { open: 0, since: now, progress: now }) }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, (usize, tokio::time::Instant)> {
-        self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn state(&self) -> std::sync::MutexGuard<'_, Doing> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn begin(self: &Arc<Self>) -> Open {
-        self.state().0 += 1;
+        let mut state = self.state();
+        state.open += 1;
+        state.progress = tokio::time::Instant::now();
         Open(self.clone())
     }
 
-    /// Resolves once the connection has had no request open for `limit`.
-    async fn idle_past(&self, limit: Duration) {
+    fn progressed(&self) {
+        self.state().progress = tokio::time::Instant::now();
+    }
+
+    /// Resolves once the connection has had no request open for `limit`, or its open
+    /// requests have made no progress for `stall`; says which.
+    async fn idle_past(&self, limit: Duration, stall: Duration) -> &'static str {
         loop {
-            let (open, since) = *self.state();
-            let deadline = since + limit;
-            if open == 0 && tokio::time::Instant::now() >= deadline {
-                return;
-            }
-            // With a request open, look again a whole `limit` later: it cannot be idle sooner.
-            let wake = if open == 0 { deadline } else { tokio::time::Instant::now() + limit };
+            let wake = {
+                let state = self.state();
+                let now = tokio::time::Instant::now();
+                let deadline = match state.open {
+                    0 => state.since + limit,
+                    _ => state.progress + stall,
+                };
+                if now >= deadline {
+                    return match state.open {
+                        0 => "it sat with no request open",
+                        _ => "its answer made no progress",
+                    };
+                }
+                deadline
+            };
             tokio::time::sleep_until(wake).await;
         }
     }
@@ -402,8 +435,8 @@ impl Activity {
 impl Drop for Open {
     fn drop(&mut self) {
         let mut state = self.0.state();
-        state.0 -= 1;
-        state.1 = tokio::time::Instant::now();
+        state.open -= 1;
+        state.since = tokio::time::Instant::now();
     }
 }
 
@@ -411,7 +444,7 @@ impl Drop for Open {
 /// sent or dropped (an event stream is an open request for as long as it runs).
 struct Counted {
     body: axum::body::Body,
-    _open: Open,
+    open: Open,
 }
 
 impl hyper::body::Body for Counted {
@@ -422,7 +455,11 @@ impl hyper::body::Body for Counted {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            self.open.0.progressed();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -431,5 +468,41 @@ impl hyper::body::Body for Counted {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_millis(40);
+    const SHORT_STALL: Duration = Duration::from_millis(80);
+
+    async fn idle_within(activity: &Activity, within: Duration) -> Option<&'static str> {
+        tokio::time::timeout(within, activity.idle_past(LIMIT, SHORT_STALL)).await.ok()
+    }
+
+    #[tokio::test]
+    async fn a_connection_with_no_request_open_is_idle_once_the_limit_has_passed() {
+        let activity = Arc::new(Activity::new());
+        let open = activity.begin();
+        assert_eq!(idle_within(&activity, LIMIT / 2).await, None, "a request is open");
+        drop(open);
+        assert_eq!(idle_within(&activity, LIMIT / 2).await, None, "not yet");
+        let why = idle_within(&activity, LIMIT * 4).await;
+        assert_eq!(why, Some("it sat with no request open"));
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_makes_no_progress_stalls_its_connection_and_one_that_does_not() {
+        let activity = Arc::new(Activity::new());
+        let _open = activity.begin();
+        for _ in 0..4 {
+            tokio::time::sleep(SHORT_STALL / 2).await;
+            activity.progressed();
+            assert_eq!(idle_within(&activity, Duration::ZERO).await, None, "progressing");
+        }
+        let why = idle_within(&activity, SHORT_STALL * 4).await;
+        assert_eq!(why, Some("its answer made no progress"));
     }
 }

@@ -6,7 +6,7 @@
 //! `raft_addr` (learners included) whenever the membership changes, and again every
 //! [`RESOLVE_EVERY`], since a name may move to another address (a container restarted).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -21,6 +21,8 @@ pub const MEMBER_SLOTS: usize = 256;
 pub const RESOLVE_EVERY: Duration = Duration::from_secs(10);
 /// How soon after one look at the membership the next may be.
 const COALESCE: Duration = Duration::from_secs(1);
+/// How long one member's name may take to resolve.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The members' IP addresses. Cheap to clone; clones share one set.
 #[derive(Clone, Default)]
@@ -37,11 +39,13 @@ impl Members {
     }
 
     /// Resolves the `raft_addr` of every member of `raft`'s membership into this set, whenever
-    /// the membership changes and every [`RESOLVE_EVERY`], until `stop` resolves. A name that
-    /// does not resolve keeps no address until it does.
+    /// the membership changes and every [`RESOLVE_EVERY`], until `stop` resolves. A name whose
+    /// lookup fails or takes longer than [`LOOKUP_TIMEOUT`] keeps the addresses it had.
     pub async fn keep_current(self, raft: Raft, stop: impl std::future::Future<Output = ()>) {
         let mut metrics = raft.metrics();
         let mut resolved: Option<(Vec<String>, tokio::time::Instant)> = None;
+        // Each member's addresses as last resolved: a lookup that fails or hangs keeps them.
+        let mut known: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
         tokio::pin!(stop);
         loop {
             let addrs: Vec<String> = metrics
@@ -54,13 +58,14 @@ impl Members {
                 .as_ref()
                 .is_none_or(|(last, at)| *last != addrs || at.elapsed() >= RESOLVE_EVERY);
             if due {
-                let mut ips = HashSet::new();
+                known.retain(|addr, _| addrs.contains(addr));
                 for addr in &addrs {
-                    if let Ok(found) = tokio::net::lookup_host(addr.as_str()).await {
-                        ips.extend(found.map(|a| a.ip()));
+                    let lookup = tokio::net::lookup_host(addr.as_str());
+                    if let Ok(Ok(found)) = tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
+                        known.insert(addr.clone(), found.map(|a| a.ip()).collect());
                     }
                 }
-                self.replace(ips);
+                self.replace(known.values().flatten().copied().collect());
                 resolved = Some((addrs, tokio::time::Instant::now()));
             }
             tokio::select! {

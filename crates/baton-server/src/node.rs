@@ -154,6 +154,7 @@ pub async fn start(config: &Config, rpc: RpcClient, clock: Clock) -> anyhow::Res
                 Duration::from_millis(config.election_timeout_max_ms),
             ),
         ),
+        config.id,
         &accepted_secrets(config),
         Duration::from_millis(config.header_read_timeout_ms).min(listener::RAFT_HANDSHAKE),
     ));
@@ -222,12 +223,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let feed = node.feed.clone();
 
         // The internal listener: Raft RPCs and leader forwarding on framed connections, each
-        // proven by the cluster-secret handshake. It serves no HTTP route: an HTTP request
-        // gets 404, and no secret is ever accepted in a header.
+        // proven by the cluster-secret handshake. It serves no HTTP: a connection that is not
+        // framed is closed (the router below is never reached).
         let raft_listener = TcpListener::bind(&config.raft_addr)
             .await
             .with_context(|| format!("cannot listen on raft_addr {}", config.raft_addr))?;
-        let internal = Router::new().fallback(|| async { axum::http::StatusCode::NOT_FOUND });
+        let internal = Router::new();
         let raft_server_tls = match (&tls, config.raft_tls) {
             (Some(files), true) => Some(baton_net::tls::raft_server_config(files)?),
             _ => None,

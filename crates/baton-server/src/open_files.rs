@@ -38,7 +38,7 @@ pub enum OpenFilesError {
 /// Descriptors a node configured with `config` may hold at once: a full API listener, a full
 /// Raft listener with its member slots, and [`BESIDES_CONNECTIONS`].
 pub fn needed(config: &Config) -> u64 {
-    let connections = 2 * config.max_connections + MEMBER_SLOTS;
+    let connections = config.max_connections.saturating_mul(2).saturating_add(MEMBER_SLOTS);
     u64::try_from(connections).unwrap_or(u64::MAX).saturating_add(BESIDES_CONNECTIONS)
 }
 

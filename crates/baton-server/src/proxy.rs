@@ -105,7 +105,7 @@ impl RaftCoordinator {
                 if leader == self.id {
                     (leader, self.execute(request.clone()).await)
                 } else {
-                    (leader, self.forward(&node, &request).await)
+                    (leader, self.forward(leader, &node, &request).await)
                 }
             };
             match outcome {
@@ -127,9 +127,15 @@ impl RaftCoordinator {
         }
     }
 
-    pub(crate) async fn forward(&self, leader: &NodeInfo, request: &LeaderRequest) -> Outcome {
+    pub(crate) async fn forward(
+        &self,
+        leader: NodeId,
+        node: &NodeInfo,
+        request: &LeaderRequest,
+    ) -> Outcome {
         let deadline = self.options.request_timeout + Duration::from_secs(1);
-        match self.forwarder.send(&leader.raft_addr, request.clone(), deadline).await {
+        let peer = baton_net::Peer { id: leader, addr: node.raft_addr.clone() };
+        match self.forwarder.send(&peer, request.clone(), deadline).await {
             Ok(outcome) => outcome,
             // Nothing reached the leader: safe to re-route.
             Err(CallError::Unreachable { .. }) => Outcome::NotLeader,

@@ -73,7 +73,14 @@ async fn authenticate<C: Coordinator>(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    crate::auth::let_in(&state, request, next, crate::auth::bearer, denied_answer).await
+    crate::auth::let_in(
+        &state,
+        request,
+        next,
+        crate::auth::Tokens::Own(crate::auth::bearer),
+        denied_answer,
+    )
+    .await
 }
 
 /// This API's answer to a request that was not let in.

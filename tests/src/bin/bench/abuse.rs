@@ -132,19 +132,21 @@ async fn victim_heartbeats(
                 tokio::time::Instant::now() + VICTIM_PERIOD,
                 VICTIM_PERIOD,
             );
+            // A heartbeat held up past its turn is not made up for in a burst, and its latency
+            // counts from when it was due, so a stall shows in the figures.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let mut i = 0usize;
             while Instant::now() < until {
-                tick.tick().await;
+                let due = tick.tick().await;
                 let url = format!(
                     "{}{VICTIM_GROUPS}/v{g}/clientsessions/s/heartbeat",
                     urls[i % urls.len()]
                 );
                 i += 1;
-                let sent = Instant::now();
                 match send(&http, "POST", &url, Some(json!({"FailoverScore": 100}))).await {
                     Ok(r) if r.status < 300 => {
                         ok += 1;
-                        latencies.push(sent.elapsed().as_micros() as u64);
+                        latencies.push(due.elapsed().as_micros() as u64);
                     }
                     other => {
                         if failed == 0 {
@@ -336,9 +338,9 @@ async fn attack(
                 };
                 held.iter().filter(|s| waiting(s)).count()
             };
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
             let attack = "silent: 600 per port from one address";
-            count(&answers, attack, format!("still open after 1 s: {}", open(&held)));
+            count(&answers, attack, format!("still open after 1.5 s: {}", open(&held)));
             tokio::time::sleep_until(until.into()).await;
             count(&answers, attack, format!("still open at the end: {}", open(&held)));
             drop(held);
