@@ -339,16 +339,14 @@ impl Dialer {
             }
         };
         let mut io = BufReader::with_capacity(READ_BUFFER, io);
+        // A peer that did not prove itself was sent nothing: like one that cannot be reached,
+        // openraft backs off from it and a forwarded request goes elsewhere.
         match handshake::dial(&mut io, self.secret.as_bytes(), peer.id).await {
             Ok(()) => Ok(Stream { io }),
             Err(Failed::Io(e)) => Err(transport(e.into())),
-            Err(Failed::Unproven) => Err(CallError::Rejected {
-                addr: addr.into(),
-                reason: format!(
-                    "the cluster secret was not proven for node {}: this node's, or the peer's",
-                    peer.id
-                ),
-            }),
+            Err(failed @ (Failed::Unproven | Failed::OtherNode)) => {
+                Err(unreachable(format!("{failed} (node {})", peer.id).into()))
+            }
         }
     }
 }

@@ -108,8 +108,11 @@ pub(crate) enum Failed {
     #[error("the handshake broke off: {0}")]
     Io(#[from] std::io::Error),
     /// The other side's proof was not made with a secret this side accepts.
-    #[error("the peer did not prove the cluster secret")]
+    #[error("the cluster secret was not proven")]
     Unproven,
+    /// The dialer meant another node than the one it reached (a stale address).
+    #[error("the node reached is not the node meant")]
+    OtherNode,
 }
 
 /// The dialing side, from its first byte: sends the preface, a nonce and the id of `node`,
@@ -125,7 +128,7 @@ pub(crate) async fn dial<Io: AsyncRead + AsyncWrite + Unpin>(
     io.read_exact(&mut server_nonce[..1]).await?;
     io.read_exact(&mut server_nonce[1..]).await.map_err(|e| match e.kind() {
         // A refusal is one byte and a close: this node is not the one meant.
-        std::io::ErrorKind::UnexpectedEof => Failed::Unproven,
+        std::io::ErrorKind::UnexpectedEof => Failed::OtherNode,
         _ => Failed::Io(e),
     })?;
     let challenge = Challenge { node, client_nonce, server_nonce };
@@ -155,7 +158,7 @@ pub(crate) async fn answer<Io: AsyncRead + AsyncWrite + Unpin>(
     let node = io.read_u64().await?;
     if node != me {
         let _ = frame::write(io, &[frame::REFUSED]).await;
-        return Err(Failed::Unproven);
+        return Err(Failed::OtherNode);
     }
     let challenge = Challenge { node, client_nonce, server_nonce: nonce() };
     frame::write(io, &challenge.server_nonce).await?;
@@ -267,8 +270,8 @@ mod tests {
     async fn a_node_refuses_a_dialer_that_means_another_node() {
         let secret = "a-cluster-secret-of-some-length";
         let (client, server, sent) = run_between(secret, 3, &[secret], 2).await;
-        assert!(matches!(client, Err(Failed::Unproven)), "{client:?}");
-        assert!(matches!(server, Err(Failed::Unproven)), "{server:?}");
+        assert!(matches!(client, Err(Failed::OtherNode)), "{client:?}");
+        assert!(matches!(server, Err(Failed::OtherNode)), "{server:?}");
         assert_eq!(sent.len(), frame::PREFACE.len() + NONCE_LEN + 8, "refused before any proof");
     }
 

@@ -110,6 +110,11 @@ impl<R: Rpcs> RaftPort<R> {
                 tracing::warn!(%peer, "refused a Raft connection without the cluster secret");
                 return;
             }
+            Ok(Err(Failed::OtherNode)) => {
+                // A member with a stale address for another node: it backs off, and says so.
+                tracing::debug!(%peer, "refused a Raft connection meant for another node");
+                return;
+            }
             Ok(Err(Failed::Io(e))) => {
                 tracing::debug!(%peer, error = %e, "a Raft connection broke off its handshake");
                 return;

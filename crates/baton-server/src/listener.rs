@@ -9,6 +9,7 @@
 //! their own (`members.rs`), and opening and proving the cluster secret must each be over
 //! within [`RAFT_HANDSHAKE`].
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
@@ -168,6 +169,7 @@ pub async fn serve<S>(
             None => header_deadline,
         };
         let drain = limits.drain;
+        let stall = STALL.max(limits.request_timeout);
         tokio::spawn(async move {
             let _slot = (slot, held);
             let io: Box<dyn AsyncIo> = match tls {
@@ -210,7 +212,7 @@ pub async fn serve<S>(
                     let (ending, grace) = tokio::select! {
                         _ = connection.as_mut() => return,
                         _ = closed.wait_for(|closed| *closed) => ("the listener is stopping", drain),
-                        why = activity.idle_past(header_deadline, STALL) => {
+                        why = activity.idle_past(header_deadline, stall) => {
                             (why, header_deadline.min(drain))
                         }
                     };
@@ -365,32 +367,36 @@ impl Drop for Held {
     }
 }
 
-/// How long a response may go without sending anything before its connection is closed: a
-/// client that stops reading (or an HTTP/2 client that never opens its flow-control window)
-/// would otherwise keep its request, and its connection, open for ever. An event stream sends
-/// a keep-alive well within it.
+/// How long a request may go without progress (its answer sending something) before its
+/// connection is closed, at least: a client that stops reading (or an HTTP/2 client that never
+/// opens its flow-control window) would otherwise keep its request, and its connection, open
+/// for ever. An event stream sends a keep-alive well within it; a request still being handled
+/// is given [`Limits::request_timeout`] if that is longer.
 pub const STALL: Duration = Duration::from_secs(60);
 
-/// What one HTTP connection is doing: how many of its requests are open (from their headers
-/// until their answer's body is sent or dropped), since when none has been, and when an open
-/// one last made progress (began, or sent part of its answer).
+/// What one HTTP connection is doing: its open requests (from their headers until their
+/// answer's body is sent or dropped), each with when it last made progress (began, or sent
+/// part of its answer), and since when none has been open.
 struct Activity {
     state: std::sync::Mutex<Doing>,
 }
 
 struct Doing {
-    open: usize,
+    open: BTreeMap<u64, tokio::time::Instant>,
+    next: u64,
     since: tokio::time::Instant,
-    progress: tokio::time::Instant,
 }
 
 /// One open request's place in its connection's [`Activity`].
-struct Open(Arc<Activity>);
+struct Open {
+    activity: Arc<Activity>,
+    id: u64,
+}
 
 impl Activity {
     fn new() -> Self {
         let now = tokio::time::Instant::now();
-        Self { state: std::sync::Mutex::new(Doing { open: 0, since: now, progress: now }) }
+        Self { state: std::sync::Mutex::new(Doing { open: BTreeMap::new(), next: 0, since: now }) }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, Doing> {
@@ -399,30 +405,27 @@ impl Activity {
 
     fn begin(self: &Arc<Self>) -> Open {
         let mut state = self.state();
-        state.open += 1;
-        state.progress = tokio::time::Instant::now();
-        Open(self.clone())
+        let id = state.next;
+        state.next += 1;
+        state.open.insert(id, tokio::time::Instant::now());
+        Open { activity: self.clone(), id }
     }
 
-    fn progressed(&self) {
-        self.state().progress = tokio::time::Instant::now();
-    }
-
-    /// Resolves once the connection has had no request open for `limit`, or its open
-    /// requests have made no progress for `stall`; says which.
+    /// Resolves once the connection has had no request open for `limit`, or one of its open
+    /// requests has made no progress for `stall`; says which.
     async fn idle_past(&self, limit: Duration, stall: Duration) -> &'static str {
         loop {
             let wake = {
                 let state = self.state();
                 let now = tokio::time::Instant::now();
-                let deadline = match state.open {
-                    0 => state.since + limit,
-                    _ => state.progress + stall,
+                let deadline = match state.open.values().min() {
+                    None => state.since + limit,
+                    Some(oldest_progress) => *oldest_progress + stall,
                 };
                 if now >= deadline {
-                    return match state.open {
-                        0 => "it sat with no request open",
-                        _ => "its answer made no progress",
+                    return match state.open.is_empty() {
+                        true => "it sat with no request open",
+                        false => "an answer made no progress",
                     };
                 }
                 deadline
@@ -432,10 +435,18 @@ impl Activity {
     }
 }
 
+impl Open {
+    fn progressed(&self) {
+        if let Some(at) = self.activity.state().open.get_mut(&self.id) {
+            *at = tokio::time::Instant::now();
+        }
+    }
+}
+
 impl Drop for Open {
     fn drop(&mut self) {
-        let mut state = self.0.state();
-        state.open -= 1;
+        let mut state = self.activity.state();
+        state.open.remove(&self.id);
         state.since = tokio::time::Instant::now();
     }
 }
@@ -457,7 +468,7 @@ impl hyper::body::Body for Counted {
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         if let Poll::Ready(Some(Ok(_))) = &polled {
-            self.open.0.progressed();
+            self.open.progressed();
         }
         polled
     }
@@ -496,13 +507,29 @@ mod tests {
     #[tokio::test]
     async fn an_answer_that_makes_no_progress_stalls_its_connection_and_one_that_does_not() {
         let activity = Arc::new(Activity::new());
-        let _open = activity.begin();
+        let open = activity.begin();
         for _ in 0..4 {
             tokio::time::sleep(SHORT_STALL / 2).await;
-            activity.progressed();
+            open.progressed();
             assert_eq!(idle_within(&activity, Duration::ZERO).await, None, "progressing");
         }
         let why = idle_within(&activity, SHORT_STALL * 4).await;
-        assert_eq!(why, Some("its answer made no progress"));
+        assert_eq!(why, Some("an answer made no progress"));
+    }
+
+    #[tokio::test]
+    async fn one_stalled_answer_stalls_its_connection_whatever_the_others_do() {
+        let activity = Arc::new(Activity::new());
+        let _stalled = activity.begin();
+        let lively = activity.begin();
+        for _ in 0..4 {
+            tokio::time::sleep(SHORT_STALL / 3).await;
+            lively.progressed();
+            let _another = activity.begin();
+        }
+        assert_eq!(
+            idle_within(&activity, Duration::ZERO).await,
+            Some("an answer made no progress")
+        );
     }
 }
