@@ -1150,6 +1150,46 @@ async fn a_host_filling_a_raft_port_cannot_keep_the_leader_from_reaching_that_me
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_streams_keep_their_connections_place_in_the_per_address_cap() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let cluster = TestCluster::start_with(1, &[("max_connections_per_address", "2")]);
+    cluster.wait_for_leader(ELECTION).await;
+    let addr: std::net::SocketAddr = cluster.node(1).api_addr.parse().expect("an address");
+    let connect_from = |source: &'static str| async move {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(format!("{source}:0").parse().expect("an address")).expect("bind");
+        socket.connect(addr).await.expect("connect")
+    };
+    // Two heartbeat streams from one address: upgraded, they leave HTTP behind.
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let mut request =
+            format!("ws://{addr}/heartbeats").into_client_request().expect("a request");
+        let bearer = format!("Bearer {ADMIN_TOKEN}").parse().expect("a header value");
+        request.headers_mut().insert("authorization", bearer);
+        let tcp = connect_from("127.0.0.5").await;
+        let (stream, _) = tokio_tungstenite::client_async(request, tcp).await.expect("upgraded");
+        streams.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A third connection from that address is closed unanswered: the streams hold its places.
+    let mut third = connect_from("127.0.0.5").await;
+    let _ = third.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), third.read_to_end(&mut buf)).await;
+    assert!(read.is_ok() && buf.is_empty(), "{read:?} {:?}", String::from_utf8_lossy(&buf));
+    // A stream closed gives its place back.
+    drop(streams.pop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut again = connect_from("127.0.0.5").await;
+    again.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    let mut answer = [0u8; 12];
+    again.read_exact(&mut answer).await.expect("an answer");
+    assert_eq!(&answer, b"HTTP/1.1 200");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_cannot_hold_every_connection_slot() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let cluster = TestCluster::start_with(1, &[("max_connections_per_address", "3")]);

@@ -107,9 +107,9 @@ impl Answer {
 pub async fn open<C: Coordinator>(
     State(state): State<AppState<C>>,
     Authenticated(caller): Authenticated,
+    connection: Option<axum::Extension<crate::streams::ConnectionPlace>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    // An upgraded connection leaves the HTTP server's connection limit behind.
     let place = match state.streams.take(&caller.principal.name) {
         Ok(place) => place,
         Err(busy) => return busy.into_response(),
@@ -120,7 +120,8 @@ pub async fn open<C: Coordinator>(
         .max_frame_size(MAX_MESSAGE)
         .on_upgrade(move |socket| async move {
             serve(state, caller, socket).await;
-            drop(place);
+            // The upgraded connection kept its place in the connection caps until now.
+            drop((place, connection));
         })
 }
 

@@ -1,7 +1,7 @@
 //! Places for long-lived streams: heartbeat streams (WebSockets) and event streams
-//! (server-sent events). An upgraded WebSocket leaves the HTTP server's connection limit
-//! behind, and an HTTP/2 connection carries many event streams, so streams have limits of
-//! their own: [`MAX_STREAMS`] open on a node, and a number of one identity (the
+//! (server-sent events). An upgraded WebSocket keeps its connection's place in the server's
+//! connection caps ([`ConnectionPlace`]), but an HTTP/2 connection carries many event streams,
+//! so streams have limits of their own: [`MAX_STREAMS`] open on a node, and a number of one identity (the
 //! `max_streams_per_identity` setting, [`DEFAULT_STREAMS_PER_IDENTITY`] by default), so that
 //! one caller cannot take every place. One more is refused with 503, in the native error body.
 
@@ -17,6 +17,13 @@ use crate::error::ApiError;
 pub const MAX_STREAMS: usize = 4_096;
 /// Streams one identity may hold open on one node, unless set otherwise.
 pub const DEFAULT_STREAMS_PER_IDENTITY: usize = 256;
+
+/// A connection's place in its listener's caps (the whole one, and its address's), as the
+/// server lends it to each request on the connection. A stream that outlives its HTTP exchange
+/// (an upgraded WebSocket, which leaves the HTTP connection behind) keeps it for as long as it
+/// runs, so that streams count in the connection caps. Opaque here: the server's to give back.
+#[derive(Clone)]
+pub struct ConnectionPlace(pub Arc<dyn std::any::Any + Send + Sync>);
 
 /// The places of one node.
 pub struct StreamPlaces {

@@ -136,6 +136,10 @@ pub async fn serve<S>(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // The connection's place in the caps: held by its task, and lent to each request, so
+        // that a WebSocket upgraded from it keeps the place while it runs.
+        let place: Arc<dyn std::any::Any + Send + Sync> = Arc::new((slot, held));
+        let lent = baton_api::streams::ConnectionPlace(place.clone());
         let service = service.clone();
         let timeout = limits.request_timeout;
         let activity = Arc::new(Activity::new());
@@ -144,6 +148,7 @@ pub async fn serve<S>(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
                 let open = counted.begin();
                 request.extensions_mut().insert(ConnectInfo(addr));
+                request.extensions_mut().insert(lent.clone());
                 let service = service.clone();
                 async move {
                     let request = request.map(axum::body::Body::new);
@@ -171,7 +176,7 @@ pub async fn serve<S>(
         let drain = limits.drain;
         let stall = STALL.max(limits.request_timeout);
         tokio::spawn(async move {
-            let _slot = (slot, held);
+            let _place = place;
             let io: Box<dyn AsyncIo> = match tls {
                 None => Box::new(stream),
                 Some(acceptor) => {

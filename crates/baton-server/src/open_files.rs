@@ -5,8 +5,6 @@
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
-use baton_api::streams::MAX_STREAMS;
-
 use crate::config::Config;
 use crate::members::MEMBER_SLOTS;
 
@@ -20,8 +18,8 @@ pub enum OpenFilesError {
     /// The hard limit is below what the configuration needs; only the operator can raise it.
     #[error(
         "the open-files limit (hard {hard}) is below the {needed} that max_connections = \
-         {max_connections} needs (two listeners, {MEMBER_SLOTS} member slots, \
-         {MAX_STREAMS} streams and {BESIDES_CONNECTIONS} besides): raise it (`ulimit -n`, systemd's LimitNOFILE=, \
+         {max_connections} needs (two listeners, {MEMBER_SLOTS} member slots and \
+         {BESIDES_CONNECTIONS} besides): raise it (`ulimit -n`, systemd's LimitNOFILE=, \
          docker's --ulimit nofile=) or lower max_connections"
     )]
     TooLow {
@@ -37,15 +35,11 @@ pub enum OpenFilesError {
     System(#[from] nix::Error),
 }
 
-/// Descriptors a node configured with `config` may hold at once: a full API listener, a full
-/// Raft listener with its member slots, every heartbeat stream (an upgraded WebSocket leaves
-/// its listener's count), and [`BESIDES_CONNECTIONS`].
+/// Descriptors a node configured with `config` may hold at once: a full API listener (its
+/// upgraded WebSockets among its connections), a full Raft listener with its member slots, and
+/// [`BESIDES_CONNECTIONS`].
 pub fn needed(config: &Config) -> u64 {
-    let connections = config
-        .max_connections
-        .saturating_mul(2)
-        .saturating_add(MEMBER_SLOTS)
-        .saturating_add(MAX_STREAMS);
+    let connections = config.max_connections.saturating_mul(2).saturating_add(MEMBER_SLOTS);
     u64::try_from(connections).unwrap_or(u64::MAX).saturating_add(BESIDES_CONNECTIONS)
 }
 
@@ -87,9 +81,9 @@ mod tests {
     }
 
     #[test]
-    fn the_default_configuration_needs_both_listeners_and_every_stream_full_and_some_room() {
+    fn the_default_configuration_needs_both_listeners_full_and_some_room() {
         let config = Config::default();
-        let connections = 2 * config.max_connections + MEMBER_SLOTS + MAX_STREAMS;
+        let connections = 2 * config.max_connections + MEMBER_SLOTS;
         assert_eq!(needed(&config), connections as u64 + BESIDES_CONNECTIONS);
     }
 }
