@@ -210,8 +210,14 @@ async fn a_stream_needs_a_credential_and_keeps_its_identity_to_its_tenant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_keeps_at_most_its_stream_limit_open_and_refuses_one_more_with_503() {
     // The streams are not read while thousands more open: a keepalive longer than the test
-    // keeps the node from closing them as silent.
-    let settings = [("stream_keepalive_ms", "600000"), ("max_streams_per_identity", "5000")];
+    // keeps the node from closing them as silent. Each keeps its connection's place, all from
+    // one address: the connection caps are raised past the stream limit.
+    let settings = [
+        ("stream_keepalive_ms", "600000"),
+        ("max_streams_per_identity", "5000"),
+        ("max_connections", "5000"),
+        ("max_connections_per_address", "5000"),
+    ];
     let cluster = TestCluster::start_with(1, &settings);
     let node = cluster.wait_for_leader(ELECTION).await;
     let base = cluster.url(node);
