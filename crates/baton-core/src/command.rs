@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::group::{Group, GroupConfig};
 use crate::history::{Candidate, Decision};
 use crate::identity::{Actor, AuditEntry, Credential, Identity, IdentityName, Sealed};
-use crate::ids::{ClientTime, Epoch, GroupKey, Scope, SessionId, Timestamp};
+use crate::ids::{ClientTime, Epoch, GroupKey, Scope, SessionId, TenantId, Timestamp};
 use crate::session::{HeartbeatRecord, Reason, Session, Stage};
 
 /// One entry of the replicated log: a command plus the time the leader chose for it and who
@@ -240,6 +240,14 @@ pub enum Command {
         /// Whose.
         name: IdentityName,
     },
+    /// Forgets deleted groups' tombstones, each only at the epoch named (a key deleted again
+    /// since has a newer one), once the leader knows their last grants have lapsed. Each
+    /// epoch stays in its tenant's epoch floor, so a group created later under any of its keys
+    /// still continues past it.
+    PruneTombstones {
+        /// The deleted groups and their tombstones' epochs.
+        tombstones: Vec<(GroupKey, Epoch)>,
+    },
 }
 
 /// A member a group is created with.
@@ -289,6 +297,8 @@ pub enum RecordKey {
     /// What is left of a deleted group: its own key, apart from a group re-created under the
     /// same key, so that both survive a restart and a snapshot.
     Tombstone(GroupKey),
+    /// The highest epoch of a tenant's pruned tombstones.
+    EpochFloor(TenantId),
 }
 
 impl Command {
@@ -310,6 +320,7 @@ impl Command {
                 | Command::ClearExpiredOverride { .. }
                 | Command::Checkpoint { .. }
                 | Command::BootstrapAdmin { .. }
+                | Command::PruneTombstones { .. }
         )
     }
 
@@ -339,6 +350,7 @@ impl Command {
             Command::CreateIdentity { .. } => "CreateIdentity",
             Command::RotateIdentity { .. } => "RotateIdentity",
             Command::RevokeIdentity { .. } => "RevokeIdentity",
+            Command::PruneTombstones { .. } => "PruneTombstones",
         }
     }
 
@@ -367,7 +379,8 @@ impl Command {
             | Command::BootstrapAdmin { .. }
             | Command::CreateIdentity { .. }
             | Command::RotateIdentity { .. }
-            | Command::RevokeIdentity { .. } => return None,
+            | Command::RevokeIdentity { .. }
+            | Command::PruneTombstones { .. } => return None,
         })
     }
 
@@ -387,6 +400,17 @@ impl Command {
             Command::DeleteGroup { key, .. } => {
                 vec![RecordKey::Group(key.clone()), RecordKey::Tombstone(key.clone())]
             }
+            Command::PruneTombstones { tombstones } => tombstones
+                .iter()
+                .flat_map(|(key, _)| {
+                    [
+                        RecordKey::Tombstone(key.clone()),
+                        RecordKey::EpochFloor(key.scope.tenant.clone()),
+                    ]
+                })
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
             command => vec![RecordKey::Group(
                 command.group().expect("every other command addresses a group").clone(),
             )],
@@ -435,7 +459,7 @@ pub enum Response {
     },
     /// The addressed record was removed.
     Deleted,
-    /// Heartbeats were checkpointed.
+    /// Heartbeats were checkpointed, or tombstones pruned: the leader's own housekeeping.
     Checkpointed,
     /// An identity was created, rotated or revoked.
     Identity(Box<Identity>),

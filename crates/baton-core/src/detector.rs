@@ -217,6 +217,9 @@ pub struct Detector {
     paired_at: Option<u64>,
     /// How far apart two clocks' rates may be, in parts per million (see [`valid_for_ms`]).
     clock_drift_ppm: u32,
+    /// Tombstones proposed for pruning, and when: not proposed again until
+    /// [`PRUNE_RETRY_MS`] later (the proposal may have been lost).
+    pruning: BTreeMap<(GroupKey, Epoch), Timestamp>,
 }
 
 impl Default for Detector {
@@ -225,9 +228,13 @@ impl Default for Detector {
             groups: Watches::default(),
             paired_at: None,
             clock_drift_ppm: DEFAULT_CLOCK_DRIFT_PPM,
+            pruning: BTreeMap::new(),
         }
     }
 }
+
+/// How long a tombstone proposed for pruning waits before it is proposed again.
+pub const PRUNE_RETRY_MS: u64 = 5_000;
 
 /// The default bound on how far the rates of two clocks (a client's and a Baton node's, or two
 /// nodes') may differ: 1,000 parts per million, 0.1 %. NTP keeps healthy clocks within 500 ppm
@@ -589,6 +596,11 @@ impl Detector {
         // compared (comparing them was most of a tick with thousands of groups).
         let paired = self.groups.len() == state.group_count();
         let mut commands = Vec::new();
+        if from.is_none()
+            && let Some(prune) = self.prune(state, now)
+        {
+            commands.push(prune);
+        }
         let mut checkpoints = Vec::new();
         let mut watches = self.groups.iter_mut_from(from).peekable();
         let mut groups = state.revised_groups_from(from);
@@ -635,6 +647,36 @@ impl Detector {
             checkpoints = rest;
         }
         (commands, groups.next().map(|(_, g)| g.key.clone()))
+    }
+
+    /// Once a pass (at its first part): the tombstones whose last grant this leader knows to
+    /// have lapsed, as it would know before granting the baton to anyone else under their
+    /// keys. A tombstone the leader's watches hold no live grant of its epoch or earlier for
+    /// is prunable: its group's watch is gone (dropped once the grant lapsed), never held one
+    /// (no holder, or none since this leader re-armed), or has moved on to a grant of a group
+    /// re-created under its key (which waited the tombstone's grant out).
+    fn prune(&mut self, state: &State, now: Timestamp) -> Option<Command> {
+        self.pruning
+            .retain(|(key, epoch), _| state.tombstone(key).is_some_and(|t| t.epoch == *epoch));
+        let mut tombstones = Vec::new();
+        for (key, tombstone) in state.tombstones() {
+            if tombstones.len() == CHECKPOINT_GROUPS {
+                break;
+            }
+            let live = self
+                .groups
+                .get(key)
+                .and_then(|w| w.grant.as_ref())
+                .is_some_and(|(_, epoch, until)| *epoch <= tombstone.epoch && now < *until);
+            let pending = (key.clone(), tombstone.epoch);
+            let proposed =
+                self.pruning.get(&pending).is_some_and(|at| now < after(*at, PRUNE_RETRY_MS));
+            if !live && !proposed {
+                self.pruning.insert(pending.clone(), now);
+                tombstones.push(pending);
+            }
+        }
+        (!tombstones.is_empty()).then_some(Command::PruneTombstones { tombstones })
     }
 
     fn decide(group: &Group, watch: &mut Watch, now: Timestamp) -> Option<Command> {

@@ -15,7 +15,7 @@ use crate::identity::{
     AUDIT_CAPACITY, AUDIT_PER_TRAIL, Actor, AuditAction, AuditEntry, ConfigChange, Identity,
     IdentityName, Principal,
 };
-use crate::ids::{Epoch, GroupKey, Scope, SessionId, Timestamp};
+use crate::ids::{Epoch, GroupKey, Scope, SessionId, TenantId, Timestamp};
 use crate::session::{Handover, Holder, Reason, RoleOverride, Session, Stage};
 
 /// One stored unit of state, addressed by a [`RecordKey`].
@@ -33,6 +33,8 @@ pub enum Record {
     History(GroupKey, History),
     /// The outcome of a keyed write.
     Remembered(IdentityName, String, Remembered),
+    /// The highest epoch of a tenant's pruned tombstones.
+    EpochFloor(TenantId, Epoch),
 }
 
 /// Everything Baton replicates, apart from Raft's own metadata.
@@ -61,6 +63,9 @@ pub struct State {
     audit: BTreeMap<u64, AuditEntry>,
     histories: BTreeMap<GroupKey, History>,
     remembered: BTreeMap<(IdentityName, String), Remembered>,
+    /// Per tenant, the highest epoch of its pruned tombstones: a group created where none of
+    /// its tombstones is left still starts past every epoch its key may have had.
+    epoch_floors: BTreeMap<TenantId, Epoch>,
     #[serde(skip)]
     group_set: Generation,
     /// Counts the groups handed out to be changed; each is stamped with the count (its
@@ -377,6 +382,16 @@ impl State {
                 }
                 Ok(Response::Checkpointed)
             }
+            Command::PruneTombstones { tombstones } => {
+                for (key, epoch) in tombstones {
+                    if self.tombstones.get(key).is_some_and(|t| t.epoch == *epoch) {
+                        self.tombstones.remove(key);
+                        let floor = self.epoch_floors.entry(key.scope.tenant.clone()).or_default();
+                        *floor = (*floor).max(*epoch);
+                    }
+                }
+                Ok(Response::Checkpointed)
+            }
             command => {
                 let key = command.group().expect("every other command addresses a group");
                 match self.group_mut(key) {
@@ -401,7 +416,8 @@ impl State {
             Command::BootstrapAdmin { .. }
             | Command::CreateIdentity { .. }
             | Command::RevokeIdentity { .. }
-            | Command::Checkpoint { .. } => principal.is_admin(),
+            | Command::Checkpoint { .. }
+            | Command::PruneTombstones { .. } => principal.is_admin(),
             Command::SetAllowedOwners { group, .. }
             | Command::ChangeAllowedOwners { group, .. } => {
                 self.group(group).is_none_or(|g| principal.may_share(g))
@@ -581,7 +597,15 @@ impl State {
                 .remembered
                 .get(&(who.clone(), key.clone()))
                 .map(|r| Record::Remembered(who.clone(), key.clone(), r.clone())),
+            RecordKey::EpochFloor(tenant) => {
+                self.epoch_floors.get(tenant).map(|e| Record::EpochFloor(tenant.clone(), *e))
+            }
         }
+    }
+
+    /// The tombstone of the group deleted under `key`, if it is kept.
+    pub fn tombstone(&self, key: &GroupKey) -> Option<&Tombstone> {
+        self.tombstones.get(key)
     }
 
     /// Deleted groups' tombstones.
@@ -612,7 +636,17 @@ impl State {
                 Record::Remembered(who.clone(), key.clone(), r.clone()),
             )
         });
-        groups.chain(tombstones).chain(identities).chain(audit).chain(histories).chain(remembered)
+        let floors = self
+            .epoch_floors
+            .iter()
+            .map(|(t, e)| (RecordKey::EpochFloor(t.clone()), Record::EpochFloor(t.clone(), *e)));
+        groups
+            .chain(tombstones)
+            .chain(identities)
+            .chain(audit)
+            .chain(histories)
+            .chain(remembered)
+            .chain(floors)
     }
 
     /// Puts a record back when storage reloads the state. Panics if the record is not stored
@@ -647,6 +681,10 @@ impl State {
                 assert_eq!(k, key, "a stored history must live under its own key");
                 self.histories.insert(k, history);
             }
+            (RecordKey::EpochFloor(tenant), Record::EpochFloor(t, epoch)) => {
+                assert_eq!(tenant, t, "a stored epoch floor must live under its own key");
+                self.epoch_floors.insert(tenant, epoch);
+            }
             (key, _) => panic!("a stored record does not match its key {key:?}"),
         }
     }
@@ -661,6 +699,7 @@ impl State {
             group.hash(&mut hasher);
         }
         self.tombstones.hash(&mut hasher);
+        self.epoch_floors.hash(&mut hasher);
         self.identities.hash(&mut hasher);
         self.audit.hash(&mut hasher);
         self.histories.hash(&mut hasher);
@@ -697,11 +736,15 @@ impl State {
     fn insert_new(&mut self, key: &GroupKey, config: &GroupConfig, request: &Request) -> Response {
         let owner = request.actor.as_ref().map(|actor| actor.identity.clone());
         let mut group = Group::new(key.clone(), config.clone(), request.at, owner);
-        // A group re-created under a deleted one's key continues its epoch (the tombstone stays,
-        // for the detector, until the key is deleted again).
-        if let Some(t) = self.tombstones.get(key) {
-            group.epoch = t.epoch;
-        }
+        // A group re-created under a deleted one's key continues its epoch: from the tombstone
+        // (kept, for the detector, until its last grant has lapsed), which is the key's latest
+        // epoch, or, once that is pruned, from the tenant's floor. Exactly the tombstone's, not
+        // more: the detector takes a group whose epoch moved past its tombstone's as one whose
+        // baton was granted since, which must have waited out the tombstone's grant.
+        group.epoch = match self.tombstones.get(key) {
+            Some(t) => t.epoch,
+            None => self.epoch_floors.get(&key.scope.tenant).copied().unwrap_or_default(),
+        };
         let group = Box::new(group);
         // Not the revision of a group deleted under this key, whose watch may still be kept.
         let slot = Slot { group: group.clone(), revision: self.group_changes.next() };
@@ -914,7 +957,8 @@ fn apply_to_group(group: &mut Group, command: &Command, at: Timestamp) -> Outcom
         | Command::BootstrapAdmin { .. }
         | Command::CreateIdentity { .. }
         | Command::RotateIdentity { .. }
-        | Command::RevokeIdentity { .. } => {
+        | Command::RevokeIdentity { .. }
+        | Command::PruneTombstones { .. } => {
             unreachable!("group and identity commands are applied by State::apply_command")
         }
     }
@@ -1045,7 +1089,8 @@ fn audit_action(
         | Command::Promote { .. }
         | Command::Relinquish { .. }
         | Command::Expire { .. }
-        | Command::Checkpoint { .. } => return None,
+        | Command::Checkpoint { .. }
+        | Command::PruneTombstones { .. } => return None,
     })
 }
 

@@ -223,6 +223,11 @@ fn show_command(c: &Command) -> String {
             format!("Checkpoint {}", groups.join("; "))
         }
         Command::CancelHandover { epoch, .. } => format!("CancelHandover (epoch {})", epoch.0),
+        Command::PruneTombstones { tombstones } => {
+            let tombstones: Vec<String> =
+                tombstones.iter().map(|(k, e)| format!("{k} (epoch {})", e.0)).collect();
+            format!("PruneTombstones {}", tombstones.join("; "))
+        }
         other => format!("{other:?}"),
     }
 }

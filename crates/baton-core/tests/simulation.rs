@@ -84,8 +84,11 @@ fn no_two_members_ever_hold_a_valid_grant_at_once() {
 ///   different rates;
 /// - 1402: a re-created group deleted again, before anything was granted in it, replaced the
 ///   first deletion's tombstone with one naming no holder, and the next leader granted while
-///   the first group's holder still held its grant.
-const REGRESSION_SEEDS: [u64; 9] = [1, 5, 6, 111, 234, 442, 45, 154, 1402];
+///   the first group's holder still held its grant;
+/// - 715: a group re-created over a tombstone started at its tenant's epoch floor (raised by
+///   another group's pruned tombstone) rather than at the tombstone's epoch, so the next
+///   leader took the tombstone as superseded, pruned it and granted at once.
+const REGRESSION_SEEDS: [u64; 10] = [1, 5, 6, 111, 234, 442, 45, 154, 1402, 715];
 
 #[test]
 fn worlds_that_broke_earlier_code_stay_safe() {
