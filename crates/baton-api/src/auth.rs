@@ -90,6 +90,10 @@ pub enum Denied {
     /// The `Idempotency-Key` header is not 1 to 128 visible ASCII characters.
     #[error("the Idempotency-Key header must be 1 to 128 visible ASCII characters")]
     BadRequestKey,
+    /// A signature another client address already presented (see
+    /// [`baton_auth::replay`]).
+    #[error("the signature was already used by another client")]
+    Replayed,
     /// The identity sends faster than allowed.
     #[error("too many requests from this identity")]
     Throttled {
@@ -227,22 +231,29 @@ fn unix_now() -> i64 {
 }
 
 /// Checks Uplynk-style signed parameters (`msg`, `sig`) against this node's applied state:
-/// the owner must be an active identity with a signing key, which `sealer` opens; then the
-/// identity's rate.
+/// the owner must be an active identity with a signing key, which the node's sealer opens;
+/// the signature must not have come from another client address (the node's replay cache);
+/// then the identity's rate.
 pub fn authenticate_signed<C: Coordinator>(
-    coordinator: &C,
-    gate: &Gate,
-    sealer: &baton_auth::Sealer,
+    state: &crate::AppState<C>,
     msg: Option<&str>,
     sig: Option<&str>,
     from: Option<SocketAddr>,
 ) -> Result<Caller, Denied> {
     let (Some(msg), Some(sig)) = (msg, sig) else { return Err(Denied::Missing) };
     let params = baton_auth::signed::decode_msg(msg, unix_now()).map_err(|_| Denied::Invalid)?;
-    let identity = coordinator.identity(&params.owner).ok_or(Denied::Invalid)?;
+    let identity = state.coordinator.identity(&params.owner).ok_or(Denied::Invalid)?;
     let sealed = identity.signing_key.as_ref().filter(|_| identity.is_active());
-    let key = sealed.and_then(|s| sealer.open(s).ok()).ok_or(Denied::Invalid)?;
+    let key = sealed.and_then(|s| state.sealer.open(s).ok()).ok_or(Denied::Invalid)?;
     baton_auth::signed::verify_sig(&key, msg, sig).map_err(|_| Denied::Invalid)?;
+    let admitted = state.replay.lock().expect("the replay cache's lock is never poisoned").admit(
+        sig,
+        &identity.name,
+        from.map(|a| a.ip()),
+        std::time::Instant::now(),
+    );
+    admitted.map_err(|_| Denied::Replayed)?;
+    let gate = &state.gate;
     let principal = identity.principal();
     gate.admit(&principal)?;
     Ok(Caller { principal, credential: identity.token, from, request_key: None })

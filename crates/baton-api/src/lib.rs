@@ -81,6 +81,8 @@ pub struct Shared<C> {
     pub sealer: Arc<Sealer>,
     /// Session tokens (see [`ApiOptions::sessions`]).
     pub sessions: Arc<baton_auth::SessionKeys>,
+    /// Signatures seen on this node (see [`baton_auth::replay`]).
+    pub replay: std::sync::Mutex<baton_auth::replay::ReplayCache>,
     /// `https` when the API is served over TLS (for redirects), else `http`.
     pub scheme: &'static str,
     /// Places for heartbeat and event streams (see [`streams`]).
@@ -129,6 +131,7 @@ pub fn router<C: Coordinator>(coordinator: Arc<C>, options: ApiOptions) -> Route
         gate: Gate::new(options.rate_limit),
         sealer: options.sealer,
         sessions: options.sessions,
+        replay: std::sync::Mutex::new(baton_auth::replay::ReplayCache::new()),
         scheme: if options.https { "https" } else { "http" },
         streams: streams::StreamPlaces::new(options.max_streams_per_identity),
         stream_keepalive: options.stream_keepalive,

@@ -123,14 +123,7 @@ async fn authenticate<C: Coordinator>(
     let SignedParams { msg, sig } =
         axum::extract::Query::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default();
     let from = crate::auth::client_addr(&parts);
-    let checked = crate::auth::authenticate_signed(
-        &*state.coordinator,
-        &state.gate,
-        &state.sealer,
-        msg.as_deref(),
-        sig.as_deref(),
-        from,
-    );
+    let checked = crate::auth::authenticate_signed(&state, msg.as_deref(), sig.as_deref(), from);
     match checked {
         Ok(caller) => {
             parts.extensions.insert(caller);
@@ -145,6 +138,11 @@ async fn authenticate<C: Coordinator>(
         Err(Denied::Missing) => UplynkError::new(
             StatusCode::UNAUTHORIZED,
             "The request must carry msg and sig query parameters.",
+        )
+        .into_response(),
+        Err(Denied::Replayed) => UplynkError::new(
+            StatusCode::UNAUTHORIZED,
+            "This signature was already used by another client. Sign each request anew.",
         )
         .into_response(),
         Err(_) => UplynkError::new(

@@ -183,6 +183,44 @@ async fn every_endpoint_refuses_missing_forged_stale_or_foreign_signatures() {
     assert_eq!(u.group().await, before, "nothing changed");
 }
 
+/// A signature seen once (in a proxy's log, say) cannot be used by anyone else while it is
+/// valid: the node binds it to the address that first presented it. That client may present
+/// it again (it signs every request of one second alike).
+#[tokio::test]
+async fn a_signature_from_another_address_is_refused_and_changes_nothing() {
+    let u = Uplynk::new().await;
+    let client: std::net::SocketAddr = "192.0.2.10:40000".parse().expect("an address");
+    let same_host_new_port: std::net::SocketAddr = "192.0.2.10:40001".parse().expect("an address");
+    let thief: std::net::SocketAddr = "198.51.100.7:50000".parse().expect("an address");
+    let before = u.group().await;
+    // Signed seconds earlier than the reads above and below (even if the clock ticks between),
+    // so that it is not their signature too.
+    let read = Uplynk::signed(&u.owner, &format!("{BASE}/fg1"), now_secs() - 2);
+    let r = support::send_from(&u.app, Some(client), "GET", &read, &[], None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let r = support::send_from(&u.app, Some(same_host_new_port), "GET", &read, &[], None, None);
+    assert_eq!(r.await.status, StatusCode::OK);
+    // The thief reuses the logged signature for a write, and for the read it was made for.
+    let (_, sig) = read.split_once("?").expect("a query");
+    let write = format!("{BASE}/fg1/activate_slicer?{sig}");
+    let body = json!({"slicer_id": "s2"}).to_string();
+    for (method, uri, body) in [("PUT", &write, Some(body.as_str())), ("GET", &read, None)] {
+        let r = support::send_from(
+            &u.app,
+            Some(thief),
+            method,
+            uri,
+            &[],
+            body,
+            Some("application/json"),
+        );
+        let r = r.await;
+        assert_error(&r, StatusCode::UNAUTHORIZED);
+        assert!(r.body["message"].as_str().is_some_and(|m| m.contains("already used")), "{r:?}");
+    }
+    assert_eq!(u.group().await, before, "nothing changed");
+}
+
 #[tokio::test]
 async fn groups_have_the_documented_collection_and_item_shapes() {
     let u = Uplynk::new().await;

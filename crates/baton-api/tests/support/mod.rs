@@ -331,7 +331,23 @@ pub async fn send(
     body: Option<&str>,
     content_type: Option<&str>,
 ) -> Reply {
+    send_from(app, None, method, uri, headers, body, content_type).await
+}
+
+/// Like [`send`], from the client address `from` (as the server records it), if any.
+pub async fn send_from(
+    app: &baton_api::App,
+    from: Option<std::net::SocketAddr>,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+    content_type: Option<&str>,
+) -> Reply {
     let mut req = Request::builder().method(method).uri(uri);
+    if let Some(addr) = from {
+        req = req.extension(axum::extract::ConnectInfo(addr));
+    }
     for (name, value) in headers {
         req = req.header(*name, *value);
     }
