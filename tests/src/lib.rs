@@ -52,32 +52,50 @@ pub fn client_builder(token: Option<&str>, timeout: Duration) -> reqwest::Client
 }
 
 /// TLS material for a test cluster, made with the `openssl` command line exactly as the README
-/// shows: a CA, and one certificate for 127.0.0.1/localhost that every node uses.
+/// shows: a CA, and for each node a certificate naming `localhost`, 127.0.0.1 and the node
+/// (`node-<id>.baton`, which peers check on the Raft port).
 pub struct TestTls {
     /// The CA certificate (PEM file).
     pub ca: PathBuf,
-    /// The node certificate (PEM file).
+    ca_key: PathBuf,
+    dir: PathBuf,
+    name: String,
+}
+
+/// A certificate and its key (PEM files).
+pub struct Issued {
+    /// The certificate.
     pub cert: PathBuf,
-    /// The node key (PEM file).
+    /// Its key.
     pub key: PathBuf,
 }
 
+impl Issued {
+    /// Both, as a client identity for reqwest.
+    pub fn identity(&self) -> reqwest::Identity {
+        let mut pem = std::fs::read(&self.cert).expect("cert");
+        pem.extend(std::fs::read(&self.key).expect("key"));
+        reqwest::Identity::from_pem(&pem).expect("a PEM identity")
+    }
+}
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl").args(args).output().expect("openssl runs");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 impl TestTls {
-    /// Makes a CA named `name` and a node certificate signed by it, in `dir`.
+    /// Makes a CA named `name` in `dir`.
     pub fn make(dir: &Path, name: &str) -> Self {
-        let path = |f: &str| dir.join(format!("{name}-{f}"));
-        let run = |args: &[&str]| {
-            let out = Command::new("openssl").args(args).output().expect("openssl runs");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        let tls = Self {
+            ca: dir.join(format!("{name}-ca.pem")),
+            ca_key: dir.join(format!("{name}-ca.key")),
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
         };
-        let p = |f: &str| path(f).display().to_string();
-        let ext = path("ext.cnf");
-        std::fs::write(&ext, "subjectAltName=DNS:localhost,IP:127.0.0.1\n").expect("write ext");
-        run(&[
+        let (ca, ca_key) = (tls.ca.display().to_string(), tls.ca_key.display().to_string());
+        let subject = format!("/CN={name}-ca");
+        openssl(&[
             "req",
             "-x509",
             "-newkey",
@@ -88,13 +106,35 @@ impl TestTls {
             "-days",
             "2",
             "-subj",
-            &format!("/CN={name}-ca"),
+            &subject,
             "-keyout",
-            &p("ca.key"),
+            &ca_key,
             "-out",
-            &p("ca.pem"),
+            &ca,
         ]);
-        run(&[
+        tls
+    }
+
+    /// The certificate of node `id` (made on first use): `localhost`, 127.0.0.1 and
+    /// `node-<id>.baton`.
+    pub fn node(&self, id: u64) -> Issued {
+        let issued = self.paths(&format!("node{id}"));
+        if !issued.cert.exists() {
+            let names = format!("DNS:localhost,IP:127.0.0.1,DNS:node-{id}.baton");
+            self.issue(&format!("node{id}"), &names);
+        }
+        issued
+    }
+
+    /// A certificate from this CA with exactly the subject alternative names `names`
+    /// (openssl's syntax), saved as `<file>.pem` and `<file>.key`.
+    pub fn issue(&self, file: &str, names: &str) -> Issued {
+        let issued = self.paths(file);
+        let (cert, key) = (issued.cert.display().to_string(), issued.key.display().to_string());
+        let csr = format!("{cert}.csr");
+        let ext = format!("{cert}.ext");
+        std::fs::write(&ext, format!("subjectAltName={names}\n")).expect("write ext");
+        openssl(&[
             "req",
             "-newkey",
             "ec",
@@ -102,30 +142,36 @@ impl TestTls {
             "ec_paramgen_curve:P-256",
             "-nodes",
             "-subj",
-            "/CN=node",
+            &format!("/CN={file}"),
             "-keyout",
-            &p("node.key"),
+            &key,
             "-out",
-            &p("node.csr"),
+            &csr,
         ]);
-        run(&[
+        let (ca, ca_key) = (self.ca.display().to_string(), self.ca_key.display().to_string());
+        openssl(&[
             "x509",
             "-req",
             "-in",
-            &p("node.csr"),
+            &csr,
             "-CA",
-            &p("ca.pem"),
+            &ca,
             "-CAkey",
-            &p("ca.key"),
+            &ca_key,
             "-CAcreateserial",
             "-days",
             "2",
             "-extfile",
-            &ext.display().to_string(),
+            &ext,
             "-out",
-            &p("node.pem"),
+            &cert,
         ]);
-        Self { ca: path("ca.pem"), cert: path("node.pem"), key: path("node.key") }
+        issued
+    }
+
+    fn paths(&self, file: &str) -> Issued {
+        let path = |ext: &str| self.dir.join(format!("{}-{file}.{ext}", self.name));
+        Issued { cert: path("pem"), key: path("key") }
     }
 
     /// A client trusting this CA, sending `token`.
@@ -264,10 +310,15 @@ impl TestCluster {
     pub fn start_tls(n: u64) -> (Self, TestTls) {
         let dir = tempfile::tempdir().expect("tempdir");
         let tls = TestTls::make(dir.path(), "cluster");
+        for id in 1..=n {
+            tls.node(id);
+        }
         let quoted = |p: &Path| format!("{:?}", p.display().to_string());
+        // Each node its own certificate: `{id}` stands for the node's id (see `add_node`).
+        let node = tls.paths("node{id}");
         let settings = vec![
-            ("tls_cert_file".to_string(), quoted(&tls.cert)),
-            ("tls_key_file".to_string(), quoted(&tls.key)),
+            ("tls_cert_file".to_string(), quoted(&node.cert)),
+            ("tls_key_file".to_string(), quoted(&node.key)),
             ("tls_ca_file".to_string(), quoted(&tls.ca)),
             ("api_tls".to_string(), "true".to_string()),
             ("raft_tls".to_string(), "true".to_string()),
@@ -334,7 +385,7 @@ impl TestCluster {
             data_dir.display()
         );
         for (k, v) in &self.settings {
-            text.push_str(&format!("{k} = {v}\n"));
+            text.push_str(&format!("{k} = {}\n", v.replace("{id}", &id.to_string())));
         }
         std::fs::write(&config, text).expect("write node config");
         let log = self.dir.path().join(format!("node{id}.log"));

@@ -70,7 +70,8 @@ pub fn bound_entries(entries: &mut Vec<Entry>, budget: usize) -> Option<LogId> {
 /// Why an internal RPC failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    /// No connection could be made (refused, unroutable, connect timeout).
+    /// No connection could be made (refused, unroutable, connect timeout, or the TLS or
+    /// cluster-secret handshake failed): the peer saw no request.
     #[error("cannot connect to {addr}: {source}")]
     Unreachable {
         /// The peer's address.
@@ -325,7 +326,6 @@ impl Dialer {
     async fn open(&self, peer: &Peer) -> Result<Stream, CallError> {
         let addr = peer.addr.as_str();
         let unreachable = |source: BoxError| CallError::Unreachable { addr: addr.into(), source };
-        let transport = |source: BoxError| CallError::Transport { addr: addr.into(), source };
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, self.connect.connect(addr))
             .await
             .map_err(|_| unreachable(format!("no connection within {CONNECT_TIMEOUT:?}").into()))?
@@ -333,7 +333,8 @@ impl Dialer {
         let io: Box<dyn AsyncIo> = match &self.tls {
             None => stream,
             Some(connector) => {
-                let name = rustls::pki_types::ServerName::try_from(host_of(addr).to_string())
+                // The peer's certificate must name the node meant, wherever it answers.
+                let name = rustls::pki_types::ServerName::try_from(crate::tls::node_name(peer.id))
                     .map_err(|e| unreachable(e.into()))?;
                 Box::new(connector.connect(name, stream).await.map_err(|e| unreachable(e.into()))?)
             }
@@ -341,9 +342,11 @@ impl Dialer {
         let mut io = BufReader::with_capacity(READ_BUFFER, io);
         // A peer that did not prove itself was sent nothing: like one that cannot be reached,
         // openraft backs off from it and a forwarded request goes elsewhere.
+        // Nor was one whose connection broke during the handshake (something else listens
+        // there, or the node is going away): retried at once, it would be dialed in a loop.
         match handshake::dial(&mut io, self.secret.as_bytes(), peer.id).await {
             Ok(()) => Ok(Stream { io }),
-            Err(Failed::Io(e)) => Err(transport(e.into())),
+            Err(Failed::Io(e)) => Err(unreachable(format!("handshake broke off: {e}").into())),
             Err(failed @ (Failed::Unproven | Failed::OtherNode)) => {
                 Err(unreachable(format!("{failed} (node {})", peer.id).into()))
             }
@@ -365,12 +368,6 @@ pub(crate) fn decode_answer<T: DeserializeOwned>(
             reason: String::from_utf8_lossy(&body).into_owned(),
         }),
     }
-}
-
-/// The host part of `host:port` (brackets of an IPv6 literal removed).
-fn host_of(addr: &str) -> &str {
-    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
-    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// The openraft network factory: one [`Connection`] per peer, all sharing one pool.

@@ -41,8 +41,9 @@
 //!   on the log, nor receive a forwarded request. The secret never crosses the wire, and a
 //!   captured handshake proves nothing on another connection. Proofs are compared in constant
 //!   time; secrets are never logged.
-//! - Connection failures, and a peer that did not prove the secret or is not the node meant
-//!   (nothing was sent to it), are reported to openraft as `Unreachable` (it backs off); timeouts
+//! - Connection failures, a handshake that broke off, and a peer that did not prove the
+//!   secret or is not the node meant (nothing was sent to it), are reported to openraft as
+//!   `Unreachable` (it backs off); timeouts
 //!   and other transport faults as `NetworkError` (it retries at once); the peer's Raft errors
 //!   as `RemoteError`. A connection that timed out or broke is never reused.
 //! - An AppendEntries carries at most [`MAX_APPEND_BYTES`] of entries (always its first

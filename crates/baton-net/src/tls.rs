@@ -1,15 +1,85 @@
 //! TLS for both listeners, from PEM files: one certificate and key per node, and the CA that
 //! signed every node's certificate. The public API uses server TLS; the Raft port uses mutual
-//! TLS (a peer must present a certificate from the cluster's CA), on top of the cluster secret.
-//! All cryptography is `ring`'s.
+//! TLS, on top of the cluster secret: each side's certificate must come from the cluster's CA
+//! and name a node ([`node_name`]): the node dialed must name the very node meant, and a
+//! dialer must name some node (a certificate the CA signed for anything else is refused). All
+//! cryptography is `ring`'s.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::UnixTime;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore,
+    ServerConfig, SignatureScheme,
+};
+
+/// The DNS name (a subject alternative name) that node `id`'s certificate carries for the
+/// Raft port: `node-<id>.baton`. Peers check it, not the host in the node's address.
+pub fn node_name(id: u64) -> String {
+    format!("node-{id}.baton")
+}
+
+/// Whether `name` is some node's [`node_name`].
+fn is_node_name(name: &str) -> bool {
+    name.strip_prefix("node-")
+        .and_then(|rest| rest.strip_suffix(".baton"))
+        .is_some_and(|id| id.parse::<u64>().is_ok_and(|n| n.to_string() == id))
+}
+
+/// The Raft port's check of a dialer's certificate: the CA's (webpki's verifier), and then
+/// that it names a node.
+#[derive(Debug)]
+struct NodeCertificates(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for NodeCertificates {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.0.verify_client_cert(end_entity, intermediates, now)?;
+        let names_a_node = webpki::EndEntityCert::try_from(end_entity)
+            .is_ok_and(|cert| cert.valid_dns_names().any(is_node_name));
+        if names_a_node {
+            Ok(verified)
+        } else {
+            Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
 
 /// Where a node's TLS material lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,7 +169,8 @@ pub fn api_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError
     Ok(Arc::new(config))
 }
 
-/// Mutual TLS for the Raft port: a client must present a certificate signed by the CA.
+/// Mutual TLS for the Raft port: a client must present a certificate signed by the CA that
+/// names a node ([`node_name`]).
 pub fn raft_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&files.ca)?), provider())
@@ -108,7 +179,7 @@ pub fn raft_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsErro
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Invalid(e.to_string()))?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::new(NodeCertificates(verifier)))
         .with_single_cert(certs(&files.cert)?, key(&files.key)?)
         .map_err(|e| TlsError::Invalid(e.to_string()))?;
     // Raft RPCs on framed connections; leader forwarding on HTTP/2.
@@ -117,7 +188,8 @@ pub fn raft_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsErro
 }
 
 /// The client side of the Raft port's mutual TLS: trusts the CA, presents this node's
-/// certificate.
+/// certificate, and expects the peer's to name the node dialed (the dialer asks for
+/// [`node_name`] of its id).
 pub fn raft_client_config(files: &TlsFiles) -> Result<ClientConfig, TlsError> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -127,4 +199,21 @@ pub fn raft_client_config(files: &TlsFiles) -> Result<ClientConfig, TlsError> {
         .map_err(|e| TlsError::Invalid(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_are_exactly_node_dash_id_dot_baton() {
+        assert_eq!(node_name(7), "node-7.baton");
+        assert!(is_node_name("node-7.baton"));
+        assert!(is_node_name(&node_name(u64::MAX)));
+        for other in
+            ["node-07.baton", "node-.baton", "node-x.baton", "node-7.baton.evil", "7.baton"]
+        {
+            assert!(!is_node_name(other), "{other}");
+        }
+    }
 }

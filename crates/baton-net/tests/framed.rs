@@ -200,6 +200,24 @@ async fn an_unreachable_peer_is_reported_unreachable_so_openraft_backs_off() {
     assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
 }
 
+/// Something at a member's address that accepts connections and closes them at once (another
+/// service, a node shutting down): nothing was sent to it, so it counts as unreachable and
+/// openraft backs off. As a transport fault it was retried at once: a leader dialed such an
+/// address hundreds of times a second.
+#[tokio::test]
+async fn a_peer_that_closes_during_the_handshake_is_reported_unreachable_so_openraft_backs_off() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            drop(stream);
+        }
+    });
+    let mut connection = connection(SECRET, &addr).await;
+    let err = vote(&mut connection, 1).await.expect_err("closed at once");
+    assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
+}
+
 #[tokio::test]
 async fn a_slow_answer_times_out_and_its_connection_is_never_reused() {
     let stand_in = StandIn { first_delay: Some(DEADLINE * 3), ..StandIn::default() };
