@@ -1,6 +1,6 @@
 //! The replicated state and the deterministic `apply`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
@@ -67,6 +67,8 @@ pub struct State {
     /// its tombstones is left still starts past every epoch its key may have had.
     epoch_floors: BTreeMap<TenantId, Epoch>,
     #[serde(skip)]
+    trails: Trails,
+    #[serde(skip)]
     group_set: Generation,
     /// Counts the groups handed out to be changed; each is stamped with the count (its
     /// revision).
@@ -99,6 +101,36 @@ impl PartialEq for Revision {
 }
 
 impl Eq for Revision {}
+
+/// The audit's entries by trail ([`trail`]), so that keeping each trail within its budget
+/// costs a lookup, not a walk over the whole audit on every audited write. Built from the
+/// audit when first needed after a restore; not replicated, and not part of the state's value.
+#[derive(Clone, Debug, Default)]
+struct Trails(Option<BTreeMap<Option<TenantId>, BTreeSet<u64>>>);
+
+impl Trails {
+    fn of(
+        &mut self,
+        audit: &BTreeMap<u64, AuditEntry>,
+        identities: &BTreeMap<IdentityName, Identity>,
+    ) -> &mut BTreeMap<Option<TenantId>, BTreeSet<u64>> {
+        self.0.get_or_insert_with(|| {
+            let mut trails: BTreeMap<_, BTreeSet<u64>> = BTreeMap::new();
+            for entry in audit.values() {
+                trails.entry(trail(entry, identities).cloned()).or_default().insert(entry.seq);
+            }
+            trails
+        })
+    }
+}
+
+impl PartialEq for Trails {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Trails {}
 
 /// How many times this process has seen the set of groups change (a group created, restored
 /// or removed). The detector re-pairs its watches with the groups only when it moved. Not
@@ -271,10 +303,18 @@ impl State {
                 action,
             };
             let tenant = trail(&entry, &self.identities).cloned();
+            let trails = self.trails.of(&self.audit, &self.identities);
             self.audit.insert(seq, entry);
+            trails.entry(tenant.clone()).or_default().insert(seq);
             touched.push(RecordKey::Audit(seq));
-            if let Some(dropped) = audit_overflow(&self.audit, &self.identities, tenant.as_ref()) {
+            if let Some((from, dropped)) = audit_overflow(trails, self.audit.len(), &tenant) {
                 self.audit.remove(&dropped);
+                if let Some(entries) = trails.get_mut(&from) {
+                    entries.remove(&dropped);
+                    if entries.is_empty() {
+                        trails.remove(&from);
+                    }
+                }
                 touched.push(RecordKey::Audit(dropped));
             }
         }
@@ -437,8 +477,8 @@ impl State {
     fn set_channels(
         &mut self,
         key: &GroupKey,
-        add: &std::collections::BTreeSet<String>,
-        remove: &std::collections::BTreeSet<String>,
+        add: &BTreeSet<String>,
+        remove: &BTreeSet<String>,
     ) -> Outcome {
         if self.group(key).is_none() {
             return Err(Rejection::GroupNotFound(key.clone()));
@@ -668,10 +708,12 @@ impl State {
             (RecordKey::Identity(name), Record::Identity(identity)) => {
                 assert_eq!(name, identity.name, "a stored identity must live under its own key");
                 self.identities.insert(name, identity);
+                self.trails = Trails::default();
             }
             (RecordKey::Audit(seq), Record::Audit(entry)) => {
                 assert_eq!(seq, entry.seq, "a stored audit entry must live under its own key");
                 self.audit.insert(seq, entry);
+                self.trails = Trails::default();
             }
             (RecordKey::Remembered(who, key), Record::Remembered(w, k, r)) => {
                 assert_eq!((&who, &key), (&w, &k), "a stored outcome must live under its own key");
@@ -988,32 +1030,31 @@ fn trail<'a>(
     }
 }
 
-/// The entry to drop from `audit` after one was added to the trail `added`: that trail's
-/// oldest when it holds more than [`AUDIT_PER_TRAIL`]; else, when the whole trail holds more
-/// than [`AUDIT_CAPACITY`], the oldest entry of the longest trail (of the longest, the one
-/// whose oldest entry is oldest). Never the entry just added: its trail's oldest is another
-/// whenever that trail is over a budget, and so is the longest trail's.
+/// The entry to drop from an audit of `total` entries, kept in `trails`, after one was added
+/// to the trail `added`, with the trail it is in: that trail's oldest when it holds more than
+/// [`AUDIT_PER_TRAIL`]; else, when the whole audit holds more than [`AUDIT_CAPACITY`], the
+/// oldest entry of the longest trail (of the longest, the one whose oldest entry is oldest).
+/// Never the entry just added: its trail's oldest is another whenever that trail is over a
+/// budget, and so is the longest trail's.
 fn audit_overflow(
-    audit: &BTreeMap<u64, AuditEntry>,
-    identities: &BTreeMap<IdentityName, Identity>,
-    added: Option<&crate::TenantId>,
-) -> Option<u64> {
-    let mut own = audit.values().filter(|e| trail(e, identities) == added);
-    let oldest_own = own.next().map(|e| e.seq);
-    if own.count() + 1 > AUDIT_PER_TRAIL {
-        return oldest_own;
+    trails: &BTreeMap<Option<TenantId>, BTreeSet<u64>>,
+    total: usize,
+    added: &Option<TenantId>,
+) -> Option<(Option<TenantId>, u64)> {
+    let oldest = |entries: &BTreeSet<u64>| entries.first().copied();
+    if let Some(own) = trails.get(added)
+        && own.len() > AUDIT_PER_TRAIL
+    {
+        return oldest(own).map(|seq| (added.clone(), seq));
     }
-    if audit.len() as u64 <= AUDIT_CAPACITY {
+    if total as u64 <= AUDIT_CAPACITY {
         return None;
     }
-    let mut trails: BTreeMap<Option<&crate::TenantId>, (usize, u64)> = BTreeMap::new();
-    for entry in audit.values() {
-        trails.entry(trail(entry, identities)).or_insert((0, entry.seq)).0 += 1;
-    }
     trails
-        .into_values()
-        .max_by(|(a, a_oldest), (b, b_oldest)| a.cmp(b).then(b_oldest.cmp(a_oldest)))
-        .map(|(_, oldest)| oldest)
+        .iter()
+        .filter_map(|(trail, entries)| Some((trail, entries.len(), oldest(entries)?)))
+        .max_by(|(_, a, a_oldest), (_, b, b_oldest)| a.cmp(b).then(b_oldest.cmp(a_oldest)))
+        .map(|(trail, _, seq)| (trail.clone(), seq))
 }
 
 /// The audit entry a command's response calls for: operator changes that took effect.

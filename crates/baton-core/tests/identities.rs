@@ -327,6 +327,12 @@ fn one_tenants_changes_never_push_out_anothers_or_the_identity_events() {
     }
     assert_eq!(restored, state);
     assert_eq!(restored.digest(), state.digest());
+    // And keep their trails alike as the writes go on (a restored state finds its trails anew).
+    for copy in [&mut state, &mut restored] {
+        reconfigure(copy, &key("t1", "g"), "alice", 20_000, 3, 0);
+        reconfigure(copy, &key("t2", "g"), "eve", 30_000, 2, u64::MAX);
+    }
+    assert_eq!(audit(&restored), audit(&state));
 }
 
 #[test]
