@@ -384,6 +384,23 @@ impl Command {
         })
     }
 
+    /// Whether this command may change the text of the group it addresses (what
+    /// [`crate::Group::text_bytes`] counts).
+    pub fn may_change_text(&self) -> bool {
+        matches!(
+            self,
+            Command::CreateGroup { .. }
+                | Command::PutGroup { .. }
+                | Command::DeleteGroup { .. }
+                | Command::CreateSession { .. }
+                | Command::PutSession { .. }
+                | Command::DeleteSession { .. }
+                | Command::SetChannels { .. }
+                | Command::SetAllowedOwners { .. }
+                | Command::ChangeAllowedOwners { .. }
+        )
+    }
+
     /// The records this command changes besides the audit trail and histories: its group
     /// (sessions and baton live inside it), its identity, or a checkpoint's groups.
     pub fn record_keys(&self) -> Vec<RecordKey> {

@@ -50,8 +50,12 @@ pub enum Limit {
     /// Identities of the cluster, revoked ones included (their names are never reused).
     Identities,
     /// Bytes of one group's text: name, description, labels, members' ids and names,
-    /// channels, owners. (Last, so that earlier answers keep their encoding.)
+    /// channels, owners.
     GroupBytes,
+    /// Bytes of the text of all of one tenant's groups together: what one of its list reads
+    /// answers at most, and what it keeps in the replicated state. (Last, so that earlier
+    /// answers keep their encoding.)
+    TenantBytes,
 }
 
 impl Limit {
@@ -67,6 +71,7 @@ impl Limit {
             Limit::NamespacesPerTenant => "max_namespaces_per_tenant",
             Limit::Identities => "max_identities",
             Limit::GroupBytes => "max_group_bytes",
+            Limit::TenantBytes => "max_tenant_bytes",
         }
     }
 
@@ -82,6 +87,7 @@ impl Limit {
             Limit::NamespacesPerTenant => "namespaces of the tenant",
             Limit::Identities => "identities of the cluster",
             Limit::GroupBytes => "bytes of the group's text (names, labels, members, channels)",
+            Limit::TenantBytes => "bytes of the text of the tenant's groups",
         }
     }
 }
@@ -120,6 +126,8 @@ pub struct Limits {
     pub identities: u64,
     /// See [`Limit::GroupBytes`].
     pub group_bytes: u64,
+    /// See [`Limit::TenantBytes`].
+    pub tenant_bytes: u64,
 }
 
 impl Default for Limits {
@@ -134,6 +142,7 @@ impl Default for Limits {
             namespaces_per_tenant: 1_000,
             identities: 10_000,
             group_bytes: 64 * 1024,
+            tenant_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -151,6 +160,7 @@ impl Limits {
             Limit::NamespacesPerTenant => self.namespaces_per_tenant,
             Limit::Identities => self.identities,
             Limit::GroupBytes => self.group_bytes,
+            Limit::TenantBytes => self.tenant_bytes,
         }
     }
 
@@ -235,6 +245,10 @@ impl Limits {
             let before = group.map_or(0, Group::text_bytes);
             let after = text_bytes_after(group, command).unwrap_or(before);
             judge.grow(Limit::GroupBytes, Growth::GroupBytes(key.clone()), before, after)?;
+            let tenant = &key.scope.tenant;
+            let now = state.tenant_text_bytes(tenant) as usize;
+            let growth = Growth::TenantBytes(tenant.clone());
+            judge.grow(Limit::TenantBytes, growth, now, (now + after).saturating_sub(before))?;
         }
         Ok(judge.grown)
     }
@@ -284,6 +298,8 @@ pub enum Growth {
     Identities,
     /// Bytes of a group's text.
     GroupBytes(GroupKey),
+    /// Bytes of a tenant's groups' text.
+    TenantBytes(crate::TenantId),
 }
 
 /// Growth the leader admitted and has not yet seen applied. Judged with the state, so that
@@ -617,6 +633,44 @@ mod tests {
             over(limits.admit_unchecked(&state, &put(group.clone(), labelled_with(20, 600)))),
             Limit::GroupBytes
         );
+    }
+
+    /// A tenant of many groups, each within its own limit, cannot together hold more text than
+    /// its tenant limit; what a group gives back (a member leaving, a group deleted) is room
+    /// again. The leader's count is kept by every apply, and rebuilt from the records.
+    #[test]
+    fn a_tenants_groups_together_hold_no_more_text_than_its_limit() {
+        let mut state = State::default();
+        let limits = Limits { tenant_bytes: 10_000, ..Limits::default() };
+        let tenant = TenantId::new("t").expect("an id");
+        for g in ["a", "b"] {
+            let config = labelled_with(4, 1_000);
+            apply(&mut state, put(key("ns", g), config));
+        }
+        let held = state.tenant_text_bytes(&tenant);
+        assert_eq!(held, 2 * (4 * 1_000 + 4 * 2), "two groups of four 1,000-byte labels");
+        let third = put(key("other-ns", "c"), labelled_with(2, 1_000));
+        assert_eq!(over(limits.admit_unchecked(&state, &third)), Limit::TenantBytes);
+        // A member joining with a long name is growth too; a small one fits.
+        let long = join(&key("ns", "a"), "m", Some("n".repeat(2_000)));
+        assert_eq!(over(limits.admit_unchecked(&state, &long)), Limit::TenantBytes);
+        assert!(limits.admit_unchecked(&state, &join(&key("ns", "a"), "m", None)).is_ok());
+        // Another tenant has its own room.
+        let elsewhere = GroupKey {
+            scope: Scope { tenant: TenantId::new("u").expect("an id"), ..key("ns", "x").scope },
+            group: GroupId::new("x").expect("an id"),
+        };
+        assert!(limits.admit_unchecked(&state, &put(elsewhere, labelled_with(4, 1_000))).is_ok());
+        // Deleting a group gives its room back.
+        apply(
+            &mut state,
+            Command::DeleteGroup { key: key("ns", "b"), refuse_if_active: false, active: vec![] },
+        );
+        assert_eq!(state.tenant_text_bytes(&tenant), held / 2);
+        assert!(limits.admit_unchecked(&state, &third).is_ok());
+        // A state rebuilt from its records counts the same.
+        let rebuilt = State::from_records(state.records());
+        assert_eq!(rebuilt.tenant_text_bytes(&tenant), held / 2);
     }
 
     fn labelled_with(n: usize, value: usize) -> GroupConfig {

@@ -69,6 +69,8 @@ pub struct State {
     #[serde(skip)]
     trails: Trails,
     #[serde(skip)]
+    tenant_bytes: TenantBytes,
+    #[serde(skip)]
     group_set: Generation,
     /// Counts the groups handed out to be changed; each is stamped with the count (its
     /// revision).
@@ -123,6 +125,35 @@ impl Trails {
         })
     }
 }
+
+/// Per tenant, the bytes of its groups' text ([`Group::text_bytes`]), which
+/// `max_tenant_bytes` bounds: kept up to date by every apply and restore, so that the leader
+/// judges a write without walking the tenant's groups. Not replicated, and not part of the
+/// state's value: a state taken whole from a snapshot has none until rebuilt from its records
+/// ([`State::from_records`]).
+#[derive(Clone, Debug, Default)]
+struct TenantBytes(BTreeMap<TenantId, u64>);
+
+impl TenantBytes {
+    fn change(&mut self, tenant: &TenantId, before: usize, after: usize) {
+        if before == after {
+            return;
+        }
+        let bytes = self.0.entry(tenant.clone()).or_default();
+        *bytes = (*bytes + after as u64).saturating_sub(before as u64);
+        if *bytes == 0 {
+            self.0.remove(tenant);
+        }
+    }
+}
+
+impl PartialEq for TenantBytes {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for TenantBytes {}
 
 impl PartialEq for Trails {
     fn eq(&self, _: &Self) -> bool {
@@ -260,12 +291,19 @@ impl State {
     fn apply_once(&mut self, request: &Request) -> Effects {
         let key = request.command.group();
         let before = key.and_then(|k| self.group(k)).map(Baton::of);
+        let text_before = key
+            .filter(|_| request.command.may_change_text())
+            .map(|k| self.group(k).map_or(0, Group::text_bytes));
         // Only a configuration change is audited by what it changed.
         let config_before = match &request.command {
             Command::PutGroup { key, .. } => self.group(key).map(|g| g.config.clone()),
             _ => None,
         };
         let response = self.apply_command(request);
+        if let (Some(key), Some(before)) = (key, text_before) {
+            let after = self.group(key).map_or(0, Group::text_bytes);
+            self.tenant_bytes.change(&key.scope.tenant, before, after);
+        }
         let mut touched = request.command.record_keys();
         // A group created over a deleted one: its tombstone is written again under its own key,
         // so that one an earlier version stored under the group's key is not lost when the new
@@ -643,6 +681,21 @@ impl State {
         }
     }
 
+    /// The bytes of the text of `tenant`'s groups ([`Group::text_bytes`]).
+    pub fn tenant_text_bytes(&self, tenant: &TenantId) -> u64 {
+        self.tenant_bytes.0.get(tenant).copied().unwrap_or(0)
+    }
+
+    /// A state from its records, as storage reloads it (and as a snapshot, taken whole, must
+    /// be rebuilt: only `restore` keeps the state's indexes).
+    pub fn from_records(records: impl IntoIterator<Item = (RecordKey, Record)>) -> Self {
+        let mut state = State::default();
+        for (key, record) in records {
+            state.restore(key, record);
+        }
+        state
+    }
+
     /// The tombstone of the group deleted under `key`, if it is kept.
     pub fn tombstone(&self, key: &GroupKey) -> Option<&Tombstone> {
         self.tombstones.get(key)
@@ -695,6 +748,8 @@ impl State {
         match (key, record) {
             (RecordKey::Group(k), Record::Group(g)) => {
                 assert_eq!(k, g.key, "a stored group must live under its own key");
+                let replaced = self.group(&k).map_or(0, Group::text_bytes);
+                self.tenant_bytes.change(&k.scope.tenant, replaced, g.text_bytes());
                 let slot = Slot { group: Box::new(g), revision: self.group_changes.next() };
                 self.groups.entry(k.scope).or_default().insert(k.group, slot);
                 self.group_set.bump();

@@ -98,6 +98,9 @@ pub struct Config {
     /// Most bytes of text one group may hold: name, description, labels, members' ids and
     /// names, channels and allowed owners together.
     pub max_group_bytes: u64,
+    /// Most bytes of text all of one tenant's groups may hold together (what one of its list
+    /// reads answers at most).
+    pub max_tenant_bytes: u64,
     /// A heartbeat stream silent this long is pinged; one silent twice as long is closed, in
     /// milliseconds.
     pub stream_keepalive_ms: u64,
@@ -193,6 +196,7 @@ impl Default for Config {
             max_namespaces_per_tenant: limits.namespaces_per_tenant,
             max_identities: limits.identities,
             max_group_bytes: limits.group_bytes,
+            max_tenant_bytes: limits.tenant_bytes,
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
             tls_ca_file: String::new(),
@@ -240,6 +244,7 @@ impl Config {
             namespaces_per_tenant: self.max_namespaces_per_tenant,
             identities: self.max_identities,
             group_bytes: self.max_group_bytes,
+            tenant_bytes: self.max_tenant_bytes,
         }
     }
 

@@ -275,8 +275,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> std::result::Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let state: State = postcard::from_bytes(&data)
+        let whole: State = postcard::from_bytes(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        // Rebuilt from its records, as a restart loads it, so that its indexes are built too.
+        let state = State::from_records(whole.records());
         let signature = meta.signature();
         let write_err =
             |e: &rocksdb::Error| StorageIOError::write_snapshot(Some(signature.clone()), e);
