@@ -417,11 +417,14 @@ impl Command {
             Command::DeleteGroup { key, .. } => {
                 vec![RecordKey::Group(key.clone()), RecordKey::Tombstone(key.clone())]
             }
+            // The group's own key too: a version before tombstones had keys of their own stored
+            // one there, which would otherwise come back at the next restart.
             Command::PruneTombstones { tombstones } => tombstones
                 .iter()
                 .flat_map(|(key, _)| {
                     [
                         RecordKey::Tombstone(key.clone()),
+                        RecordKey::Group(key.clone()),
                         RecordKey::EpochFloor(key.scope.tenant.clone()),
                     ]
                 })

@@ -294,16 +294,21 @@ impl Detector {
         // must not give the baton away before it lapses.
         for (key, tombstone) in state.tombstones() {
             let Some(holder) = &tombstone.holder else { continue };
+            let until = after(now, tombstone.failover_timeout_ms);
+            let (watch, _) = self.groups.entry(key);
             if state.group(key).is_some_and(|g| g.epoch != tombstone.epoch) {
+                // Granted since in a group re-created under the key: the member granted waited
+                // the tombstone's grant out, unless it is the tombstone's own holder, granted
+                // again at once, which may still trust the deleted group's (longer) grant.
+                if let Some((session, _, last)) = &mut watch.grant
+                    && session == holder
+                {
+                    *last = (*last).max(until);
+                }
                 continue;
             }
-            let (watch, _) = self.groups.entry(key);
             if watch.grant.is_none() {
-                watch.grant = Some((
-                    holder.clone(),
-                    tombstone.epoch,
-                    after(now, tombstone.failover_timeout_ms),
-                ));
+                watch.grant = Some((holder.clone(), tombstone.epoch, until));
             }
         }
     }
@@ -651,10 +656,11 @@ impl Detector {
 
     /// Once a pass (at its first part): the tombstones whose last grant this leader knows to
     /// have lapsed, as it would know before granting the baton to anyone else under their
-    /// keys. A tombstone the leader's watches hold no live grant of its epoch or earlier for
-    /// is prunable: its group's watch is gone (dropped once the grant lapsed), never held one
-    /// (no holder, or none since this leader re-armed), or has moved on to a grant of a group
-    /// re-created under its key (which waited the tombstone's grant out).
+    /// keys. A tombstone the leader's watches hold no live grant of its epoch or earlier (or of
+    /// its holder) for is prunable: its group's watch is gone (dropped once the grant lapsed),
+    /// never held one (no holder, or none since this leader re-armed), or has moved on to
+    /// another member's grant in a group re-created under its key (which waited the
+    /// tombstone's grant out).
     fn prune(&mut self, state: &State, now: Timestamp) -> Option<Command> {
         self.pruning
             .retain(|(key, epoch), _| state.tombstone(key).is_some_and(|t| t.epoch == *epoch));
@@ -663,11 +669,15 @@ impl Detector {
             if tombstones.len() == CHECKPOINT_GROUPS {
                 break;
             }
-            let live = self
-                .groups
-                .get(key)
-                .and_then(|w| w.grant.as_ref())
-                .is_some_and(|(_, epoch, until)| *epoch <= tombstone.epoch && now < *until);
+            // Of its epoch or earlier, or its own holder's at any epoch: granted again at once
+            // in a group re-created under the key, it may still trust the deleted group's grant,
+            // and its watch keeps the later end.
+            let live = self.groups.get(key).and_then(|w| w.grant.as_ref()).is_some_and(
+                |(session, epoch, until)| {
+                    now < *until
+                        && (*epoch <= tombstone.epoch || tombstone.holder.as_ref() == Some(session))
+                },
+            );
             let pending = (key.clone(), tombstone.epoch);
             let proposed =
                 self.pruning.get(&pending).is_some_and(|at| now < after(*at, PRUNE_RETRY_MS));
