@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
@@ -98,6 +98,7 @@ pub async fn serve<S>(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let member_slots = Arc::new(Semaphore::new(MEMBER_SLOTS));
     let per_address = PerAddress::default();
+    let (mut over_address_cap, mut over_cap) = (RefusalLog::default(), RefusalLog::default());
     let (raft, members) = match framed {
         Some(Framed { port, members }) => (Some(port), Some(members)),
         None => (None, None),
@@ -118,7 +119,9 @@ pub async fn serve<S>(
             },
         };
         let Some(held) = per_address.take(addr.ip(), limits.max_connections_per_address) else {
-            tracing::warn!(%addr, max = limits.max_connections_per_address, "connection limit of one address reached; closing a new connection");
+            if let Some(unlogged) = over_address_cap.log(Instant::now()) {
+                tracing::warn!(%addr, max = limits.max_connections_per_address, unlogged, "connection limit of one address reached; closing a new connection");
+            }
             drop(stream);
             continue;
         };
@@ -131,7 +134,9 @@ pub async fn serve<S>(
             false => slots.clone().try_acquire_owned(),
         };
         let Ok(slot) = slot else {
-            tracing::warn!(%addr, max = limits.max_connections, member, "connection limit reached; closing a new connection");
+            if let Some(unlogged) = over_cap.log(Instant::now()) {
+                tracing::warn!(%addr, max = limits.max_connections, member, unlogged, "connection limit reached; closing a new connection");
+            }
             drop(stream);
             continue;
         };
@@ -487,6 +492,30 @@ impl hyper::body::Body for Counted {
     }
 }
 
+/// How often a refused connection is logged at most: a flood of refused connections must not
+/// become a flood of log lines (a disk filled with them would outlast the attack).
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// Which refusals of one kind are logged: the first, then at most one per
+/// [`REFUSAL_LOG_EVERY`], each saying how many went unlogged since the last.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    /// `Some(refusals unlogged before this one)` when this refusal, at `now`, is to be logged.
+    fn log(&mut self, now: Instant) -> Option<u64> {
+        if self.last.is_some_and(|last| now < last + REFUSAL_LOG_EVERY) {
+            self.unlogged += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,6 +525,18 @@ mod tests {
 
     async fn idle_within(activity: &Activity, within: Duration) -> Option<&'static str> {
         tokio::time::timeout(within, activity.idle_past(LIMIT, SHORT_STALL)).await.ok()
+    }
+
+    /// A flood of a thousand refused connections in one second is one log line, and the next
+    /// line, a second later, says how many went unlogged.
+    #[test]
+    fn a_flood_of_refused_connections_is_logged_once_a_second() {
+        let (mut log, t0) = (RefusalLog::default(), Instant::now());
+        let logged: Vec<u64> =
+            (0..1_000).filter_map(|i| log.log(t0 + REFUSAL_LOG_EVERY * i / 1_000)).collect();
+        assert_eq!(logged, [0], "the first only");
+        assert_eq!(log.log(t0 + REFUSAL_LOG_EVERY), Some(999));
+        assert_eq!(log.log(t0 + REFUSAL_LOG_EVERY * 3), Some(0));
     }
 
     #[tokio::test]
