@@ -1149,6 +1149,14 @@ async fn a_host_filling_a_raft_port_cannot_keep_the_leader_from_reaching_that_me
     attackers.abort_all();
 }
 
+/// A TCP connection to `addr` from the loopback address `source` (a client of its own, as far
+/// as the node's per-address caps go).
+async fn connect_from(source: &str, addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(format!("{source}:0").parse().expect("an address")).expect("bind");
+    socket.connect(addr).await.expect("connect")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_streams_keep_their_connections_place_in_the_per_address_cap() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -1156,11 +1164,7 @@ async fn heartbeat_streams_keep_their_connections_place_in_the_per_address_cap()
     let cluster = TestCluster::start_with(1, &[("max_connections_per_address", "2")]);
     cluster.wait_for_leader(ELECTION).await;
     let addr: std::net::SocketAddr = cluster.node(1).api_addr.parse().expect("an address");
-    let connect_from = |source: &'static str| async move {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.bind(format!("{source}:0").parse().expect("an address")).expect("bind");
-        socket.connect(addr).await.expect("connect")
-    };
+    let connect_from = |source: &'static str| connect_from(source, addr);
     // Two heartbeat streams from one address: upgraded, they leave HTTP behind.
     let mut streams = Vec::new();
     for _ in 0..2 {
@@ -1195,11 +1199,7 @@ async fn one_address_cannot_hold_every_connection_slot() {
     let cluster = TestCluster::start_with(1, &[("max_connections_per_address", "3")]);
     cluster.wait_for_leader(ELECTION).await;
     let addr: std::net::SocketAddr = cluster.node(1).api_addr.parse().expect("an address");
-    let connect_from = |source: &'static str| async move {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.bind(format!("{source}:0").parse().expect("an address")).expect("bind");
-        socket.connect(addr).await.expect("connect")
-    };
+    let connect_from = |source: &'static str| connect_from(source, addr);
     // Three held open from one address, each having been served once (not 127.0.0.1, where
     // the harness's own client keeps pooled connections).
     let mut held = Vec::new();
